@@ -1,0 +1,66 @@
+extension Knobs {
+    static let algo = Knob.string("SWCCL_ALGO", default: "", "force an algorithm: ring or recdbl (allreduce)")
+    static let chunkBytes = Knob.int("SWCCL_CHUNK_SIZE", default: 512 << 10, "largest pipeline chunk of the ring algorithms, in bytes")
+}
+
+/// What an algorithm needs from its communicator: who it is, the transport, a fresh tag space and the
+/// deadline rule. Algorithms see nothing else, so they work over any backend.
+struct CollectiveContext {
+    let rank: Int
+    let size: Int
+    let transport: any Transport
+    let sequence: UInt64
+    let timeoutMs: Int
+    let scratch: Scratch
+
+    @inline(__always) func tag(_ lane: Int) -> UInt64 { Tag.collective(sequence: sequence, lane: lane) }
+    var deadline: Deadline { .after(milliseconds: timeoutMs) }
+
+    func send(_ peer: Int, lane: Int, _ p: UnsafeRawPointer, _ bytes: Int) throws(CCLError) -> Request {
+        try transport.isend(to: peer, tag: tag(lane), UnsafeRawBufferPointer(start: p, count: bytes))
+    }
+
+    func recv(_ peer: Int, lane: Int, _ p: UnsafeMutableRawPointer, _ bytes: Int) throws(CCLError) -> Request {
+        try transport.irecv(from: peer, tag: tag(lane), into: UnsafeMutableRawBufferPointer(start: p, count: bytes))
+    }
+
+    func wait(_ r: Request) throws(CCLError) { try transport.wait(r, deadline: deadline) }
+}
+
+/// Drives several independent pipelines ("lanes") of requests over one transport: polls every lane,
+/// lets the ones whose requests completed advance, and sleeps in the transport when none can.
+struct LaneDriver {
+    var sends: [Request?]
+    var recvs: [Request?]
+    var peerOf: [Int]
+
+    init(lanes: Int) {
+        sends = Array(repeating: nil, count: lanes)
+        recvs = Array(repeating: nil, count: lanes)
+        peerOf = Array(repeating: -1, count: lanes)
+    }
+
+    /// True when lane `l` has no outstanding request (tests them, releasing completed ones).
+    mutating func isIdle(_ l: Int, _ ctx: CollectiveContext) throws(CCLError) -> Bool {
+        if let r = recvs[l] { if try ctx.transport.test(r) { recvs[l] = nil } else { return false } }
+        if let s = sends[l] { if try ctx.transport.test(s) { sends[l] = nil } else { return false } }
+        return true
+    }
+
+    /// Blocks until something may have completed; after `timeoutMs` without any event, throws a
+    /// timeout naming a peer the lanes are waiting on.
+    func block(_ ctx: CollectiveContext, idleSince: inout UInt64) throws(CCLError) {
+        let deadline = Deadline(nanos: idleSince &+ UInt64(ctx.timeoutMs) &* 1_000_000)
+        if try ctx.transport.waitForProgress(deadline: deadline) {
+            idleSince = Sys.monotonicNanos()
+            return
+        }
+        if deadline.hasPassed {
+            let l = (0..<recvs.count).first { recvs[$0] != nil } ?? (0..<sends.count).first { sends[$0] != nil } ?? 0
+            let p = peerOf[l]
+            let what = recvs[l] != nil ? "data from" : "rank \(p) to take data from"
+            throw CCLError(.timeout, "no progress for \(ctx.timeoutMs) ms waiting for \(recvs[l] != nil ? "\(what) rank \(p)" : what + " this rank"); the peer is stopped, overloaded, or not in the same collective",
+                           rank: ctx.rank, peer: p)
+        }
+    }
+}

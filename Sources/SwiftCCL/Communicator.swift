@@ -1,0 +1,257 @@
+import Glibc
+import Synchronization
+
+extension Knobs {
+    static let timeoutMs = Knob.int("SWCCL_TIMEOUT_MS", default: 120_000,
+        "deadline in milliseconds of every blocking step (connect, rendezvous, each wait of a collective)")
+    static let transports = Knob.string("SWCCL_TRANSPORTS", default: "auto", "transports to use: auto, or a list like shm,tcp / tcp / ib")
+}
+
+/// Settings of one communicator. Unset fields take the environment's value, then the library default.
+public struct CommConfig: Sendable {
+    /// Deadline of every blocking step; nil or <= 0: `SWCCL_TIMEOUT_MS`.
+    public var timeoutMs: Int?
+    /// `auto`, or a list such as `tcp`; nil: `SWCCL_TRANSPORTS`.
+    public var transports: String?
+    /// Shown in logs and errors.
+    public var name: String?
+    /// Forces an algorithm (`ring`, `recdbl`); nil: `SWCCL_ALGO`, else the built-in choice.
+    public var algorithm: String?
+
+    public init(timeoutMs: Int? = nil, transports: String? = nil, name: String? = nil, algorithm: String? = nil) {
+        self.timeoutMs = timeoutMs; self.transports = transports; self.name = name; self.algorithm = algorithm
+    }
+}
+
+/// Element types with a `DataType`, for the typed Swift API.
+public protocol CCLElement: Sendable { static var dataType: DataType { get } }
+extension Int8: CCLElement { public static var dataType: DataType { .int8 } }
+extension UInt8: CCLElement { public static var dataType: DataType { .uint8 } }
+extension Int32: CCLElement { public static var dataType: DataType { .int32 } }
+extension UInt32: CCLElement { public static var dataType: DataType { .uint32 } }
+extension Int64: CCLElement { public static var dataType: DataType { .int64 } }
+extension UInt64: CCLElement { public static var dataType: DataType { .uint64 } }
+extension Float16: CCLElement { public static var dataType: DataType { .float16 } }
+extension Float: CCLElement { public static var dataType: DataType { .float32 } }
+extension Double: CCLElement { public static var dataType: DataType { .float64 } }
+
+/// A group of ranks that run collectives together (NCCL's `ncclComm_t`).
+///
+/// Create one per process with the same `UniqueID` on every rank (or `fromEnvironment()` under a
+/// launcher). Collectives block the calling thread until complete on this rank. After an error other
+/// than `invalidArgument`/`invalidUsage` the communicator is broken: `abort()` it and build a new one.
+public final class Communicator: @unchecked Sendable {
+    public let rank: Int
+    public let size: Int
+    public let name: String
+    public let timeoutMs: Int
+    /// Every rank's host identity (index = rank), learned at bootstrap.
+    public let hosts: [HostIdentity]
+    let transport: any Transport
+    let bootstrap: Bootstrap
+    let forcedAlgorithm: String?
+    private let wakeFD: Int32
+    private let state = Mutex<State>(State())
+    /// Serialises collectives issued on this communicator from several threads.
+    private let opLock = Lock()
+    var sequence: UInt64 = 0
+    let scratch = Scratch()
+
+    struct State {
+        var aborted = false
+        var destroyed = false
+        var asyncError: CCLError?
+        var lastError: String = ""
+    }
+
+    public convenience init(id: UniqueID, rank: Int, size: Int, config: CommConfig = CommConfig()) throws(CCLError) {
+        try self.init(id: id, rank: rank, size: size, config: config, source: nil)
+    }
+
+    /// A communicator from the launcher's environment (see `LaunchEnvironment`).
+    public static func fromEnvironment(config: CommConfig = CommConfig()) throws(CCLError) -> Communicator {
+        let env = try LaunchEnvironment.detect()
+        let id = try UniqueID.fromCommID(env.rendezvous)
+        return try Communicator(id: id, rank: env.rank, size: env.size, config: config, source: env.source)
+    }
+
+    private init(id: UniqueID, rank: Int, size: Int, config: CommConfig, source: String?) throws(CCLError) {
+        guard size >= 1 else { throw CCLError.invalidArgument("nranks must be at least 1, not \(size)").with(operation: "init") }
+        guard rank >= 0, rank < size else { throw CCLError.invalidArgument("rank \(rank) is out of range for \(size) ranks").with(operation: "init") }
+        Knobs.warnUnknownVariables()
+        self.rank = rank
+        self.size = size
+        let t = config.timeoutMs ?? 0
+        timeoutMs = t > 0 ? t : max(Knobs.timeoutMs.value, 1)
+        name = config.name ?? "comm"
+        forcedAlgorithm = config.algorithm ?? (Knobs.algo.value.isEmpty ? nil : Knobs.algo.value)
+        let transportSpec = (config.transports ?? Knobs.transports.value).lowercased()
+        let wanted = Set(transportSpec.split(separator: ",").map { String($0).trimmingSpaces })
+        guard transportSpec == "auto" || transportSpec.isEmpty || wanted.contains("tcp") else {
+            throw CCLError.invalidArgument("transports \"\(transportSpec)\": only tcp is available in this build").with(operation: "init", rank: rank)
+        }
+        do { wakeFD = try Sys.eventFD() } catch { throw CCLError.system("eventfd", error).with(operation: "init", rank: rank) }
+        let parts = try id.parsed()
+        do {
+            let tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret)
+            transport = tcp
+            let me = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: [("tcp", tcp.localAddress)])
+            bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: me.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
+            var infos: [RankInfo] = []
+            for b in bootstrap.blobs { infos.append(try RankInfo.decode(b)) }
+            hosts = infos.map(\.host)
+            let peers = infos.compactMap { info -> PeerInfo? in
+                guard info.rank != rank, let a = info.transports.first(where: { $0.name == "tcp" }) else { return nil }
+                return PeerInfo(rank: info.rank, address: a.address, host: info.host)
+            }
+            try tcp.connect(peers, deadline: .after(milliseconds: timeoutMs))
+            // Everyone connected: a final barrier so no rank starts before all pairs exist.
+            try bootstrap.barrier()
+        } catch {
+            Sys.close(wakeFD)
+            throw error.with(operation: "init", rank: rank)
+        }
+        if rank == 0 {
+            let sameHost = hosts.allSatisfy { $0.sameHost(as: hosts[0]) }
+            Log.info(.initialization, "\(name): \(size) ranks\(source.map { " from \($0)" } ?? ""), \(sameHost ? "all on one host" : "several hosts"), transport \(transport.capabilities), timeout \(timeoutMs) ms")
+        }
+    }
+
+    deinit {
+        transport.close()
+        bootstrap.close()
+        Sys.close(wakeFD)
+        scratch.release()
+    }
+
+    // MARK: lifecycle
+
+    /// Breaks off every operation at once (any thread): blocked calls return an error promptly.
+    public func abort() {
+        state.withLock { $0.aborted = true }
+        Sys.signal(eventFD: wakeFD)
+        transport.abort("aborted by the application on rank \(rank)")
+    }
+
+    /// Releases the communicator's connections. Collectives afterwards fail with `invalidUsage`.
+    public func destroy() {
+        let first = state.withLock { s -> Bool in
+            defer { s.destroyed = true }
+            return !s.destroyed
+        }
+        guard first else { return }
+        opLock.withLock {
+            transport.close()
+            bootstrap.close()
+        }
+    }
+
+    /// The error that broke this communicator, if any.
+    public var asyncError: CCLError? { state.withLock { $0.asyncError } }
+
+    /// One line describing the last error on this communicator.
+    public var lastError: String { state.withLock { $0.lastError } }
+
+    /// Blocks until every rank calls it (over the out-of-band channel).
+    public func barrier() throws(CCLError) {
+        try run("barrier") { () throws(CCLError) in try self.bootstrap.barrier() }
+    }
+
+    /// Runs one operation: checks the communicator is usable, serialises with other threads, records
+    /// a fatal error as the communicator's asynchronous error.
+    func run<R>(_ operation: String, _ body: () throws(CCLError) -> R) throws(CCLError) -> R {
+        let s = state.withLock { $0 }
+        if s.destroyed { throw record(CCLError.invalidUsage("the communicator was destroyed").with(operation: operation, rank: rank)) }
+        if s.aborted { throw record(CCLError(.invalidUsage, "the communicator was aborted").with(operation: operation, rank: rank)) }
+        if let e = s.asyncError { throw record(CCLError(e.kind, "the communicator is broken by an earlier error: \(e.cause)", peer: e.peer).with(operation: operation, rank: rank)) }
+        opLock.lock()
+        defer { opLock.unlock() }
+        do {
+            return try body()
+        } catch {
+            let e = error.with(operation: operation, rank: rank)
+            if e.isFatal { state.withLock { if $0.asyncError == nil { $0.asyncError = e } } }
+            throw record(e)
+        }
+    }
+
+    @discardableResult
+    func record(_ e: CCLError) -> CCLError {
+        let text = e.description
+        state.withLock { $0.lastError = text }
+        return e
+    }
+
+    func nextSequence() -> UInt64 {
+        sequence &+= 1
+        return sequence
+    }
+
+    func context(_ sequence: UInt64) -> CollectiveContext {
+        CollectiveContext(rank: rank, size: size, transport: transport, sequence: sequence, timeoutMs: timeoutMs, scratch: scratch)
+    }
+
+    // MARK: allreduce
+
+    /// Reduces `count` elements of `type` from every rank's `send` with `op` and leaves the result in every
+    /// rank's `recv`. In place when `send == recv`.
+    public func allReduce(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+        try run("allreduce") { () throws(CCLError) in
+            try Validate.buffers(send: send, recv: recv, count: count, type: type)
+            let seq = nextSequence()
+            guard count > 0, let send, let recv else { return }
+            let ctx = context(seq)
+            let algo = AllReduce.choose(forced: forcedAlgorithm, bytes: count * type.size, nranks: size)
+            try AllReduce.run(algo, ctx, send: send, recv: recv, count: count, type: type, op: op)
+        }
+    }
+
+    public func allReduce<T: CCLElement>(_ send: UnsafeBufferPointer<T>, into recv: UnsafeMutableBufferPointer<T>, op: ReduceOp) throws(CCLError) {
+        guard send.count == recv.count else {
+            throw record(CCLError.invalidArgument("send has \(send.count) elements but recv \(recv.count)").with(operation: "allreduce", rank: rank))
+        }
+        try allReduce(send: UnsafeRawPointer(send.baseAddress), recv: UnsafeMutableRawPointer(recv.baseAddress), count: send.count, type: T.dataType, op: op)
+    }
+
+    public func allReduce<T: CCLElement>(_ buffer: inout [T], op: ReduceOp) throws(CCLError) {
+        try buffer.withUnsafeMutableBufferPointer { (b) throws(CCLError) in
+            try allReduce(send: UnsafeRawPointer(b.baseAddress), recv: UnsafeMutableRawPointer(b.baseAddress), count: b.count, type: T.dataType, op: op)
+        }
+    }
+}
+
+/// Argument checks shared by every collective.
+enum Validate {
+    static func buffers(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType) throws(CCLError) {
+        guard count >= 0 else { throw CCLError.invalidArgument("count \(count) is negative") }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: type.size)
+        guard !overflow, bytes < Int(Int64.max / 4) else { throw CCLError.invalidArgument("count \(count) of \(type) is too large") }
+        guard count == 0 || send != nil else { throw CCLError.invalidArgument("sendbuff is NULL") }
+        guard count == 0 || recv != nil else { throw CCLError.invalidArgument("recvbuff is NULL") }
+        if let s = send, let r = recv, s != UnsafeRawPointer(r) {
+            let a = UInt(bitPattern: s), b = UInt(bitPattern: UnsafeRawPointer(r))
+            if a < b + UInt(bytes) && b < a + UInt(bytes) {
+                throw CCLError.invalidArgument("sendbuff and recvbuff overlap without being the same buffer")
+            }
+        }
+    }
+}
+
+/// Persistent, pre-faulted scratch memory of a communicator (grown on demand, never per call).
+final class Scratch: @unchecked Sendable {
+    private var base: UnsafeMutableRawPointer?
+    private var capacity = 0
+
+    func get(_ bytes: Int) -> UnsafeMutableRawPointer {
+        if bytes > capacity {
+            base?.deallocate()
+            capacity = max(bytes, 64 << 10)
+            let p = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+            memset(p, 0, capacity)  // fault the pages in now, not inside the collective
+            base = p
+        }
+        return base!
+    }
+
+    func release() { base?.deallocate(); base = nil; capacity = 0 }
+}

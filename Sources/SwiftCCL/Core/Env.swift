@@ -1,0 +1,112 @@
+import Glibc
+
+/// Describes one environment variable SwiftCCL reads: its name, default and meaning.
+public struct KnobInfo: Sendable {
+    public let name: String
+    public let defaultText: String
+    public let help: String
+    /// The value in force (the environment's, else the default).
+    public let currentText: String
+}
+
+/// One environment knob, read once at first use. Each is declared beside the code that uses it, as a
+/// `static let` in an extension of `Knobs`, and listed in `Knobs.all` so `swccl-perf --env` can print
+/// every one. A value that cannot be parsed is reported at WARN and the default is used.
+public struct Knob<Value: Sendable>: Sendable {
+    public let name: String
+    public let defaultValue: Value
+    public let help: String
+    /// The environment's value, if set and valid.
+    public let override: Value?
+    public var value: Value { override ?? defaultValue }
+    public var isSet: Bool { override != nil }
+
+    init(_ name: String, default defaultValue: Value, _ help: String, parse: (String) -> Value?) {
+        self.name = name
+        self.defaultValue = defaultValue
+        self.help = help
+        if let text = Sys.environment(name), !text.isEmpty {
+            if let v = parse(text) {
+                override = v
+            } else {
+                override = nil
+                Log.warn(.env, "ignoring \(name)=\(text): cannot be parsed; using the default \(defaultValue)")
+            }
+        } else {
+            override = nil
+        }
+    }
+
+    public var info: KnobInfo {
+        KnobInfo(name: name, defaultText: "\(defaultValue)", help: help, currentText: "\(value)")
+    }
+}
+
+extension Knob where Value == Int {
+    static func int(_ name: String, default d: Int, _ help: String) -> Knob<Int> {
+        Knob(name, default: d, help, parse: { Int($0.trimmingSpaces) })
+    }
+}
+
+extension Knob where Value == String {
+    static func string(_ name: String, default d: String, _ help: String) -> Knob<String> {
+        Knob(name, default: d, help, parse: { $0 })
+    }
+}
+
+extension Knob where Value == Bool {
+    static func bool(_ name: String, default d: Bool, _ help: String) -> Knob<Bool> {
+        Knob(name, default: d, help, parse: { t in
+            switch t.trimmingSpaces.lowercased() {
+            case "1", "true", "yes", "on": return true
+            case "0", "false", "no", "off": return false
+            default: return nil
+            }
+        })
+    }
+}
+
+/// Namespace of all environment knobs. Each file that reads a variable adds its `static let` here.
+public enum Knobs {
+    /// Every knob, for listing (`swccl-perf --env`) and for the unknown-variable check.
+    public static var all: [KnobInfo] {
+        [Log.levelKnob.info, Log.subsysKnob.info, Log.fileKnob.info,
+         Knobs.commID.info, Knobs.timeoutMs.info, Knobs.transports.info, Knobs.algo.info,
+         Knobs.socketIfname.info, Knobs.socketFamily.info, Knobs.nsocksPerThread.info,
+         Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info, Knobs.chunkBytes.info,
+         Knobs.shmDisable.info, Knobs.ibDisable.info, Knobs.ibHCA.info, Knobs.ibGidIndex.info,
+         Knobs.rank.info, Knobs.size.info]
+    }
+
+    /// Variables that a launcher or a later transport sets and that are not knobs of their own.
+    static let reservedNames: Set<String> = ["SWCCL_LOCAL_RANK", "SWCCL_PERF_CHILD"]
+
+    /// Warns once about `SWCCL_*` variables that nothing reads (usually a typo).
+    static func warnUnknownVariables() {
+        _ = unknownCheck
+    }
+
+    private static let unknownCheck: Bool = {
+        let known = Set(all.map(\.name)).union(reservedNames)
+        for name in Sys.environmentNames() where name.hasPrefix("SWCCL_") && !known.contains(name)
+            && !name.hasPrefix("SWCCL_PERF_") && !name.hasPrefix("SWCCL_TEST_") {
+            Log.warn(.env, "unknown environment variable \(name) is ignored")
+        }
+        return true
+    }()
+
+    // Knobs read by parts that later issues fill in; declared here so they are listed and not warned about.
+    static let shmDisable = Knob.bool("SWCCL_SHM_DISABLE", default: false, "1: never use the shared-memory transport")
+    static let ibDisable = Knob.bool("SWCCL_IB_DISABLE", default: false, "1: never use the RDMA verbs transport")
+    static let ibHCA = Knob.string("SWCCL_IB_HCA", default: "", "RDMA devices to use (prefix list, ^ excludes, = exact)")
+    static let ibGidIndex = Knob.int("SWCCL_IB_GID_INDEX", default: -1, "RoCE GID index; -1 picks the RoCE v2 GID of the interface")
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" || f == "\n" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" || l == "\n" { s = s.dropLast() }
+        return String(s)
+    }
+}

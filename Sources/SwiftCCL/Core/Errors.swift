@@ -1,0 +1,105 @@
+import Glibc
+
+/// A POSIX error number, as returned by a failed system call.
+public struct Errno: Error, Equatable, Sendable, CustomStringConvertible {
+    public let rawValue: Int32
+    public init(_ rawValue: Int32) { self.rawValue = rawValue }
+    /// The calling thread's `errno`.
+    public static var current: Errno { Errno(errno) }
+    public var description: String {
+        guard let s = strerror(rawValue) else { return "errno \(rawValue)" }
+        return String(cString: s)
+    }
+    public static let again = Errno(EAGAIN)
+    public static let interrupted = Errno(EINTR)
+    public static let inProgress = Errno(EINPROGRESS)
+}
+
+/// Every failure SwiftCCL reports. `kind` maps one-to-one onto `swcclResult_t`; the other fields say who
+/// failed and why, so that a user can tell a dead peer from a wrong call without a debugger.
+public struct CCLError: Error, Sendable, CustomStringConvertible {
+    /// Mirrors `swcclResult_t` (raw values equal).
+    public enum Kind: Int32, Sendable {
+        case systemError = 2, internalError = 3, invalidArgument = 4, invalidUsage = 5
+        case remoteError = 6, timeout = 8
+    }
+    public var kind: Kind
+    /// What the caller was doing (`allreduce`, `init`, `connect`, ...).
+    public var operation: String?
+    /// This process' rank in the communicator, when known.
+    public var rank: Int?
+    /// The peer involved, when there is one.
+    public var peer: Int?
+    /// The peer's host or transport address, when known.
+    public var peerAddress: String?
+    /// Human-readable cause.
+    public var cause: String
+    /// Underlying system error, if any.
+    public var errno: Errno?
+
+    public init(_ kind: Kind, _ cause: String, operation: String? = nil, rank: Int? = nil, peer: Int? = nil,
+                peerAddress: String? = nil, errno: Errno? = nil) {
+        self.kind = kind; self.cause = cause; self.operation = operation; self.rank = rank
+        self.peer = peer; self.peerAddress = peerAddress; self.errno = errno
+    }
+
+    public static func invalidArgument(_ cause: String) -> CCLError { CCLError(.invalidArgument, cause) }
+    public static func invalidUsage(_ cause: String) -> CCLError { CCLError(.invalidUsage, cause) }
+    public static func system(_ cause: String, _ e: Errno, peer: Int? = nil) -> CCLError {
+        CCLError(.systemError, "\(cause): \(e)", peer: peer, errno: e)
+    }
+
+    /// Fills in context fields that are still empty (an error raised deep in a transport learns the
+    /// operation and rank on its way up).
+    public func with(operation: String? = nil, rank: Int? = nil, peer: Int? = nil, peerAddress: String? = nil) -> CCLError {
+        var e = self
+        if e.operation == nil { e.operation = operation }
+        if e.rank == nil { e.rank = rank }
+        if e.peer == nil { e.peer = peer }
+        if e.peerAddress == nil { e.peerAddress = peerAddress }
+        return e
+    }
+
+    /// The communicator is unusable after this error (NCCL semantics): everything but argument errors.
+    public var isFatal: Bool { kind != .invalidArgument && kind != .invalidUsage }
+
+    public var kindName: String {
+        switch kind {
+        case .systemError: return "system error"
+        case .internalError: return "internal error"
+        case .invalidArgument: return "invalid argument"
+        case .invalidUsage: return "invalid usage"
+        case .remoteError: return "remote error"
+        case .timeout: return "timeout"
+        }
+    }
+
+    /// One line: operation, rank, peer, host, cause.
+    public var description: String {
+        var s = ""
+        if let o = operation { s += o + ": " }
+        s += kindName
+        if let r = rank { s += " on rank \(r)" }
+        if let h = Host.name { s += " (\(h))" }
+        if let p = peer {
+            s += ", peer rank \(p)"
+            if let a = peerAddress { s += " at \(a)" }
+        } else if let a = peerAddress { s += ", peer \(a)" }
+        s += ": " + cause
+        return s
+    }
+}
+
+/// Converts any error into a `CCLError`.
+func asCCLError(_ error: any Error) -> CCLError {
+    if let e = error as? CCLError { return e }
+    if let e = error as? Errno { return CCLError(.systemError, e.description, errno: e) }
+    return CCLError(.internalError, "\(error)")
+}
+
+/// Runs a typed-throwing body inside an untyped closure (e.g. `Array.withUnsafeBytes`) and carries the
+/// typed error out: `try buf.withUnsafeBytes { b in catching { () throws(CCLError) in ... } }.get()`.
+@inline(__always)
+func catching<T, E: Error>(_ body: () throws(E) -> T) -> Result<T, E> {
+    do { return .success(try body()) } catch { return .failure(error) }
+}

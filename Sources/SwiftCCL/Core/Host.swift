@@ -1,0 +1,90 @@
+/// What identifies the machine a rank runs on. Exchanged at bootstrap; "same host" is decided from it
+/// (boot id and the device of /dev/shm must both match), never from environment variables.
+public struct HostIdentity: Sendable, Equatable, CustomStringConvertible {
+    public var hostname: String
+    public var bootID: String
+    public var shmDevice: UInt64
+
+    public static let local: HostIdentity = HostIdentity(
+        hostname: Sys.hostname(),
+        bootID: Sys.readLine(path: "/proc/sys/kernel/random/boot_id") ?? "",
+        shmDevice: Sys.deviceID(path: "/dev/shm") ?? 0)
+
+    public func sameHost(as other: HostIdentity) -> Bool {
+        !bootID.isEmpty && bootID == other.bootID && shmDevice == other.shmDevice
+    }
+
+    public var description: String { "\(hostname) boot \(bootID.prefix(8)) shm dev \(shmDevice)" }
+
+    func encode(into w: inout ByteWriter) {
+        w.string(hostname); w.string(bootID); w.u64(shmDevice)
+    }
+
+    static func decode(_ r: inout ByteReader) throws(CCLError) -> HostIdentity {
+        HostIdentity(hostname: try r.string(), bootID: try r.string(), shmDevice: try r.u64())
+    }
+}
+
+enum Host {
+    static let name: String? = Sys.hostname()
+}
+
+/// A point in time on the monotonic clock by which a blocking step must finish.
+public struct Deadline: Sendable, Comparable {
+    public let nanos: UInt64
+    public static func after(milliseconds ms: Int) -> Deadline {
+        Deadline(nanos: Sys.monotonicNanos() &+ UInt64(max(ms, 0)) &* 1_000_000)
+    }
+    public static var distantFuture: Deadline { Deadline(nanos: UInt64.max / 2) }
+    public var hasPassed: Bool { Sys.monotonicNanos() >= nanos }
+    /// Milliseconds left, rounded up, for poll(); 0 when passed.
+    public var remainingMs: Int32 {
+        let now = Sys.monotonicNanos()
+        if now >= nanos { return 0 }
+        let ms = (nanos - now + 999_999) / 1_000_000
+        return ms > UInt64(Int32.max) ? Int32.max : Int32(ms)
+    }
+    public static func < (a: Deadline, b: Deadline) -> Bool { a.nanos < b.nanos }
+}
+
+/// Little-endian serialisation of small control messages (bootstrap, handshakes).
+struct ByteWriter {
+    var bytes: [UInt8] = []
+    mutating func u8(_ v: UInt8) { bytes.append(v) }
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func i64(_ v: Int) { u64(UInt64(bitPattern: Int64(v))) }
+    mutating func blob(_ b: [UInt8]) { u32(UInt32(b.count)); bytes.append(contentsOf: b) }
+    mutating func string(_ s: String) { blob(Array(s.utf8)) }
+}
+
+struct ByteReader {
+    let bytes: [UInt8]
+    var offset = 0
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    private mutating func take(_ n: Int) throws(CCLError) -> ArraySlice<UInt8> {
+        guard n >= 0, offset + n <= bytes.count else {
+            throw CCLError(.remoteError, "malformed message: needs \(n) more bytes at offset \(offset) of \(bytes.count)")
+        }
+        defer { offset += n }
+        return bytes[offset..<offset + n]
+    }
+    mutating func u8() throws(CCLError) -> UInt8 { try take(1).first! }
+    mutating func u32() throws(CCLError) -> UInt32 {
+        let s = try take(4)
+        return s.reversed().reduce(0) { $0 << 8 | UInt32($1) }
+    }
+    mutating func u64() throws(CCLError) -> UInt64 {
+        let s = try take(8)
+        return s.reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    }
+    mutating func i64() throws(CCLError) -> Int { Int(Int64(bitPattern: try u64())) }
+    mutating func blob(max: Int = 1 << 20) throws(CCLError) -> [UInt8] {
+        let n = Int(try u32())
+        guard n <= max else { throw CCLError(.remoteError, "malformed message: field of \(n) bytes exceeds \(max)") }
+        return Array(try take(n))
+    }
+    mutating func string() throws(CCLError) -> String { String(decoding: try blob(max: 4096), as: UTF8.self) }
+    var atEnd: Bool { offset == bytes.count }
+}

@@ -1,0 +1,805 @@
+import Glibc
+import Synchronization
+
+extension Knobs {
+    static let nsocksPerThread = Knob.int("SWCCL_NSOCKS_PERTHREAD", default: 1,
+        "TCP sockets per peer per thread; large messages are striped across all sockets of a peer")
+    static let socketNthreads = Knob.int("SWCCL_SOCKET_NTHREADS", default: 1,
+        "multiplies the sockets per peer (progress is driven by the calling thread, so this only adds stripes)")
+    static let tcpEagerBytes = Knob.int("SWCCL_TCP_EAGER_BYTES", default: 64 << 10,
+        "TCP messages up to this size go eagerly; larger ones wait for the receiver (rendezvous)")
+}
+
+/// The TCP backend of the transport protocol.
+///
+/// Each pair of ranks shares `nsocks` connections; the lower rank connects. Connection 0 carries the
+/// control stream (eager messages, rendezvous requests and grants, goodbyes); payloads of large messages
+/// are striped across all connections as DATA frames written straight from the sender's buffer and read
+/// straight into the receiver's. Progress is driven by the calling thread (test/wait), with an eventfd
+/// in every poll so that `abort` from another thread wakes it.
+///
+/// Wire format: every frame starts with a 32-byte header of four little-endian 64-bit words:
+/// `[type | flags << 32, tag, a, b]`:
+/// - EAGER: a = length; the payload follows.
+/// - RTS (request to send): a = length, b = message id.
+/// - CTS (clear to send): b = message id; a = 1 when the receiver rejects the message (size mismatch).
+/// - DATA: tag = offset in the message, a = fragment length, b = message id; the fragment follows.
+/// - BYE: the peer is closing cleanly.
+public final class TCPTransport: Transport, @unchecked Sendable {
+    public static let protocolVersion: UInt16 = 1
+    static let handshakeMagic: UInt32 = 0x5357_4354  // "SWCT"
+
+    public let capabilities: TransportCapabilities
+    public let localAddress: EndpointAddress
+
+    let rank: Int
+    let nranks: Int
+    let secret: [UInt8]
+    let nsocks: Int
+    let eagerThreshold: Int
+    private let listenFD: Int32
+    private let listenAddress: SocketAddress
+    private let wakeFD: Int32
+    private let aborted = Atomic<Bool>(false)
+    private let abortReason = Mutex<String>("")
+    private let lock = Lock()
+
+    // Progress state; touched only by the thread that holds `lock`.
+    private var peers: [PeerState?]
+    private var slots: [Slot]
+    private var slotErrors: [Int: CCLError] = [:]
+    private var freeSlots: [Int32]
+    private var pollSet: [pollfd] = []
+    private var pollOwners: [(peer: Int32, sock: Int32)] = []
+    /// The first abrupt loss of a peer: it breaks the communicator, so every wait reports it.
+    private var brokenBy: CCLError?
+    private var closed = false
+    static let unexpectedLimit = 16 << 20
+    static let stagingBytes = 8192
+
+    public init(rank: Int, nranks: Int, secret: [UInt8], maxOutstanding: Int = 4096) throws(CCLError) {
+        self.rank = rank
+        self.nranks = nranks
+        self.secret = secret
+        let perThread = Knobs.nsocksPerThread.value, threads = Knobs.socketNthreads.value
+        guard perThread >= 1, threads >= 1, perThread * threads <= 64 else {
+            throw CCLError.invalidArgument("SWCCL_NSOCKS_PERTHREAD (\(perThread)) x SWCCL_SOCKET_NTHREADS (\(threads)) must be between 1 and 64")
+        }
+        nsocks = perThread * threads
+        eagerThreshold = max(0, min(Knobs.tcpEagerBytes.value, 1 << 20))
+        let iface = try InterfaceChoice.local()
+        let l = try SocketIO.listen(on: iface.address.withAnyPort)
+        listenFD = l.fd
+        listenAddress = l.address
+        do { wakeFD = try Sys.eventFD() } catch {
+            Sys.close(l.fd)
+            throw CCLError.system("eventfd", error)
+        }
+        var addr = [UInt8](repeating: 0, count: 2 + SocketAddress.encodedSize)
+        addr[0] = UInt8(Self.protocolVersion)
+        addr[1] = UInt8(nsocks)
+        addr.withUnsafeMutableBytes { l.address.encode(into: $0.baseAddress! + 2) }
+        localAddress = EndpointAddress(addr)
+        capabilities = TransportCapabilities(
+            name: "tcp", eagerThreshold: eagerThreshold, maxMessageBytes: Int(Int64.max), oneSidedWrites: false,
+            needsRegistration: false, maxOutstandingRequests: maxOutstanding, sameHostOnly: false,
+            alphaNanos: 15_000, betaNanosPerByte: 0.5)
+        peers = Array(repeating: nil, count: nranks)
+        slots = Array(repeating: Slot(), count: maxOutstanding)
+        freeSlots = (0..<Int32(maxOutstanding)).reversed()
+        Log.info(.net, "rank \(rank): TCP listening on \(iface.name) \(l.address), \(nsocks) socket(s) per peer, eager <= \(eagerThreshold) B")
+    }
+
+    deinit { close() }
+
+    // MARK: connection setup
+
+    static func decode(_ address: EndpointAddress) -> (nsocks: Int, address: SocketAddress)? {
+        guard address.bytes.count >= 2 + SocketAddress.encodedSize, UInt16(address.bytes[0]) == protocolVersion else { return nil }
+        guard let a = address.bytes.withUnsafeBytes({ SocketAddress.decode(from: $0.baseAddress! + 2) }) else { return nil }
+        return (Int(address.bytes[1]), a)
+    }
+
+    private func hello(to peer: Int, socket: Int) -> [UInt8] {
+        var w = ByteWriter()
+        w.u32(Self.handshakeMagic)
+        w.u32(UInt32(Self.protocolVersion))
+        w.bytes.append(contentsOf: secret)
+        w.u32(UInt32(rank)); w.u32(UInt32(peer)); w.u32(UInt32(socket)); w.u32(UInt32(nsocks)); w.u32(UInt32(nranks))
+        return w.bytes
+    }
+    static let helloBytes = 8 + 16 + 20
+
+    public func connect(_ peerList: [PeerInfo], deadline: Deadline) throws(CCLError) {
+        var expected = 0
+        var remote: [Int: SocketAddress] = [:]
+        for p in peerList where p.rank != rank {
+            guard let (n, addr) = Self.decode(p.address) else {
+                throw CCLError(.remoteError, "peer published an unreadable TCP address (version mismatch?)", operation: "connect", rank: rank, peer: p.rank)
+            }
+            guard n == nsocks else {
+                throw CCLError(.invalidUsage, "peer uses \(n) sockets per peer and this rank \(nsocks): set SWCCL_NSOCKS_PERTHREAD and SWCCL_SOCKET_NTHREADS alike on every rank", operation: "connect", rank: rank, peer: p.rank)
+            }
+            peers[p.rank] = PeerState(rank: p.rank, address: addr, nsocks: nsocks)
+            if p.rank < rank { expected += nsocks } else { remote[p.rank] = addr }
+        }
+        do throws(CCLError) {
+            // Outgoing: to every higher rank, one connection per socket index, authenticated by hello/ack.
+            for (peer, addr) in remote.sorted(by: { $0.key < $1.key }) {
+                for s in 0..<nsocks {
+                    let fd = try SocketIO.connect(to: addr, deadline: deadline, abortFD: wakeFD)
+                    do throws(CCLError) {
+                        try SocketIO.writeAll(fd, hello(to: peer, socket: s), deadline: deadline, abortFD: wakeFD)
+                        var r = ByteReader(try SocketIO.read(fd, count: 8, deadline: deadline, abortFD: wakeFD))
+                        guard try r.u32() == Self.handshakeMagic, try r.u32() == 0 else {
+                            throw CCLError(.remoteError, "peer refused the handshake (different communicator or version)")
+                        }
+                    } catch {
+                        Sys.close(fd)
+                        throw error.with(peer: peer, peerAddress: addr.description)
+                    }
+                    peers[peer]!.socks[s].fd = fd
+                }
+            }
+            // Incoming: from every lower rank. Strangers and failed handshakes are logged and dropped.
+            while expected > 0 {
+                guard let (fd, from) = try SocketIO.accept(listenFD, deadline: deadline, abortFD: wakeFD) else {
+                    let missing = peerList.filter { $0.rank < rank && peers[$0.rank]!.socks.contains { $0.fd < 0 } }.map(\.rank)
+                    throw CCLError(.timeout, "ranks \(missing) did not connect before the deadline", operation: "connect", rank: rank, peer: missing.first)
+                }
+                if let (peer, s) = acceptHandshake(fd, from: from, deadline: deadline) {
+                    peers[peer]!.socks[s].fd = fd
+                    expected -= 1
+                } else {
+                    Sys.close(fd)
+                }
+            }
+        } catch {
+            throw error.with(operation: "connect", rank: rank)
+        }
+        Sys.close(listenFD)
+        rebuildPollSet()
+    }
+
+    /// Checks a newcomer's hello: magic, version, secret, and that it names us and a socket we still need.
+    private func acceptHandshake(_ fd: Int32, from: SocketAddress, deadline: Deadline) -> (Int, Int)? {
+        // A stranger gets at most a short while to speak, so a silent one cannot stall setup.
+        let shortDeadline = min(deadline, Deadline.after(milliseconds: 2000))
+        do throws(CCLError) {
+            var r = ByteReader(try SocketIO.read(fd, count: Self.helloBytes, deadline: shortDeadline, abortFD: wakeFD))
+            let magic = try r.u32(), version = try r.u32()
+            guard magic == Self.handshakeMagic else { throw CCLError(.remoteError, "bad magic 0x\(String(magic, radix: 16))") }
+            guard version == UInt32(Self.protocolVersion) else { throw CCLError(.remoteError, "protocol version \(version), expected \(Self.protocolVersion)") }
+            var theirSecret: [UInt8] = []
+            for _ in 0..<16 { theirSecret.append(try r.u8()) }
+            guard theirSecret == secret else { throw CCLError(.remoteError, "wrong communicator secret") }
+            let from = Int(try r.u32()), to = Int(try r.u32()), s = Int(try r.u32()), n = Int(try r.u32()), size = Int(try r.u32())
+            guard to == rank, size == nranks, n == nsocks, from >= 0, from < rank, s >= 0, s < nsocks,
+                  let p = peers[from], p.socks[s].fd < 0 else {
+                throw CCLError(.remoteError, "unexpected hello (from \(from) to \(to), socket \(s)/\(n), size \(size))")
+            }
+            var w = ByteWriter(); w.u32(Self.handshakeMagic); w.u32(0)
+            try SocketIO.writeAll(fd, w.bytes, deadline: shortDeadline, abortFD: wakeFD)
+            return (from, s)
+        } catch {
+            Log.warn(.net, "rank \(rank): rejected a connection from \(from): \(error.cause)")
+            return nil
+        }
+    }
+
+    private func rebuildPollSet() {
+        pollSet = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+        pollOwners = [(-1, -1)]
+        for case let p? in peers {
+            for s in 0..<p.socks.count where p.socks[s].fd >= 0 {
+                pollSet.append(pollfd(fd: p.socks[s].fd, events: Int16(POLLIN), revents: 0))
+                pollOwners.append((Int32(p.rank), Int32(s)))
+            }
+        }
+    }
+
+    // MARK: memory
+
+    public func register(_ buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> MemoryRegion {
+        MemoryRegion(base: buffer.baseAddress, length: buffer.count, key: 0)  // TCP reads and writes user memory directly
+    }
+
+    public func deregister(_ region: MemoryRegion) {}
+
+    // MARK: posting
+
+    private func checkUsable(_ peer: Int, _ what: String) throws(CCLError) {
+        if aborted.load(ordering: .acquiring) { throw abortError() }
+        guard peer >= 0, peer < nranks, peer != rank, peers[peer] != nil else {
+            throw CCLError.invalidArgument("\(what): peer \(peer) is not a connected peer of rank \(rank)")
+        }
+        if let e = peers[peer]!.failure { throw e }
+    }
+
+    private func allocSlot(send: Bool, peer: Int, tag: UInt64, base: UnsafeMutableRawPointer?, length: Int) throws(CCLError) -> Int32 {
+        guard let i = freeSlots.popLast() else {
+            throw CCLError(.invalidUsage, "more than \(slots.count) outstanding requests", rank: rank, peer: peer)
+        }
+        let gen = slots[Int(i)].generation &+ 1
+        slots[Int(i)] = Slot(generation: gen, inUse: true, isSend: send, state: .posted, peer: Int32(peer), tag: tag,
+                             base: base, length: length)
+        return i
+    }
+
+    public func isend(to peer: Int, tag: UInt64, _ data: UnsafeRawBufferPointer) throws(CCLError) -> Request {
+        lock.lock(); defer { lock.unlock() }
+        try checkUsable(peer, "send")
+        let length = data.count
+        let i = try allocSlot(send: true, peer: peer, tag: tag, base: UnsafeMutableRawPointer(mutating: data.baseAddress), length: length)
+        peers[peer]!.sends.append(i)
+        if length <= eagerThreshold {
+            slots[Int(i)].state = .matched
+            enqueue(peer: peer, sock: 0, Frame(type: .eager, tag: tag, a: UInt64(length), b: 0,
+                                                payload: data.baseAddress, payloadLength: length, slot: i))
+        } else {
+            let id = peers[peer]!.nextMessageID
+            peers[peer]!.nextMessageID &+= 1
+            slots[Int(i)].messageID = id
+            peers[peer]!.awaitingGrant[id] = i
+            enqueue(peer: peer, sock: 0, Frame(type: .rts, tag: tag, a: UInt64(length), b: id, payload: nil, payloadLength: 0, slot: -1))
+        }
+        flush(peer: peer)
+        return Request(slot: UInt32(i), generation: slots[Int(i)].generation)
+    }
+
+    public func irecv(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> Request {
+        lock.lock(); defer { lock.unlock() }
+        if aborted.load(ordering: .acquiring) { throw abortError() }
+        guard peer >= 0, peer < nranks, peer != rank, peers[peer] != nil else {
+            throw CCLError.invalidArgument("receive: peer \(peer) is not a connected peer of rank \(rank)")
+        }
+        let i = try allocSlot(send: false, peer: peer, tag: tag, base: buffer.baseAddress, length: buffer.count)
+        peers[peer]!.recvs.append(i)
+        // An unexpected message with this tag may be waiting already, even from a peer that has since
+        // closed: what it sent before closing is still delivered.
+        deliverUnexpected(peer: peer)
+        if let e = peers[peer]!.failure, slots[Int(i)].state != .done { fail(slot: i, e) }
+        return Request(slot: UInt32(i), generation: slots[Int(i)].generation)
+    }
+
+    /// Pairs a posted receive with an incoming message's header.
+    private func match(slot i: Int32, peer: Int, length: Int, messageID: UInt64, isRendezvous: Bool) {
+        let want = slots[Int(i)].length
+        if length != want {
+            fail(slot: i, CCLError(.invalidUsage, "message size mismatch: rank \(peer) sent \(length) bytes where \(want) were expected (do all ranks call the same collective with the same count and type?)", rank: rank, peer: peer))
+            if isRendezvous {
+                enqueue(peer: peer, sock: 0, Frame(type: .cts, tag: 0, a: 1, b: messageID, payload: nil, payloadLength: 0, slot: -1))
+            }
+            return
+        }
+        slots[Int(i)].state = .matched
+        slots[Int(i)].messageID = messageID
+        if isRendezvous {
+            if length == 0 { slots[Int(i)].state = .done }
+            peers[peer]!.incoming[messageID] = i
+            enqueue(peer: peer, sock: 0, Frame(type: .cts, tag: 0, a: 0, b: messageID, payload: nil, payloadLength: 0, slot: -1))
+        }
+    }
+
+    /// Hands unexpected messages (complete eager ones, and rendezvous requests) to posted receives of the
+    /// same tag, oldest first, keeping per-tag order.
+    private func deliverUnexpected(peer: Int) {
+        guard !peers[peer]!.unexpected.isEmpty else { return }
+        var granted = false
+        for i in peers[peer]!.recvs where slots[Int(i)].state == .posted {
+            let tag = slots[Int(i)].tag
+            guard let u = peers[peer]!.unexpected.firstIndex(where: { $0.tag == tag }) else { continue }
+            let m = peers[peer]!.unexpected[u]
+            if !m.complete { continue }  // its body is still arriving; delivered when it has
+            peers[peer]!.unexpected.remove(at: u)
+            match(slot: i, peer: peer, length: m.length, messageID: m.messageID, isRendezvous: m.isRendezvous)
+            granted = granted || m.isRendezvous
+            if let data = m.data {
+                if slots[Int(i)].state != .failed {
+                    if m.length > 0 { slots[Int(i)].base!.copyMemory(from: data, byteCount: m.length) }
+                    slots[Int(i)].transferred = m.length
+                    slots[Int(i)].state = .done
+                }
+                data.deallocate()
+                peers[peer]!.unexpectedBytes -= m.length
+            }
+            if peers[peer]!.unexpected.isEmpty { break }
+        }
+        if granted { flush(peer: peer) }
+    }
+
+    private func fail(slot i: Int32, _ e: CCLError) {
+        slots[Int(i)].state = .failed
+        slotErrors[Int(i)] = e
+    }
+
+    private func enqueue(peer: Int, sock: Int, _ f: Frame) {
+        peers[peer]!.socks[sock].out.append(f)
+    }
+
+    // MARK: completion
+
+    public func test(_ r: Request) throws(CCLError) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        let i = try validate(r)
+        if try complete(i) { return true }
+        try progress(timeoutMs: 0)
+        return try complete(i)
+    }
+
+    private func validate(_ r: Request) throws(CCLError) -> Int32 {
+        let i = Int32(r.slot)
+        guard Int(r.slot) < slots.count, slots[Int(i)].inUse, slots[Int(i)].generation == r.generation else {
+            throw CCLError.invalidUsage("request \(r.slot)/\(r.generation) is not outstanding (already completed?)")
+        }
+        return i
+    }
+
+    /// True (and releases the slot) if request `i` is done and no earlier request of the same pair,
+    /// direction and tag is still pending: same-tag messages complete in posting order.
+    private func complete(_ i: Int32) throws(CCLError) -> Bool {
+        let s = slots[Int(i)]
+        let peer = Int(s.peer)
+        if s.state == .failed {
+            let e = slotErrors.removeValue(forKey: Int(i)) ?? CCLError(.internalError, "request failed")
+            release(i, peer: peer, send: s.isSend)
+            throw e.with(rank: rank, peer: peer, peerAddress: peers[peer]?.address.description)
+        }
+        if s.state != .done {
+            if let b = brokenBy { throw b }
+            if aborted.load(ordering: .acquiring) { throw abortError() }
+            return false
+        }
+        let list = s.isSend ? peers[peer]!.sends : peers[peer]!.recvs
+        for j in list {
+            if j == i { break }
+            if slots[Int(j)].tag == s.tag && slots[Int(j)].state != .done { return false }
+        }
+        release(i, peer: peer, send: s.isSend)
+        return true
+    }
+
+    private func release(_ i: Int32, peer: Int, send: Bool) {
+        let id = slots[Int(i)].messageID
+        if send {
+            if let k = peers[peer]!.sends.firstIndex(of: i) { peers[peer]!.sends.remove(at: k) }
+            if id != 0 { peers[peer]!.awaitingGrant.removeValue(forKey: id) }
+        } else {
+            if let k = peers[peer]!.recvs.firstIndex(of: i) { peers[peer]!.recvs.remove(at: k) }
+            if id != 0 && peers[peer]!.incoming[id] == i { peers[peer]!.incoming.removeValue(forKey: id) }
+        }
+        slots[Int(i)].inUse = false
+        slots[Int(i)].base = nil
+        freeSlots.append(i)
+    }
+
+    static let spinNanos: UInt64 = 20_000
+
+    public func wait(_ r: Request, deadline: Deadline) throws(CCLError) {
+        lock.lock(); defer { lock.unlock() }
+        let i = try validate(r)
+        let spinUntil = Sys.monotonicNanos() &+ Self.spinNanos
+        while true {
+            if try complete(i) { return }
+            let spinning = Sys.monotonicNanos() < spinUntil
+            let left = deadline.remainingMs
+            if left == 0 && !spinning {
+                try progress(timeoutMs: 0)
+                if try complete(i) { return }
+                let s = slots[Int(i)]
+                let peer = Int(s.peer)
+                let what = s.isSend ? "for rank \(peer) to take \(s.length) bytes (tag \(s.tag))"
+                                    : "to receive \(s.length) bytes from rank \(peer) (tag \(s.tag))"
+                throw CCLError(.timeout, "timed out waiting \(what); the peer is stopped, overloaded, or not in the same operation",
+                               rank: rank, peer: peer, peerAddress: peers[peer]?.address.description)
+            }
+            try progress(timeoutMs: spinning ? 0 : min(left, 1000))
+        }
+    }
+
+    public func waitForProgress(deadline: Deadline) throws(CCLError) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        if let b = brokenBy { throw b }
+        if aborted.load(ordering: .acquiring) { throw abortError() }
+        let left = deadline.remainingMs
+        return try progress(timeoutMs: left)
+    }
+
+    private func abortError() -> CCLError {
+        CCLError(.remoteError, "communicator aborted: \(abortReason.withLock { $0 })", rank: rank)
+    }
+
+    public func abort(_ reason: String) {
+        abortReason.withLock { if $0.isEmpty { $0 = reason } }
+        aborted.store(true, ordering: .releasing)
+        Sys.signal(eventFD: wakeFD)
+    }
+
+    public func close() {
+        let wasAborted = aborted.load(ordering: .acquiring)
+        abort("closed")
+        lock.lock(); defer { lock.unlock() }
+        if closed { return }
+        closed = true
+        for k in 0..<peers.count {
+            guard peers[k] != nil else { continue }
+            // Say goodbye so the peer can tell a clean close from a crash.
+            if peers[k]!.failure == nil && peers[k]!.socks[0].fd >= 0 {
+                var bye = Frame(type: .bye, tag: 0, a: wasAborted ? 1 : 0, b: 0, payload: nil, payloadLength: 0, slot: -1)
+                withUnsafeBytes(of: &bye.header) { _ = try? Sys.send(peers[k]!.socks[0].fd, $0.baseAddress!, 32) }
+            }
+            for s in 0..<peers[k]!.socks.count {
+                let fd = peers[k]!.socks[s].fd
+                if fd >= 0 { _ = Glibc.shutdown(fd, Int32(SHUT_WR)); Sys.close(fd) }
+                peers[k]!.socks[s].fd = -1
+                peers[k]!.socks[s].staging.deallocate()
+            }
+            for m in peers[k]!.unexpected { m.data?.deallocate() }
+            peers[k]!.unexpected.removeAll()
+        }
+        if listenFD >= 0 { Sys.close(listenFD) }
+        Sys.close(wakeFD)
+    }
+
+    // MARK: progress engine
+
+    /// One round: poll every socket (blocking up to `timeoutMs`), write what can be written, read what
+    /// arrived. Returns true if anything happened.
+    @discardableResult
+    private func progress(timeoutMs: Int32) throws(CCLError) -> Bool {
+        if closed { throw abortError() }
+        for k in 1..<pollSet.count {
+            let (p, s) = pollOwners[k]
+            var ev = Int16(POLLIN)
+            if peers[Int(p)]!.socks[Int(s)].hasOutput { ev |= Int16(POLLOUT) }
+            if s == 0 && peers[Int(p)]!.unexpectedBytes > Self.unexpectedLimit { ev &= ~Int16(POLLIN) }
+            if peers[Int(p)]!.socks[Int(s)].fd < 0 { pollSet[k].fd = -1 }
+            pollSet[k].events = ev
+            pollSet[k].revents = 0
+        }
+        pollSet[0].revents = 0
+        let n: Int
+        do throws(Errno) { n = try pollSet.withUnsafeMutableBufferPointer { (b) throws(Errno) -> Int in try Sys.poll(b.baseAddress!, b.count, timeoutMs: timeoutMs) } }
+        catch { throw CCLError.system("poll", error).with(rank: rank) }
+        if n == 0 { return false }
+        if pollSet[0].revents != 0 {
+            Sys.drain(eventFD: wakeFD)
+            if aborted.load(ordering: .acquiring) { throw abortError() }
+        }
+        for k in 1..<pollSet.count where pollSet[k].revents != 0 {
+            let (p, s) = pollOwners[k]
+            let peer = Int(p), sock = Int(s)
+            if peers[peer]!.failure != nil { continue }
+            do throws(CCLError) {
+                if pollSet[k].revents & Int16(POLLOUT) != 0 { try write(peer: peer, sock: sock) }
+                if pollSet[k].revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 { try read(peer: peer, sock: sock) }
+            } catch {
+                peerFailed(peer, error)
+            }
+        }
+        return true
+    }
+
+    /// Writes queued frames of every socket of `peer` until the kernel pushes back.
+    private func flush(peer: Int) {
+        guard peers[peer]!.failure == nil else { return }
+        do throws(CCLError) {
+            for s in 0..<nsocks where peers[peer]!.socks[s].hasOutput { try write(peer: peer, sock: s) }
+        } catch {
+            peerFailed(peer, error)
+        }
+    }
+
+    private func write(peer: Int, sock: Int) throws(CCLError) {
+        let fd = peers[peer]!.socks[sock].fd
+        while peers[peer]!.socks[sock].hasOutput {
+            let h = peers[peer]!.socks[sock].head
+            var f = peers[peer]!.socks[sock].out[h]
+            let n: Int
+            do {
+                n = try withUnsafeBytes(of: &f.header) { (hdr) throws(Errno) -> Int in
+                    if f.sent < 32 {
+                        return try Sys.send(fd, hdr.baseAddress! + f.sent, 32 - f.sent, f.payload, f.payloadLength)
+                    }
+                    let off = f.sent - 32
+                    return try Sys.send(fd, f.payload! + off, f.payloadLength - off)
+                }
+            } catch {
+                throw CCLError(.remoteError, "send to rank \(peer) failed: \(error)", errno: error)
+            }
+            if n == 0 { return }
+            f.sent += n
+            peers[peer]!.socks[sock].out[h].sent = f.sent
+            if f.sent == 32 + f.payloadLength {
+                peers[peer]!.socks[sock].popFront()
+                if f.slot >= 0 {
+                    let i = Int(f.slot)
+                    slots[i].transferred += f.payloadLength
+                    if slots[i].transferred == slots[i].length && slots[i].state != .failed { slots[i].state = .done }
+                }
+            }
+        }
+    }
+
+    private func read(peer: Int, sock: Int) throws(CCLError) {
+        while true {
+            if peers[peer]!.failure != nil { return }
+            if peers[peer]!.socks[sock].bodyRemaining == 0 {
+                // Header state: need 32 bytes in the staging buffer.
+                if peers[peer]!.socks[sock].staged < 32 {
+                    if sock == 0 && peers[peer]!.unexpectedBytes > Self.unexpectedLimit { return }
+                    guard try fill(peer: peer, sock: sock) else { return }
+                    continue
+                }
+                var hdr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+                let st = peers[peer]!.socks[sock]
+                withUnsafeMutableBytes(of: &hdr) { $0.copyMemory(from: UnsafeRawBufferPointer(start: st.staging + st.stageStart, count: 32)) }
+                peers[peer]!.socks[sock].stageStart += 32
+                try handleHeader(peer: peer, sock: sock, w0: UInt64(littleEndian: hdr.0), tag: UInt64(littleEndian: hdr.1),
+                                 a: UInt64(littleEndian: hdr.2), b: UInt64(littleEndian: hdr.3))
+            } else {
+                // Body state: drain the staging buffer first, then read straight into the target.
+                let st = peers[peer]!.socks[sock]
+                let take = min(st.staged, st.bodyRemaining)
+                if take > 0 {
+                    if let t = st.bodyTarget { t.copyMemory(from: st.staging + st.stageStart, byteCount: take) }
+                    peers[peer]!.socks[sock].stageStart += take
+                    peers[peer]!.socks[sock].advanceBody(take)
+                } else if st.bodyRemaining >= Self.stagingBytes / 2, let t = st.bodyTarget {
+                    let r: Int?
+                    do { r = try Sys.recv(st.fd, t, st.bodyRemaining) } catch {
+                        throw CCLError(.remoteError, "receive from rank \(peer) failed: \(error)", errno: error)
+                    }
+                    guard let got = r else { return }
+                    if got == 0 { throw lostConnection(peer) }
+                    peers[peer]!.socks[sock].advanceBody(got)
+                } else {
+                    guard try fill(peer: peer, sock: sock) else { return }
+                    continue
+                }
+                if peers[peer]!.socks[sock].bodyRemaining == 0 { finishBody(peer: peer, sock: sock) }
+            }
+        }
+    }
+
+    /// Reads whatever is available into the staging buffer; false if nothing was.
+    private func fill(peer: Int, sock: Int) throws(CCLError) -> Bool {
+        peers[peer]!.socks[sock].compactStaging()
+        let st = peers[peer]!.socks[sock]
+        if st.stageEnd >= Self.stagingBytes { return false }
+        let r: Int?
+        do { r = try Sys.recv(st.fd, st.staging + st.stageEnd, Self.stagingBytes - st.stageEnd) } catch {
+            throw CCLError(.remoteError, "receive from rank \(peer) failed: \(error)", errno: error)
+        }
+        guard let n = r else { return false }
+        if n == 0 { throw lostConnection(peer) }
+        peers[peer]!.socks[sock].stageEnd += n
+        return true
+    }
+
+    private func lostConnection(_ peer: Int) -> CCLError {
+        if peers[peer]!.saidGoodbye {
+            return CCLError(.remoteError, peers[peer]!.goodbyeWasAbort ? "rank \(peer) aborted its communicator"
+                                                                        : "rank \(peer) closed its communicator", peer: peer)
+        }
+        return CCLError(.remoteError, "connection lost: rank \(peer) closed it without a goodbye (the process died or aborted)", peer: peer)
+    }
+
+    private func handleHeader(peer: Int, sock: Int, w0: UInt64, tag: UInt64, a: UInt64, b: UInt64) throws(CCLError) {
+        guard let type = FrameType(rawValue: UInt32(truncatingIfNeeded: w0)) else {
+            throw CCLError(.remoteError, "garbage on the wire from rank \(peer): unknown frame type \(w0)")
+        }
+        switch type {
+        case .eager:
+            let length = Int(a)
+            guard a <= UInt64(eagerThreshold) else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): eager message of \(a) bytes exceeds \(eagerThreshold)")
+            }
+            if let i = postedReceive(peer: peer, tag: tag) {
+                match(slot: i, peer: peer, length: length, messageID: 0, isRendezvous: false)
+                if slots[Int(i)].state == .failed {
+                    peers[peer]!.socks[sock].beginBody(target: nil, length: length, slot: -1, unexpected: -1)
+                } else {
+                    peers[peer]!.socks[sock].beginBody(target: slots[Int(i)].base, length: length, slot: i, unexpected: -1)
+                }
+            } else {
+                let data = UnsafeMutableRawPointer.allocate(byteCount: max(length, 1), alignment: 16)
+                let id = peers[peer]!.nextUnexpectedID
+                peers[peer]!.nextUnexpectedID += 1
+                peers[peer]!.unexpected.append(Unexpected(id: id, tag: tag, length: length, messageID: 0, isRendezvous: false, data: data, complete: false))
+                peers[peer]!.unexpectedBytes += length
+                peers[peer]!.socks[sock].beginBody(target: data, length: length, slot: -1, unexpected: id)
+            }
+            if length == 0 { finishBody(peer: peer, sock: sock) }
+        case .rts:
+            guard a <= UInt64(Int64.max) else { throw CCLError(.remoteError, "protocol error from rank \(peer): bad length") }
+            if let i = postedReceive(peer: peer, tag: tag) {
+                match(slot: i, peer: peer, length: Int(a), messageID: b, isRendezvous: true)
+                flush(peer: peer)
+            } else {
+                let id = peers[peer]!.nextUnexpectedID
+                peers[peer]!.nextUnexpectedID += 1
+                peers[peer]!.unexpected.append(Unexpected(id: id, tag: tag, length: Int(a), messageID: b, isRendezvous: true, data: nil, complete: true))
+            }
+        case .cts:
+            guard let i = peers[peer]!.awaitingGrant.removeValue(forKey: b) else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): grant for unknown message \(b)")
+            }
+            if a != 0 {
+                fail(slot: i, CCLError(.invalidUsage, "rank \(peer) rejected a message of \(slots[Int(i)].length) bytes: it expected another size (do all ranks call the same collective with the same count and type?)", rank: rank, peer: peer))
+                return
+            }
+            slots[Int(i)].state = .matched
+            let length = slots[Int(i)].length
+            // Stripe the payload across the sockets in 4 KiB-aligned pieces; small payloads use one socket.
+            let stripes = length >= 256 << 10 ? nsocks : 1
+            let per = ((length + stripes - 1) / stripes + 4095) & ~4095
+            var off = 0, s = 0
+            while off < length {
+                let len = min(per, length - off)
+                enqueue(peer: peer, sock: s, Frame(type: .data, tag: UInt64(off), a: UInt64(len), b: b,
+                                                    payload: UnsafeRawPointer(slots[Int(i)].base! + off), payloadLength: len, slot: i))
+                off += len
+                s += 1
+            }
+            flush(peer: peer)
+        case .data:
+            guard let i = peers[peer]!.incoming[b], slots[Int(i)].inUse,
+                  tag <= UInt64(slots[Int(i)].length), a <= UInt64(slots[Int(i)].length) - tag else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): data for unknown message \(b) or out of bounds")
+            }
+            peers[peer]!.socks[sock].beginBody(target: slots[Int(i)].base! + Int(tag), length: Int(a), slot: i, unexpected: -1)
+            if a == 0 { finishBody(peer: peer, sock: sock) }
+        case .bye:
+            peers[peer]!.saidGoodbye = true
+            peers[peer]!.goodbyeWasAbort = a != 0
+        }
+    }
+
+    private func postedReceive(peer: Int, tag: UInt64) -> Int32? {
+        if peers[peer]!.unexpected.contains(where: { $0.tag == tag }) { return nil }  // older messages first
+        for i in peers[peer]!.recvs where slots[Int(i)].state == .posted && slots[Int(i)].tag == tag { return i }
+        return nil
+    }
+
+    private func finishBody(peer: Int, sock: Int) {
+        let st = peers[peer]!.socks[sock]
+        peers[peer]!.socks[sock].bodyTarget = nil
+        if st.bodySlot >= 0 {
+            let i = Int(st.bodySlot)
+            slots[i].transferred += st.bodyLength
+            if slots[i].transferred == slots[i].length && slots[i].state != .failed { slots[i].state = .done }
+        } else if st.bodyUnexpected >= 0 {
+            if let u = peers[peer]!.unexpected.firstIndex(where: { $0.id == st.bodyUnexpected }) {
+                peers[peer]!.unexpected[u].complete = true
+                deliverUnexpected(peer: peer)
+            }
+        }
+    }
+
+    /// An abrupt loss breaks the communicator (every wait reports it); a clean goodbye fails only the
+    /// requests that involve that peer.
+    private func peerFailed(_ peer: Int, _ error: CCLError) {
+        let e = error.with(rank: rank, peer: peer, peerAddress: peers[peer]?.address.description)
+        if peers[peer]!.failure != nil { return }
+        peers[peer]!.failure = e
+        if peers[peer]!.saidGoodbye && !peers[peer]!.goodbyeWasAbort { Log.info(.net, e.description) } else { Log.warn(.net, e.description) }
+        if (!peers[peer]!.saidGoodbye || peers[peer]!.goodbyeWasAbort) && brokenBy == nil { brokenBy = e }
+        for i in peers[peer]!.sends + peers[peer]!.recvs where slots[Int(i)].state != .done {
+            fail(slot: i, e)
+        }
+        for s in 0..<peers[peer]!.socks.count {
+            peers[peer]!.socks[s].out.removeAll()
+            peers[peer]!.socks[s].head = 0
+        }
+    }
+}
+
+// MARK: - State types
+
+enum FrameType: UInt32 { case eager = 1, rts = 2, cts = 3, data = 4, bye = 5 }
+
+struct Frame {
+    var header: (UInt64, UInt64, UInt64, UInt64)
+    var payload: UnsafeRawPointer?
+    var payloadLength: Int
+    var sent = 0
+    var slot: Int32
+
+    init(type: FrameType, tag: UInt64, a: UInt64, b: UInt64, payload: UnsafeRawPointer?, payloadLength: Int, slot: Int32) {
+        header = (UInt64(type.rawValue).littleEndian, tag.littleEndian, a.littleEndian, b.littleEndian)
+        self.payload = payloadLength > 0 ? payload : nil
+        self.payloadLength = payloadLength
+        self.slot = slot
+    }
+}
+
+enum SlotState: UInt8 { case free, posted, matched, done, failed }
+
+struct Slot {
+    var generation: UInt32 = 0
+    var inUse = false
+    var isSend = false
+    var state: SlotState = .free
+    var peer: Int32 = -1
+    var tag: UInt64 = 0
+    var base: UnsafeMutableRawPointer?
+    var length = 0
+    var transferred = 0
+    var messageID: UInt64 = 0
+}
+
+struct Unexpected {
+    var id: Int
+    var tag: UInt64
+    var length: Int
+    var messageID: UInt64
+    var isRendezvous: Bool
+    var data: UnsafeMutableRawPointer?
+    var complete: Bool
+}
+
+struct SocketState {
+    var fd: Int32 = -1
+    var out: [Frame] = []
+    var head = 0
+    // Receive side: a small staging buffer for headers and small bodies.
+    let staging = UnsafeMutableRawPointer.allocate(byteCount: TCPTransport.stagingBytes, alignment: 64)
+    var stageStart = 0
+    var stageEnd = 0
+    var bodyTarget: UnsafeMutableRawPointer?
+    var bodyRemaining = 0
+    var bodyLength = 0
+    var bodySlot: Int32 = -1
+    var bodyUnexpected = -1
+
+    var hasOutput: Bool { head < out.count }
+    var staged: Int { stageEnd - stageStart }
+
+    mutating func popFront() {
+        head += 1
+        if head == out.count { out.removeAll(keepingCapacity: true); head = 0 }
+        else if head >= 64 && head * 2 >= out.count { out.removeFirst(head); head = 0 }
+    }
+
+    mutating func compactStaging() {
+        if stageStart == stageEnd { stageStart = 0; stageEnd = 0; return }
+        if stageStart > 0 && stageEnd == TCPTransport.stagingBytes || stageStart > TCPTransport.stagingBytes / 2 {
+            let n = stageEnd - stageStart
+            staging.copyMemory(from: staging + stageStart, byteCount: n)
+            stageStart = 0; stageEnd = n
+        }
+    }
+
+    mutating func beginBody(target: UnsafeMutableRawPointer?, length: Int, slot: Int32, unexpected: Int) {
+        bodyTarget = target; bodyRemaining = length; bodyLength = length; bodySlot = slot; bodyUnexpected = unexpected
+    }
+
+    mutating func advanceBody(_ n: Int) {
+        bodyRemaining -= n
+        if let t = bodyTarget { bodyTarget = t + n }
+    }
+}
+
+struct PeerState {
+    let rank: Int
+    let address: SocketAddress
+    var socks: [SocketState]
+    var sends: [Int32] = []
+    var recvs: [Int32] = []
+    var unexpected: [Unexpected] = []
+    var unexpectedBytes = 0
+    var nextMessageID: UInt64 = 1
+    var nextUnexpectedID = 0
+    var awaitingGrant: [UInt64: Int32] = [:]
+    var incoming: [UInt64: Int32] = [:]
+    var failure: CCLError?
+    var saidGoodbye = false
+    var goodbyeWasAbort = false
+
+    init(rank: Int, address: SocketAddress, nsocks: Int) {
+        self.rank = rank
+        self.address = address
+        socks = (0..<nsocks).map { _ in SocketState() }
+    }
+}

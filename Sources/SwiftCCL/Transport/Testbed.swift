@@ -1,0 +1,87 @@
+/// The backends this build has, by name. A new backend registers here and the transport conformance
+/// suite (Tests/SwiftCCLTests/ConformanceTests.swift) runs every case against it, skipping a case only
+/// where the backend's `TransportCapabilities` say it does not apply.
+public enum TransportRegistry {
+    public typealias Factory = @Sendable (_ rank: Int, _ nranks: Int, _ secret: [UInt8]) throws(CCLError) -> any Transport
+
+    public static let backends: [String: Factory] = [
+        "tcp": { (rank, nranks, secret) throws(CCLError) in try TCPTransport(rank: rank, nranks: nranks, secret: secret) },
+    ]
+
+    public static var names: [String] { backends.keys.sorted() }
+}
+
+/// One rank of a bare transport, bootstrapped but without a communicator: what the conformance suite
+/// drives. `init` runs the rendezvous (addresses exchanged), `connect` establishes the pairs.
+public final class TransportTestbed: @unchecked Sendable {
+    public let rank: Int
+    public let size: Int
+    public let transport: any Transport
+    public let timeoutMs: Int
+    private let bootstrap: Bootstrap
+    private let peers: [PeerInfo]
+    private let wakeFD: Int32
+
+    public init(backend: String, id: UniqueID, rank: Int, size: Int, timeoutMs: Int) throws(CCLError) {
+        guard let make = TransportRegistry.backends[backend] else { throw CCLError.invalidArgument("no backend \(backend)") }
+        self.rank = rank
+        self.size = size
+        self.timeoutMs = timeoutMs
+        let secret = try id.parsed().secret
+        transport = try make(rank, size, secret)
+        do { wakeFD = try Sys.eventFD() } catch { throw CCLError.system("eventfd", error) }
+        let me = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: [(backend, transport.localAddress)])
+        bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: me.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
+        var list: [PeerInfo] = []
+        for b in bootstrap.blobs {
+            let info = try RankInfo.decode(b)
+            if info.rank != rank { list.append(PeerInfo(rank: info.rank, address: info.transports[0].address, host: info.host)) }
+        }
+        peers = list
+    }
+
+    deinit { bootstrap.close(); Sys.close(wakeFD) }
+
+    public func connect() throws(CCLError) {
+        try transport.connect(peers, deadline: .after(milliseconds: timeoutMs))
+    }
+
+    /// The listening address of a TCP peer as `host:port` (for tests that play a stranger), else nil.
+    public func socketAddress(of peer: Int) -> String? {
+        guard let p = peers.first(where: { $0.rank == peer }), let d = TCPTransport.decode(p.address) else { return nil }
+        return d.address.description
+    }
+
+    /// Out-of-band barrier through the bootstrap channel.
+    public func barrier() throws(CCLError) { try bootstrap.barrier() }
+
+    public var deadline: Deadline { .after(milliseconds: timeoutMs) }
+}
+
+/// A raw client socket for conformance tests that must misbehave on purpose (strangers, garbage).
+public enum RawSocket {
+    /// Connects to `host:port`, writes `bytes`, and closes after `holdMs`. Errors are ignored: the point
+    /// is what the other side does.
+    public static func sendAndClose(to address: String, _ bytes: [UInt8], holdMs: Int = 100) {
+        guard let a = SocketAddress.parse(address),
+              let fd = try? SocketIO.connect(to: a, deadline: .after(milliseconds: 2000)) else { return }
+        if !bytes.isEmpty { try? SocketIO.writeAll(fd, bytes, deadline: .after(milliseconds: 1000)) }
+        if holdMs > 0 { Sys.sleep(nanos: UInt64(holdMs) * 1_000_000) }
+        Sys.close(fd)
+    }
+
+    /// A well-formed TCP hello with the given secret, claiming to be `from` for `to`.
+    public static func tcpHello(secret: [UInt8], from: Int, to: Int, nranks: Int) -> [UInt8] {
+        var w = ByteWriter()
+        w.u32(TCPTransport.handshakeMagic)
+        w.u32(UInt32(TCPTransport.protocolVersion))
+        w.bytes.append(contentsOf: secret)
+        w.u32(UInt32(from)); w.u32(UInt32(to)); w.u32(0); w.u32(1); w.u32(UInt32(nranks))
+        return w.bytes
+    }
+}
+
+extension UniqueID {
+    /// The root address in text, for tests that probe the bootstrap root.
+    public var rootAddress: String? { try? parsed().root.description }
+}

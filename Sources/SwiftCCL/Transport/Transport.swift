@@ -1,0 +1,121 @@
+/// The transport protocol: what every backend (TCP, shared memory, RDMA verbs) provides, and the only
+/// thing algorithms are written against. See docs/ARCHITECTURE.md for how each backend maps onto it.
+///
+/// Model (after Gloo's device/context/pair/buffer and UCX's capability-driven design):
+/// - a `Transport` is one backend instance serving one communicator: it owns a listening endpoint whose
+///   `localAddress` (opaque bytes, at most `EndpointAddress.maxBytes`) is published through the bootstrap,
+///   then `connect` establishes a pair with every peer it serves;
+/// - memory is made usable by an explicit `register` (nothing for TCP, a mapping for shm, `ibv_reg_mr`
+///   for verbs);
+/// - `isend`/`irecv` move a byte range to or from one peer under a 64-bit tag and return at once with a
+///   `Request`; messages of one pair and one tag match and complete in the order they were posted;
+///   `test` polls a request and `wait` blocks with a deadline; at most
+///   `capabilities.maxOutstandingRequests` requests may be open at once;
+/// - small messages go eagerly; large ones move only once the receiver has posted a matching receive, so
+///   unexpected bulk data is never buffered without bound;
+/// - failures are `CCLError`s naming the peer's rank, its address and the cause; `abort` (any thread)
+///   and `close` wake every waiter.
+public protocol Transport: AnyObject, Sendable {
+    var capabilities: TransportCapabilities { get }
+
+    /// The address peers use to reach this endpoint; published during bootstrap.
+    var localAddress: EndpointAddress { get }
+
+    /// Connects to every listed peer (all of them served by this backend). Blocks until every pair is
+    /// established and authenticated, or throws by `deadline`.
+    func connect(_ peers: [PeerInfo], deadline: Deadline) throws(CCLError)
+
+    /// Makes `buffer` usable for transfers (pins or maps it). Idempotent per range.
+    func register(_ buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> MemoryRegion
+    func deregister(_ region: MemoryRegion)
+
+    /// Starts sending `data` to `peer`. The buffer must stay valid and unchanged until the request completes.
+    func isend(to peer: Int, tag: UInt64, _ data: UnsafeRawBufferPointer) throws(CCLError) -> Request
+
+    /// Starts receiving exactly `buffer.count` bytes from `peer`. A message of another size is an error.
+    func irecv(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> Request
+
+    /// Makes progress without blocking; true when the request is complete (its handle is then released).
+    /// Throws the request's error, after which the handle is released too.
+    func test(_ request: Request) throws(CCLError) -> Bool
+
+    /// Blocks until the request completes; spins briefly, then sleeps in the kernel. Throws `.timeout`
+    /// naming the peer if `deadline` passes first.
+    func wait(_ request: Request, deadline: Deadline) throws(CCLError)
+
+    /// Blocks until anything happens that may complete a request (data arrived, a buffer drained), or
+    /// until `deadline`; returns false if the deadline passed with nothing happening.
+    func waitForProgress(deadline: Deadline) throws(CCLError) -> Bool
+
+    /// Callable from any thread; never blocks. Every present and future call fails with `reason`.
+    func abort(_ reason: String)
+
+    /// Releases every resource. Outstanding requests fail.
+    func close()
+}
+
+/// What a backend can do; algorithms and the transport selector read it rather than the backend's type.
+public struct TransportCapabilities: Sendable, CustomStringConvertible {
+    /// Short name: `tcp`, `shm`, `ib`.
+    public var name: String
+    /// Messages up to this many bytes are sent eagerly (inline); larger ones use a rendezvous.
+    public var eagerThreshold: Int
+    /// Largest single message.
+    public var maxMessageBytes: Int
+    /// Whether the backend can write into a peer's registered memory without the peer's participation.
+    public var oneSidedWrites: Bool
+    /// Whether buffers must be registered before use for zero-copy (otherwise registration is a no-op).
+    public var needsRegistration: Bool
+    /// Requests that may be open at once.
+    public var maxOutstandingRequests: Int
+    /// Whether both ends must share a host.
+    public var sameHostOnly: Bool
+    /// Cost model inputs, per message: latency in nanoseconds and nanoseconds per byte (measured or estimated).
+    public var alphaNanos: Double
+    public var betaNanosPerByte: Double
+
+    public var description: String {
+        "\(name): eager <= \(eagerThreshold) B, max message \(maxMessageBytes) B, one-sided \(oneSidedWrites), "
+            + "registration \(needsRegistration ? "required" : "no-op"), \(maxOutstandingRequests) requests"
+    }
+}
+
+/// Opaque transport address bytes (at most 128), exchanged at bootstrap.
+public struct EndpointAddress: Sendable, Equatable {
+    public static let maxBytes = 128
+    public var bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { precondition(bytes.count <= EndpointAddress.maxBytes); self.bytes = bytes }
+}
+
+/// What a rank knows about a peer after bootstrap.
+public struct PeerInfo: Sendable {
+    public var rank: Int
+    public var address: EndpointAddress
+    public var host: HostIdentity
+}
+
+/// A registered memory range. `key` is backend-specific (an rkey for verbs, a segment id for shm).
+public struct MemoryRegion: @unchecked Sendable, Equatable {
+    public var base: UnsafeMutableRawPointer?
+    public var length: Int
+    public var key: UInt64
+}
+
+/// A handle to an outstanding send or receive. Handles are small values (no allocation per request);
+/// a stale handle (already completed) is detected by its generation.
+public struct Request: Hashable, Sendable {
+    public let slot: UInt32
+    public let generation: UInt32
+}
+
+/// Tags: the communicator composes them so that traffic of different operations never matches.
+public enum Tag {
+    /// Tag space reserved for the transport's own conformance tests and out-of-band use.
+    public static let userBit: UInt64 = 1 << 63
+
+    /// A collective's tag: its sequence number in the communicator and a lane within the algorithm.
+    @inline(__always)
+    public static func collective(sequence: UInt64, lane: Int) -> UInt64 {
+        (sequence << 8) | UInt64(lane & 0xff)
+    }
+}

@@ -1,0 +1,356 @@
+// swccl-perf: the bandwidth benchmark, read like nccl-tests (see docs/PERFORMANCE.md and the spec in
+// shared/spec/swccl-perf.md). Starts its own local ranks as processes unless a launcher started it.
+import Glibc
+import Synchronization
+import SwiftCCL
+import SwcclVerify
+
+func eprint(_ s: String) { var b = Array(s.utf8); _ = b.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) } }
+
+struct Options {
+    var collective = ""
+    var np = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    var minBytes = 8
+    var maxBytes = 64 << 20
+    var stepFactor = 2.0
+    var stepBytes = 0
+    var iters = 20
+    var warmup = 5
+    var check = 1
+    var types: [DataType] = [.float32]
+    var ops: [ReduceOp] = [.sum]
+    var root = 0
+    var algo = "auto"
+    var transport = "auto"
+    var unalign = 0
+    var jsonFile: String?
+    var timeoutS = 0.0
+}
+
+@MainActor func fail(_ message: String, code: Int32 = 2) -> Never {
+    eprint("swccl-perf: \(message)\n")
+    exit(code)
+}
+
+let usage = """
+usage: swccl-perf <collective> [options]
+  collective: all_reduce (more collectives arrive with the collectives issue)
+  -np N                 local ranks to start as processes (default: one per core)
+  -b, --minbytes SIZE   smallest size (default 8); K, M, G suffixes
+  -e, --maxbytes SIZE   largest size (default 64M)
+  -f, --stepfactor F    multiply size by F each step (default 2)
+  -i, --stepbytes N     add N bytes each step instead
+  -n, --iters N         timed iterations per size (default 20)
+  -w, --warmup_iters N  untimed iterations first (default 5)
+  -c, --check N         check results on N iterations (default 1; 0 disables)
+  -d, --datatype T      int8 uint8 int32 uint32 int64 uint64 half float double bfloat16 f8e4m3 f8e5m2 | all
+  -o, --op OP           sum prod min max avg | all
+  -r, --root R          root rank (rooted collectives)
+  -a, --algo A          auto, ring, recdbl
+  --transport T         auto, tcp (shm and ib arrive with their issues)
+  -u, --unalign N       offset buffers by N elements
+  -J, --output_file F   also write every row as JSON lines
+  -T, --timeout S       fail if one size takes longer than S seconds, naming the stuck rank
+  --env                 list every SWCCL_* environment variable and exit
+"""
+
+@MainActor func parseSize(_ s: String) -> Int? {
+    var t = s.uppercased()
+    var mult = 1
+    if t.hasSuffix("B") { t.removeLast() }
+    switch t.last {
+    case "K": mult = 1 << 10; t.removeLast()
+    case "M": mult = 1 << 20; t.removeLast()
+    case "G": mult = 1 << 30; t.removeLast()
+    default: break
+    }
+    guard let v = Int(t), v >= 0 else { return nil }
+    return v * mult
+}
+
+@MainActor func parseOptions(_ args: [String]) -> Options {
+    var o = Options()
+    var i = 0
+    func value() -> String {
+        i += 1
+        guard i < args.count else { fail("\(args[i - 1]) needs a value\n\(usage)") }
+        return args[i]
+    }
+    func int(_ s: String) -> Int { guard let v = Int(s) else { fail("not a number: \(s)") }; return v }
+    while i < args.count {
+        let a = args[i]
+        switch a {
+        case "-h", "--help": print(usage); exit(0)
+        case "--env":
+            for k in Knobs.all { print("\(k.name)=\(k.currentText)    (default \(k.defaultText.isEmpty ? "unset" : k.defaultText)) \(k.help)") }
+            exit(0)
+        case "-np": o.np = int(value())
+        case "-b", "--minbytes": guard let v = parseSize(value()) else { fail("bad size") }; o.minBytes = v
+        case "-e", "--maxbytes": guard let v = parseSize(value()) else { fail("bad size") }; o.maxBytes = v
+        case "-f", "--stepfactor": guard let v = Double(value()), v > 1 else { fail("step factor must be > 1") }; o.stepFactor = v
+        case "-i", "--stepbytes": guard let v = parseSize(value()), v > 0 else { fail("bad step") }; o.stepBytes = v
+        case "-n", "--iters": o.iters = int(value())
+        case "-w", "--warmup_iters": o.warmup = int(value())
+        case "-c", "--check": o.check = int(value())
+        case "-d", "--datatype":
+            let v = value()
+            if v == "all" { o.types = DataType.allCases } else {
+                guard let t = DataType(name: v) ?? (v == "float16" ? .float16 : v == "float32" ? .float32 : v == "float64" ? .float64 : nil) else { fail("unknown datatype \(v)") }
+                o.types = [t]
+            }
+        case "-o", "--op":
+            let v = value()
+            if v == "all" { o.ops = ReduceOp.allCases } else {
+                guard let op = ReduceOp(name: v) else { fail("unknown op \(v)") }
+                o.ops = [op]
+            }
+        case "-r", "--root": o.root = int(value())
+        case "-a", "--algo": o.algo = value()
+        case "--transport": o.transport = value()
+        case "-u", "--unalign": o.unalign = int(value())
+        case "-J", "--output_file": o.jsonFile = value()
+        case "-T", "--timeout": guard let v = Double(value()), v > 0 else { fail("bad timeout") }; o.timeoutS = v
+        default:
+            if a.hasPrefix("-") { fail("unknown option \(a)\n\(usage)") }
+            guard o.collective.isEmpty else { fail("unexpected argument \(a)") }
+            o.collective = a
+        }
+        i += 1
+    }
+    guard !o.collective.isEmpty else { fail("which collective?\n\(usage)") }
+    guard ["all_reduce", "allreduce"].contains(o.collective) else {
+        fail("collective \(o.collective) is not available yet (this build runs all_reduce)")
+    }
+    guard o.np >= 1 else { fail("-np must be at least 1") }
+    guard o.iters >= 1, o.warmup >= 0, o.check >= 0, o.unalign >= 0 else { fail("iterations must be positive") }
+    guard o.minBytes <= o.maxBytes else { fail("minbytes > maxbytes") }
+    guard ["auto", "tcp"].contains(o.transport) else { fail("transport \(o.transport) is not available in this build (tcp only)") }
+    guard ["auto", "ring", "recdbl"].contains(o.algo) else { fail("unknown algorithm \(o.algo): auto, ring or recdbl") }
+    return o
+}
+
+// MARK: - process layout
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+var options = parseOptions(arguments)
+let isChild = getenv("SWCCL_PERF_CHILD") != nil
+let launched = !isChild && LaunchEnvironment.isLaunched
+var children: [ChildProcess] = []
+
+if !isChild && !launched && getenv("SWCCL_SOCKET_IFNAME") == nil {
+    // All ranks are local: loopback is the right interface and keeps the benchmark off the network.
+    setenv("SWCCL_SOCKET_IFNAME", "lo", 1)
+}
+
+let config = CommConfig(timeoutMs: options.timeoutS > 0 ? Int(options.timeoutS * 1000) : nil,
+                        transports: options.transport == "auto" ? nil : options.transport,
+                        name: "swccl-perf", algorithm: options.algo == "auto" ? nil : options.algo)
+
+@MainActor func makeCommunicator() -> Communicator {
+    do {
+        if isChild {
+            let id = try UniqueID(hex: String(cString: getenv("SWCCL_PERF_ID")))
+            return try Communicator(id: id, rank: Int(String(cString: getenv("SWCCL_PERF_RANK")))!,
+                                    size: Int(String(cString: getenv("SWCCL_PERF_SIZE")))!, config: config)
+        }
+        if launched { return try Communicator.fromEnvironment(config: config) }
+        let id = try UniqueID.make()
+        for r in 1..<max(options.np, 1) {
+            children.append(try Spawn.start(Spawn.selfExecutable, arguments, env: [
+                "SWCCL_PERF_CHILD": "1", "SWCCL_PERF_RANK": String(r), "SWCCL_PERF_SIZE": String(options.np),
+                "SWCCL_PERF_ID": id.hex]))
+        }
+        return try Communicator(id: id, rank: 0, size: options.np, config: config)
+    } catch {
+        eprint("swccl-perf: \(error)\n")
+        for c in children { c.signal(SIGKILL); _ = c.wait() }
+        exit(1)
+    }
+}
+
+let comm = makeCommunicator()
+let rank = comm.rank
+let nranks = comm.size
+
+// A watchdog per rank: a size that takes longer than -T fails the run, naming this rank. (The
+// communicator's timeout, set to the same value, already names a peer that stops answering.)
+enum Watchdog {
+    static let start = Atomic<UInt64>(0)
+    static let size = Atomic<Int>(0)
+    static let limit = Atomic<UInt64>(0)
+    static let rank = Atomic<Int>(0)
+
+    static func arm(_ bytes: Int) { size.store(bytes, ordering: .relaxed); start.store(Clock.nanos(), ordering: .releasing) }
+    static func disarm() { start.store(0, ordering: .releasing) }
+
+    static func launch(seconds: Double, rank r: Int) {
+        limit.store(UInt64(seconds * 1e9), ordering: .relaxed)
+        rank.store(r, ordering: .relaxed)
+        var t = pthread_t()
+        pthread_create(&t, nil, { _ in
+            while true {
+                usleep(20_000)
+                let s = Watchdog.start.load(ordering: .acquiring)
+                if s != 0 && Clock.nanos() > s + Watchdog.limit.load(ordering: .relaxed) {
+                    eprint("swccl-perf: rank \(Watchdog.rank.load(ordering: .relaxed)) is stuck: size \(Watchdog.size.load(ordering: .relaxed)) B took longer than the -T timeout\n")
+                    exit(3)
+                }
+            }
+        }, nil)
+    }
+}
+if options.timeoutS > 0 { Watchdog.launch(seconds: options.timeoutS, rank: rank) }
+
+// MARK: - measurement
+
+@MainActor func busFactor(_ n: Int) -> Double { n > 1 ? 2.0 * Double(n - 1) / Double(n) : 0 }
+
+@MainActor func sizes() -> [Int] {
+    var out: [Int] = []
+    var s = options.minBytes
+    while s <= options.maxBytes {
+        out.append(s)
+        if options.stepBytes > 0 { s += options.stepBytes } else {
+            let next = Int((Double(s) * options.stepFactor).rounded(.down))
+            s = next > s ? next : s + 1
+        }
+    }
+    return out
+}
+
+struct Row {
+    var size: Int, count: Int, type: DataType, op: ReduceOp
+    var time = [0.0, 0.0], algbw = [0.0, 0.0], busbw = [0.0, 0.0], wrong = [0, 0]
+}
+
+let maxElemSize = 8
+let unalignBytes = options.unalign * maxElemSize
+let capacity = options.maxBytes + unalignBytes + 64
+let sendBase = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+let recvBase = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+let expectBase = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+memset(sendBase, 0, capacity); memset(recvBase, 0, capacity); memset(expectBase, 0, capacity)
+
+var jsonOut: UnsafeMutablePointer<FILE>?
+if rank == 0, let f = options.jsonFile {
+    jsonOut = fopen(f, "w")
+    if jsonOut == nil { fail("cannot write \(f)") }
+}
+
+@MainActor func maxAcrossRanks(_ v: Double) throws(CCLError) -> Double {
+    var x = [v]
+    try comm.allReduce(&x, op: .max)
+    return x[0]
+}
+
+@MainActor func sumAcrossRanks(_ v: Int) throws(CCLError) -> Int {
+    var x = [Int64(v)]
+    try comm.allReduce(&x, op: .sum)
+    return Int(x[0])
+}
+
+/// Times `iters` operations (after warm-up) and checks `check` more; in place when `inPlace`.
+@MainActor func measure(count: Int, type: DataType, op: ReduceOp, inPlace: Bool) throws(CCLError) -> (Double, Int) {
+    let off = options.unalign * type.size
+    let send = UnsafeRawPointer(inPlace ? recvBase + off : sendBase + off)
+    let recv = recvBase + off
+    Pattern.fill(inPlace ? recv : sendBase + off, count: count, type: type, op: op, seed: 1, rank: rank)
+    for _ in 0..<options.warmup { try comm.allReduce(send: send, recv: recv, count: count, type: type, op: op) }
+    try comm.barrier()
+    let t0 = Clock.nanos()
+    for _ in 0..<options.iters { try comm.allReduce(send: send, recv: recv, count: count, type: type, op: op) }
+    let elapsed = Double(Clock.nanos() - t0) / 1e3 / Double(options.iters)
+    var wrong = 0
+    for c in 0..<options.check {
+        let seed = UInt64(100 + c)
+        Pattern.fill(inPlace ? recv : sendBase + off, count: count, type: type, op: op, seed: seed, rank: rank)
+        if !inPlace { memset(recv, 0, count * type.size) }
+        try comm.allReduce(send: send, recv: recv, count: count, type: type, op: op)
+        Pattern.expected(expectBase, count: count, type: type, op: op, seed: seed, nranks: nranks)
+        wrong += Pattern.countWrong(recv, expectBase, count: count, type: type, op: op)
+    }
+    return (try maxAcrossRanks(elapsed), try sumAcrossRanks(wrong))
+}
+
+@MainActor func fmt(_ v: Double, _ width: Int, _ decimals: Int) -> String {
+    var buf = [CChar](repeating: 0, count: 64)
+    _ = withVaList([v]) { vsnprintf(&buf, 64, "%\(width).\(decimals)f", $0) }
+    return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+}
+
+@MainActor func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
+
+@MainActor func fmtTime(_ us: Double) -> String { us >= 10000 ? fmt(us, 7, 0) : us >= 100 ? fmt(us, 7, 1) : fmt(us, 7, 2) }
+
+var totalWrong = 0
+var busSum = 0.0
+var rowsCount = 0
+var failed = false
+
+if rank == 0 {
+    print("# swccl-perf all_reduce  nranks \(nranks)  transport \(options.transport)  algo \(options.algo)  SwiftCCL \(SwiftCCLVersion.string)")
+    print("#")
+    print("#                                                  out-of-place                 in-place")
+    print("#       size     count   type  redop  root    time  algbw  busbw #wrong    time  algbw  busbw #wrong")
+    print("#        (B) (elements)                       (us) (GB/s) (GB/s)           (us) (GB/s) (GB/s)")
+    fflush(nil)
+}
+
+outer: for type in options.types {
+    for op in options.ops {
+        for size in sizes() {
+            let count = size / type.size
+            let bytes = count * type.size
+            var row = Row(size: bytes, count: count, type: type, op: op)
+            Watchdog.arm(bytes)
+            do {
+                for (k, inPlace) in [false, true].enumerated() {
+                    let (t, w) = try measure(count: count, type: type, op: op, inPlace: inPlace)
+                    row.time[k] = t
+                    row.algbw[k] = t > 0 ? Double(bytes) / t / 1e3 : 0
+                    row.busbw[k] = row.algbw[k] * busFactor(nranks)
+                    row.wrong[k] = w
+                }
+            } catch {
+                eprint("# rank \(rank): size \(bytes) \(type) \(op): \(error)\n")
+                failed = true
+                break outer
+            }
+            Watchdog.disarm()
+            totalWrong += row.wrong[0] + row.wrong[1]
+            busSum += row.busbw[0]
+            rowsCount += 1
+            if rank == 0 {
+                var line = pad(String(bytes), 12) + pad(String(count), 10) + pad(type.description, 7) + pad(op.description, 7) + pad("-1", 6)
+                for k in 0..<2 {
+                    line += " " + fmtTime(row.time[k]) + " " + fmt(row.algbw[k], 6, 2) + " " + fmt(row.busbw[k], 6, 2) + pad(String(row.wrong[k]), 7)
+                }
+                print(line)
+                fflush(nil)
+                if let j = jsonOut {
+                    let s = "{\"collective\":\"all_reduce\",\"nranks\":\(nranks),\"size\":\(bytes),\"count\":\(count),\"type\":\"\(type)\",\"op\":\"\(op)\",\"root\":-1,"
+                        + "\"oop_time_us\":\(row.time[0]),\"oop_algbw\":\(row.algbw[0]),\"oop_busbw\":\(row.busbw[0]),\"oop_wrong\":\(row.wrong[0]),"
+                        + "\"ip_time_us\":\(row.time[1]),\"ip_algbw\":\(row.algbw[1]),\"ip_busbw\":\(row.busbw[1]),\"ip_wrong\":\(row.wrong[1])}\n"
+                    fputs(s, j)
+                }
+            }
+        }
+    }
+}
+
+if let j = jsonOut { fclose(j) }
+if rank == 0 && !failed {
+    print("# Out of bounds values : \(totalWrong) \(totalWrong == 0 ? "OK" : "FAILED")")
+    print("# Avg bus bandwidth    : \(fmt(rowsCount > 0 ? busSum / Double(rowsCount) : 0, 0, 3))")
+    print("#")
+}
+if failed { comm.abort() } else { comm.destroy() }
+var status: Int32 = failed || totalWrong > 0 ? 1 : 0
+for (i, c) in children.enumerated() {
+    let s = c.wait()
+    if s != 0 {
+        eprint("swccl-perf: rank \(i + 1) exited with status \(s)\n")
+        status = 1
+    }
+}
+exit(status)

@@ -1,0 +1,318 @@
+// The C ABI of include/swccl.h: a thin layer over the Swift API. Every function validates its inputs,
+// never traps, and turns a `CCLError` into a result code plus a one-line message for swcclGetLastError.
+import CSwcclHeader
+import Glibc
+import Synchronization
+import SwiftCCL
+
+// MARK: - handles and last errors
+
+/// What a `swcclComm_t` points to. Handles are tracked so that a destroyed or foreign pointer is
+/// answered with an error instead of a crash wherever that can be detected.
+final class CommHandle: @unchecked Sendable {
+    let comm: Communicator
+    /// Address of a malloc'd C string (kept as an integer so the mutex holds a Sendable value).
+    let lastError = Mutex<UInt>(0)
+    init(_ comm: Communicator) { self.comm = comm }
+    deinit { lastError.withLock { free(UnsafeMutableRawPointer(bitPattern: $0)) } }
+}
+
+enum Handles {
+    static let live = Mutex<Set<UInt>>([])
+    /// Last error of each thread (for calls without a communicator), keyed by thread id.
+    static let threadErrors = Mutex<[UInt: UInt]>([:])
+
+    static func register(_ h: CommHandle) -> OpaquePointer {
+        let p = Unmanaged.passRetained(h).toOpaque()
+        _ = live.withLock { $0.insert(UInt(bitPattern: p)) }
+        return OpaquePointer(p)
+    }
+
+    static func lookup(_ comm: OpaquePointer?) -> CommHandle? {
+        guard let comm else { return nil }
+        let raw = UnsafeMutableRawPointer(comm)
+        return live.withLock { set -> CommHandle? in
+            guard set.contains(UInt(bitPattern: raw)) else { return nil }
+            return Unmanaged<CommHandle>.fromOpaque(raw).takeUnretainedValue()
+        }
+    }
+
+    /// Removes the handle; the caller releases the returned reference.
+    static func unregister(_ comm: OpaquePointer?) -> CommHandle? {
+        guard let comm else { return nil }
+        let raw = UnsafeMutableRawPointer(comm)
+        let found = live.withLock { $0.remove(UInt(bitPattern: raw)) != nil }
+        return found ? Unmanaged<CommHandle>.fromOpaque(raw).takeRetainedValue() : nil
+    }
+
+    static func setThreadError(_ text: String) {
+        let c = UInt(bitPattern: strdup(text))
+        let tid = UInt(pthread_self())
+        let old = threadErrors.withLock { m in m.updateValue(c, forKey: tid) }
+        if let old { free(UnsafeMutableRawPointer(bitPattern: old)) }
+    }
+
+    static func threadError() -> UnsafePointer<CChar>? {
+        let tid = UInt(pthread_self())
+        let p = threadErrors.withLock { m in m[tid] ?? 0 }
+        return UnsafePointer(bitPattern: p)
+    }
+}
+
+extension CommHandle {
+    func setError(_ text: String) {
+        let c = UInt(bitPattern: strdup(text))
+        let old = lastError.withLock { v in let o = v; v = c; return o }
+        free(UnsafeMutableRawPointer(bitPattern: old))
+    }
+}
+
+func result(_ kind: CCLError.Kind) -> swcclResult_t {
+    switch kind {
+    case .systemError: return swcclSystemError
+    case .internalError: return swcclInternalError
+    case .invalidArgument: return swcclInvalidArgument
+    case .invalidUsage: return swcclInvalidUsage
+    case .remoteError: return swcclRemoteError
+    case .timeout: return swcclTimeout
+    }
+}
+
+/// Records `error` (on the communicator if there is one, and for this thread) and returns its code.
+func report(_ error: CCLError, _ handle: CommHandle? = nil, operation: String) -> swcclResult_t {
+    let e = error.with(operation: operation, rank: handle?.comm.rank)
+    let text = e.description
+    handle?.setError(text)
+    Handles.setThreadError(text)
+    Log.info(.api, text)
+    return result(e.kind)
+}
+
+func invalid(_ message: String, _ handle: CommHandle? = nil, operation: String) -> swcclResult_t {
+    report(CCLError.invalidArgument(message), handle, operation: operation)
+}
+
+func dataType(_ t: swcclDataType_t) -> DataType? { DataType(rawValue: Int32(bitPattern: t.rawValue)) }
+func reduceOp(_ o: swcclRedOp_t) -> ReduceOp? { ReduceOp(rawValue: Int32(bitPattern: o.rawValue)) }
+
+/// The configuration a caller passed, checked for SWCCL_CONFIG_INITIALIZER.
+func readConfig(_ config: UnsafeMutablePointer<swcclConfig_t>?, operation: String) -> Result<CommConfig, CCLError> {
+    guard let config else { return .success(CommConfig()) }
+    let size = config.pointee.size
+    guard config.pointee.magic == SWCCL_CONFIG_MAGIC, size >= 16, size <= 4096 else {
+        return .failure(.invalidArgument("the config struct was not initialised with SWCCL_CONFIG_INITIALIZER (bad size or magic)"))
+    }
+    var c = CommConfig()
+    if size >= MemoryLayout<swcclConfig_t>.offset(of: \.timeoutMs)! + 4 {
+        c.timeoutMs = Int(config.pointee.timeoutMs) > 0 ? Int(config.pointee.timeoutMs) : nil
+    }
+    if size >= MemoryLayout<swcclConfig_t>.offset(of: \.transports)! + 8, let t = config.pointee.transports {
+        c.transports = String(cString: t)
+    }
+    if size >= MemoryLayout<swcclConfig_t>.offset(of: \.commName)! + 8, let n = config.pointee.commName {
+        c.name = String(cString: n)
+    }
+    return .success(c)
+}
+
+// MARK: - errors and version
+
+@c @implementation
+public func swcclGetErrorString(_ r: swcclResult_t) -> UnsafePointer<CChar>! {
+    let s: StaticString
+    switch r.rawValue {
+    case swcclSuccess.rawValue: s = "no error"
+    case swcclSystemError.rawValue: s = "unhandled system error (network, sockets or memory); the communicator is broken"
+    case swcclInternalError.rawValue: s = "internal error in SwiftCCL; the communicator is broken"
+    case swcclInvalidArgument.rawValue: s = "invalid argument"
+    case swcclInvalidUsage.rawValue: s = "invalid usage"
+    case swcclRemoteError.rawValue: s = "remote process exited or there was a network error; the communicator is broken"
+    case swcclInProgress.rawValue: s = "operation in progress"
+    case swcclTimeout.rawValue: s = "timeout: a blocking step exceeded the communicator's deadline; the communicator is broken"
+    default: s = "unknown result code"
+    }
+    return UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+@c @implementation
+public func swcclGetLastError(_ comm: swcclComm_t?) -> UnsafePointer<CChar>! {
+    let empty: StaticString = ""
+    if let h = Handles.lookup(comm), let p = UnsafePointer<CChar>(bitPattern: h.lastError.withLock({ $0 })) { return p }
+    return Handles.threadError() ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+@c @implementation
+public func swcclGetVersion(_ version: UnsafeMutablePointer<CInt>?) -> swcclResult_t {
+    guard let version else { return invalid("version is NULL", operation: "swcclGetVersion") }
+    version.pointee = CInt(SwiftCCLVersion.code)
+    return swcclSuccess
+}
+
+// MARK: - communicators
+
+@c @implementation
+public func swcclGetUniqueId(_ uniqueId: UnsafeMutablePointer<swcclUniqueId>?) -> swcclResult_t {
+    guard let uniqueId else { return invalid("uniqueId is NULL", operation: "swcclGetUniqueId") }
+    do {
+        let id = try UniqueID.make()
+        withUnsafeMutableBytes(of: &uniqueId.pointee) { dst in
+            dst.copyBytes(from: id.bytes)
+        }
+        return swcclSuccess
+    } catch {
+        return report(error, operation: "swcclGetUniqueId")
+    }
+}
+
+func initRank(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt, _ commId: swcclUniqueId, _ rank: CInt,
+              _ config: UnsafeMutablePointer<swcclConfig_t>?, operation: String) -> swcclResult_t {
+    guard let comm else { return invalid("comm is NULL", operation: operation) }
+    comm.pointee = nil
+    guard nranks >= 1 else { return invalid("nranks \(nranks) must be at least 1", operation: operation) }
+    guard rank >= 0, rank < nranks else { return invalid("rank \(rank) is out of range [0, \(nranks))", operation: operation) }
+    let cfg: CommConfig
+    switch readConfig(config, operation: operation) {
+    case .success(let c): cfg = c
+    case .failure(let e): return report(e, operation: operation)
+    }
+    let bytes = withUnsafeBytes(of: commId) { Array($0) }
+    do {
+        let id = try UniqueID(bytes: bytes)
+        let c = try Communicator(id: id, rank: Int(rank), size: Int(nranks), config: cfg)
+        comm.pointee = Handles.register(CommHandle(c))
+        return swcclSuccess
+    } catch {
+        return report(error, operation: operation)
+    }
+}
+
+@c @implementation
+public func swcclCommInitRank(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt, _ commId: swcclUniqueId, _ rank: CInt) -> swcclResult_t {
+    initRank(comm, nranks, commId, rank, nil, operation: "swcclCommInitRank")
+}
+
+@c @implementation
+public func swcclCommInitRankConfig(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt, _ commId: swcclUniqueId, _ rank: CInt,
+                                    _ config: UnsafeMutablePointer<swcclConfig_t>?) -> swcclResult_t {
+    return initRank(comm, nranks, commId, rank, config, operation: "swcclCommInitRankConfig")
+}
+
+@c @implementation
+public func swcclCommInitFromEnv(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ config: UnsafeMutablePointer<swcclConfig_t>?) -> swcclResult_t {
+    let op = "swcclCommInitFromEnv"
+    guard let comm else { return invalid("comm is NULL", operation: op) }
+    comm.pointee = nil
+    let cfg: CommConfig
+    switch readConfig(config, operation: op) {
+    case .success(let c): cfg = c
+    case .failure(let e): return report(e, operation: op)
+    }
+    do {
+        let c = try Communicator.fromEnvironment(config: cfg)
+        comm.pointee = Handles.register(CommHandle(c))
+        return swcclSuccess
+    } catch {
+        return report(error, operation: op)
+    }
+}
+
+func handle(_ comm: swcclComm_t?, operation: String) -> Result<CommHandle, CCLError> {
+    guard let comm else { return .failure(.invalidArgument("comm is NULL")) }
+    guard let h = Handles.lookup(comm) else {
+        return .failure(.invalidUsage("comm \(comm) is not a live communicator (destroyed already?)"))
+    }
+    return .success(h)
+}
+
+@c @implementation
+public func swcclCommCount(_ comm: swcclComm_t?, _ count: UnsafeMutablePointer<CInt>?) -> swcclResult_t {
+    let op = "swcclCommCount"
+    switch handle(comm, operation: op) {
+    case .failure(let e): return report(e, operation: op)
+    case .success(let h):
+        guard let count else { return invalid("count is NULL", h, operation: op) }
+        count.pointee = CInt(h.comm.size)
+        return swcclSuccess
+    }
+}
+
+@c @implementation
+public func swcclCommUserRank(_ comm: swcclComm_t?, _ rank: UnsafeMutablePointer<CInt>?) -> swcclResult_t {
+    let op = "swcclCommUserRank"
+    switch handle(comm, operation: op) {
+    case .failure(let e): return report(e, operation: op)
+    case .success(let h):
+        guard let rank else { return invalid("rank is NULL", h, operation: op) }
+        rank.pointee = CInt(h.comm.rank)
+        return swcclSuccess
+    }
+}
+
+@c @implementation
+public func swcclCommFinalize(_ comm: swcclComm_t?) -> swcclResult_t {
+    let op = "swcclCommFinalize"
+    switch handle(comm, operation: op) {
+    case .failure(let e): return report(e, operation: op)
+    case .success: return swcclSuccess  // operations complete before their calls return: nothing is pending
+    }
+}
+
+@c @implementation
+public func swcclCommDestroy(_ comm: swcclComm_t?) -> swcclResult_t {
+    let op = "swcclCommDestroy"
+    guard let comm else { return swcclSuccess }  // as NCCL: destroying NULL does nothing
+    guard let h = Handles.unregister(comm) else {
+        return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed twice?)"), operation: op)
+    }
+    h.comm.destroy()
+    return swcclSuccess
+}
+
+@c @implementation
+public func swcclCommAbort(_ comm: swcclComm_t?) -> swcclResult_t {
+    let op = "swcclCommAbort"
+    guard let comm else { return swcclSuccess }  // as NCCL: aborting NULL does nothing
+    // Abort wakes any call blocked on this communicator; the handle stays valid until destroy... NCCL's
+    // abort also frees the communicator, so do both: wake, then release our reference.
+    guard let h = Handles.unregister(comm) else {
+        return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed already?)"), operation: op)
+    }
+    h.comm.abort()
+    return swcclSuccess
+}
+
+@c @implementation
+public func swcclCommGetAsyncError(_ comm: swcclComm_t?, _ asyncError: UnsafeMutablePointer<swcclResult_t>?) -> swcclResult_t {
+    let op = "swcclCommGetAsyncError"
+    switch handle(comm, operation: op) {
+    case .failure(let e): return report(e, operation: op)
+    case .success(let h):
+        guard let asyncError else { return invalid("asyncError is NULL", h, operation: op) }
+        asyncError.pointee = h.comm.asyncError.map { result($0.kind) } ?? swcclSuccess
+        return swcclSuccess
+    }
+}
+
+// MARK: - collectives
+
+@c @implementation
+public func swcclAllReduce(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
+                           _ datatype: swcclDataType_t, _ op: swcclRedOp_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    let name = "swcclAllReduce"
+    switch handle(comm, operation: name) {
+    case .failure(let e): return report(e, operation: name)
+    case .success(let h):
+        guard let type = dataType(datatype) else { return invalid("unknown datatype \(datatype.rawValue)", h, operation: name) }
+        guard let rop = reduceOp(op) else { return invalid("unknown reduction op \(op.rawValue)", h, operation: name) }
+        guard count <= Int(Int32.max) * 64 else { return invalid("count \(count) is too large", h, operation: name) }
+        guard stream == nil else {
+            return report(.invalidUsage("streams are not available yet in this build: pass NULL"), h, operation: name)
+        }
+        do {
+            try h.comm.allReduce(send: sendbuff, recv: recvbuff, count: count, type: type, op: rop)
+            return swcclSuccess
+        } catch {
+            return report(error, h, operation: name)
+        }
+    }
+}

@@ -1,0 +1,22 @@
+import XCTest
+import SwiftCCL
+
+/// Multi-process allreduce over TCP: every type and op, counts 0, 1, 7, 1000 and 1 Mi+1, in place and
+/// out of place, misaligned buffers, exact results. Rank counts above the 2 cores check that waiting
+/// does not burn CPU (the suite would crawl otherwise).
+final class AllReduceTests: XCTestCase {
+    func runAllReduce(_ n: Int, algo: String? = nil) throws {
+        let r = try Ranks.run("allreduce", ranks: n, env: ["SWCCL_TEST_ALGO": algo])
+        XCTAssertTrue(r.allPassed, r.summary)
+        for out in r.outputs { XCTAssertTrue(out.contains("PASS allreduce"), out) }
+        print("allreduce with \(n) ranks\(algo.map { " (\($0))" } ?? ""): \(String(format: "%.1f", r.seconds)) s")
+    }
+
+    func testOneRank() throws { try runAllReduce(1) }
+    func testTwoRanks() throws { try runAllReduce(2) }
+    func testThreeRanks() throws { try runAllReduce(3) }
+    func testFourRanks() throws { try runAllReduce(4) }
+    func testFiveRanks() throws { try runAllReduce(5) }
+    func testEightRanksOversubscribed() throws { try runAllReduce(8) }
+    func testFourRanksForcedRing() throws { try runAllReduce(4, algo: "ring") }
+}

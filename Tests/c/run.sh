@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Tests/c/run.sh - checks of the C ABI of libswccl.so, from C and C++ compilers.
+#
+#   usage: Tests/c/run.sh [DIR]     DIR holds libswccl.so (default: .build/release)
+#
+# Checks, each counted:
+#   - include/swccl.h compiles standalone as C99, C11 -pedantic and C++17 (Tests/c/header_test.c: also
+#     checks enum values and every prototype), and with clang if one is on PATH;
+#   - libswccl.so exists, its SONAME is libswccl.so.0 (the symlink libswccl.so.0 is created if missing);
+#   - it exports only swccl* symbols;
+#   - every function declared in swccl.h is exported (missing ones are listed; a failure only when
+#     SWCCL_REQUIRE_ALL_SYMBOLS=1, since parts of the API land later);
+#   - Tests/c/allreduce_test.c builds against it and passes with 3 and with 4 ranks.
+# Prints "N passed, M failed" last; exits non-zero if any check failed.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+include="$root/include"
+header="$include/swccl.h"
+
+libdir_arg="${1:-.build/release}"
+if [[ ! -d "$libdir_arg" ]]; then
+  echo "error: $libdir_arg is not a directory (pass the directory holding libswccl.so)" >&2
+  exit 2
+fi
+libdir="$(cd "$libdir_arg" && pwd)"
+lib="$libdir/libswccl.so"
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/swccl-ctest.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "PASS: $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+note() { echo "      $*"; }
+# Runs a command quietly; shows its output only when it fails.
+quiet() {
+  local log="$tmp/log.$$"
+  if "$@" >"$log" 2>&1; then rm -f "$log"; return 0; fi
+  sed 's/^/      | /' "$log" | head -n 60
+  rm -f "$log"
+  return 1
+}
+
+echo "== SwiftCCL C ABI checks: header $header, library $lib"
+
+# --- header, standalone -----------------------------------------------------------------------
+header_tu="$here/header_test.c"
+check_compile() { # name, command...
+  local name="$1"; shift
+  if quiet "$@"; then pass "header compiles: $name"; else fail "header compiles: $name"; fi
+}
+check_compile "gcc -std=c99 -Wall -Wextra -Werror" \
+  gcc -std=c99 -Wall -Wextra -Werror -I"$include" -c "$header_tu" -o "$tmp/h_c99.o"
+check_compile "gcc -std=c11 -pedantic -Wall -Wextra -Werror" \
+  gcc -std=c11 -pedantic -Wall -Wextra -Werror -I"$include" -c "$header_tu" -o "$tmp/h_c11.o"
+check_compile "g++ -std=c++17 -Wall -Wextra -Werror" \
+  g++ -std=c++17 -Wall -Wextra -Werror -x c++ -I"$include" -c "$header_tu" -o "$tmp/h_cxx17.o"
+if command -v clang >/dev/null 2>&1; then
+  check_compile "clang -std=c99 -Wall -Wextra -Werror -pedantic" \
+    clang -std=c99 -Wall -Wextra -Werror -pedantic -I"$include" -c "$header_tu" -o "$tmp/h_clang.o"
+else
+  note "(clang not on PATH: clang header check skipped)"
+fi
+
+# --- library file and SONAME --------------------------------------------------------------------
+have_lib=0
+if [[ -f "$lib" ]]; then
+  pass "library exists: $lib"
+  have_lib=1
+else
+  fail "library exists: $lib not found"
+fi
+
+if [[ $have_lib == 1 ]]; then
+  soname="$(readelf -d "$lib" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')"
+  if [[ "$soname" == "libswccl.so.0" ]]; then
+    pass "SONAME is libswccl.so.0"
+  else
+    fail "SONAME is libswccl.so.0 (found '${soname:-none}')"
+  fi
+  if [[ ! -e "$libdir/libswccl.so.0" ]]; then
+    if ln -s libswccl.so "$libdir/libswccl.so.0"; then
+      note "created symlink $libdir/libswccl.so.0 -> libswccl.so"
+    else
+      note "could not create $libdir/libswccl.so.0"
+    fi
+  fi
+fi
+
+# --- exported symbols ---------------------------------------------------------------------------
+if [[ $have_lib == 1 ]]; then
+  # Defined dynamic symbols; drop absolute ones (version nodes such as SWCCL_0) and @VERSION suffixes.
+  nm -D --defined-only "$lib" | awk '$2 != "A" { print $3 }' | sed 's/@.*//' | sort -u >"$tmp/exported"
+  grep -v '^swccl' "$tmp/exported" >"$tmp/foreign" || true
+  if [[ ! -s "$tmp/foreign" ]]; then
+    pass "exports only swccl* symbols ($(wc -l <"$tmp/exported") exported)"
+  else
+    fail "exports only swccl* symbols: $(wc -l <"$tmp/foreign") others, e.g.:"
+    head -n 20 "$tmp/foreign" | sed 's/^/      | /'
+  fi
+
+  # Functions declared in the header (comments stripped by the preprocessor).
+  gcc -E -P -x c -I"$include" "$header" | grep -oE '\bswccl[A-Za-z0-9_]*[[:space:]]*\(' |
+    sed 's/[[:space:](]//g' | sort -u >"$tmp/declared"
+  comm -23 "$tmp/declared" "$tmp/exported" >"$tmp/missing"
+  ndecl="$(wc -l <"$tmp/declared")"
+  nmiss="$(wc -l <"$tmp/missing")"
+  if [[ "$nmiss" == 0 ]]; then
+    pass "all $ndecl functions of swccl.h are exported"
+  else
+    msg="$nmiss of $ndecl functions of swccl.h are not exported: $(tr '\n' ' ' <"$tmp/missing")"
+    if [[ "${SWCCL_REQUIRE_ALL_SYMBOLS:-0}" == 1 ]]; then
+      fail "$msg"
+    else
+      pass "exported functions (not required yet: set SWCCL_REQUIRE_ALL_SYMBOLS=1 to require all)"
+      note "WARNING: $msg"
+    fi
+  fi
+  comm -13 "$tmp/declared" "$tmp/exported" | grep '^swccl' >"$tmp/extra" || true
+  if [[ -s "$tmp/extra" ]]; then
+    note "note: swccl* symbols exported but not declared in swccl.h: $(tr '\n' ' ' <"$tmp/extra")"
+  fi
+fi
+
+# --- allreduce_test -----------------------------------------------------------------------------
+test_bin="$tmp/allreduce_test"
+built=0
+if [[ $have_lib == 1 ]]; then
+  if quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
+      "$here/allreduce_test.c" -o "$test_bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir"; then
+    pass "allreduce_test.c builds and links"
+    built=1
+  else
+    fail "allreduce_test.c builds and links"
+  fi
+else
+  fail "allreduce_test.c builds and links (no library)"
+fi
+
+for n in 3 4; do
+  if [[ $built == 1 ]]; then
+    echo "-- allreduce_test $n"
+    # The test kills itself after 120 s; the outer timeout is a last resort.
+    if SWCCL_SOCKET_IFNAME=lo timeout -k 5 180 "$test_bin" "$n" 2>&1 | sed 's/^/      | /'; then
+      pass "allreduce_test with $n ranks"
+    else
+      fail "allreduce_test with $n ranks"
+    fi
+  else
+    fail "allreduce_test with $n ranks (not built)"
+  fi
+done
+
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]

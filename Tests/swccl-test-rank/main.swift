@@ -1,0 +1,328 @@
+// One rank of a multi-process test. The test (Tests/SwiftCCLTests) spawns N of these with
+// SWCCL_TEST_RANK, SWCCL_TEST_SIZE, SWCCL_TEST_ID (hex unique id), SWCCL_TEST_BACKEND and
+// SWCCL_TEST_TIMEOUT_MS, and a scenario name as the first argument. Each rank checks its own results,
+// prints "PASS <scenario>" or "FAIL ..." lines, and exits 0 only if everything held.
+import Glibc
+import SwiftCCL
+import SwcclVerify
+
+func eprint(_ s: String) { var b = Array(s.utf8); _ = b.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) } }
+
+@MainActor func env(_ k: String) -> String? { getenv(k).map { String(cString: $0) } }
+
+let scenario = CommandLine.arguments.count > 1 ? CommandLine.arguments[1] : ""
+let rank = Int(env("SWCCL_TEST_RANK") ?? "0") ?? 0
+let size = Int(env("SWCCL_TEST_SIZE") ?? "1") ?? 1
+let backend = env("SWCCL_TEST_BACKEND") ?? "tcp"
+let timeoutMs = Int(env("SWCCL_TEST_TIMEOUT_MS") ?? "20000") ?? 20000
+var failures = 0
+
+@MainActor func say(_ s: String) { print("[rank \(rank)] \(s)"); fflush(nil) }
+@MainActor func check(_ ok: Bool, _ what: @autoclosure () -> String) {
+    if !ok { failures += 1; say("FAIL \(what())") }
+}
+@MainActor func finish() -> Never {
+    say(failures == 0 ? "PASS \(scenario)" : "FAILED \(scenario) with \(failures) failure(s)")
+    exit(failures == 0 ? 0 : 1)
+}
+
+let id: UniqueID
+do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad SWCCL_TEST_ID: \(error)"); exit(2) }
+
+// MARK: - collective scenarios
+
+/// Every type × op × count × in/out of place, exact. Counts of 1 Mi+1 run a deterministic sample of ops
+/// per type (all of them with SWCCL_TEST_FULL=1).
+@MainActor func allreduceScenario() {
+    let comm: Communicator
+    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs, algorithm: env("SWCCL_TEST_ALGO"))) }
+    catch { say("FAIL init: \(error)"); exit(1) }
+    let full = env("SWCCL_TEST_FULL") == "1"
+    let counts = [0, 1, 7, 1000, (1 << 20) + 1]
+    let maxBytes = counts.max()! * 8 + 64
+    let send = UnsafeMutableRawPointer.allocate(byteCount: maxBytes, alignment: 64)
+    let recv = UnsafeMutableRawPointer.allocate(byteCount: maxBytes, alignment: 64)
+    let want = UnsafeMutableRawPointer.allocate(byteCount: maxBytes, alignment: 64)
+    var checked = 0
+    var seed: UInt64 = 7
+    for (ti, type) in DataType.allCases.enumerated() {
+        for (oi, op) in ReduceOp.allCases.enumerated() {
+            for count in counts {
+                if count > 4096 && !full && (ti + oi) % 3 != 0 && op != .sum { continue }
+                for inPlace in [false, true] {
+                    // Misaligned: shift by one byte on alternate runs (elements stay packed).
+                    let shift = (checked % 2 == 1) ? 1 : 0
+                    let s = send + shift, r = recv + shift
+                    seed &+= 1
+                    Pattern.fill(inPlace ? r : s, count: count, type: type, op: op, seed: seed, rank: rank)
+                    if !inPlace { memset(r, 0xA5, count * type.size) }
+                    do {
+                        try comm.allReduce(send: inPlace ? UnsafeRawPointer(r) : UnsafeRawPointer(s), recv: r, count: count, type: type, op: op)
+                    } catch {
+                        check(false, "allreduce \(type) \(op) count \(count) inPlace \(inPlace): \(error)")
+                        exit(1)
+                    }
+                    Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: size)
+                    let wrong = Pattern.countWrong(r, want, count: count, type: type, op: op)
+                    check(wrong == 0, "allreduce \(type) \(op) count \(count) \(inPlace ? "in place" : "out of place") shift \(shift): \(wrong) wrong elements")
+                    checked += 1
+                }
+            }
+        }
+    }
+    // The typed Swift API.
+    var xs = (0..<1001).map { Float($0 % 7) + Float(rank) }
+    do { try comm.allReduce(&xs, op: .sum) } catch { check(false, "typed allreduce: \(error)") }
+    let base = Float(size * (size - 1) / 2)
+    check(xs.enumerated().allSatisfy { $0.element == Float($0.offset % 7) * Float(size) + base }, "typed [Float] allreduce result")
+    // Bad arguments: an error, no effect, communicator still usable.
+    do { try comm.allReduce(send: nil, recv: recv, count: 5, type: .float32, op: .sum); check(false, "NULL send accepted") }
+    catch { check(error.kind == .invalidArgument, "NULL send gives invalidArgument, got \(error)") }
+    do { try comm.allReduce(send: send, recv: recv, count: -1, type: .float32, op: .sum); check(false, "negative count accepted") }
+    catch { check(error.kind == .invalidArgument, "negative count gives invalidArgument") }
+    do { try comm.allReduce(send: send, recv: send + 4, count: 100, type: .float32, op: .sum); check(false, "overlap accepted") }
+    catch { check(error.kind == .invalidArgument, "overlapping buffers give invalidArgument") }
+    do { try comm.allReduce(&xs, op: .max) } catch { check(false, "communicator unusable after invalid arguments: \(error)") }
+    say("checked \(checked) allreduce cases")
+    comm.destroy()
+    finish()
+}
+
+// MARK: - transport conformance scenarios
+
+@MainActor func testbed() -> TransportTestbed {
+    do { return try TransportTestbed(backend: backend, id: id, rank: rank, size: size, timeoutMs: timeoutMs) }
+    catch { say("FAIL bootstrap: \(error)"); exit(1) }
+}
+
+@MainActor func connect(_ tb: TransportTestbed) {
+    do { try tb.connect() } catch { say("FAIL connect: \(error)"); exit(1) }
+}
+
+/// A byte pattern that depends on (message, index), to check content and order.
+@MainActor func fillBytes(_ p: UnsafeMutableRawPointer, _ n: Int, _ message: Int) {
+    let b = p.assumingMemoryBound(to: UInt8.self)
+    for i in 0..<n { b[i] = UInt8(truncatingIfNeeded: (i &* 31) ^ (message &* 131) ^ (i >> 8)) }
+}
+@MainActor func checkBytes(_ p: UnsafeRawPointer, _ n: Int, _ message: Int) -> Bool {
+    let b = p.assumingMemoryBound(to: UInt8.self)
+    for i in 0..<n where b[i] != UInt8(truncatingIfNeeded: (i &* 31) ^ (message &* 131) ^ (i >> 8)) { return false }
+    return true
+}
+
+@MainActor func waitAll(_ tb: TransportTestbed, _ reqs: [Request], _ what: String) {
+    for r in reqs {
+        do { try tb.transport.wait(r, deadline: tb.deadline) } catch { check(false, "\(what): \(error)"); return }
+    }
+}
+
+/// Exchanges messages of `sizes` (bytes) with every peer in both directions at once, at `shift`
+/// bytes off alignment, and checks every byte.
+@MainActor func exchange(_ tb: TransportTestbed, sizes: [Int], shift: Int, tagBase: UInt64) {
+    for (k, n) in sizes.enumerated() {
+        var bufs: [UnsafeMutableRawPointer] = []
+        var reqs: [Request] = []
+        var recvs: [(UnsafeMutableRawPointer, Int)] = []
+        do {
+            for peer in 0..<size where peer != rank {
+                let sb = UnsafeMutableRawPointer.allocate(byteCount: n + shift + 1, alignment: 64)
+                let rb = UnsafeMutableRawPointer.allocate(byteCount: n + shift + 1, alignment: 64)
+                bufs += [sb, rb]
+                fillBytes(sb + shift, n, rank * 1000 + peer * 10 + k)
+                memset(rb + shift, 0, n)
+                reqs.append(try tb.transport.irecv(from: peer, tag: tagBase + UInt64(k), into: UnsafeMutableRawBufferPointer(start: rb + shift, count: n)))
+                reqs.append(try tb.transport.isend(to: peer, tag: tagBase + UInt64(k), UnsafeRawBufferPointer(start: sb + shift, count: n)))
+                recvs.append((rb + shift, peer))
+            }
+        } catch { check(false, "posting size \(n): \(error)"); return }
+        waitAll(tb, reqs, "size \(n) shift \(shift)")
+        for (rb, peer) in recvs {
+            check(checkBytes(rb, n, peer * 1000 + rank * 10 + k), "content of \(n) bytes from rank \(peer) (shift \(shift))")
+        }
+        bufs.forEach { $0.deallocate() }
+    }
+}
+
+@MainActor func conformance(_ name: String) {
+    let tb = testbed()
+    let caps = tb.transport.capabilities
+    switch name {
+    case "handshake":
+        // The stranger part: rank 0 misbehaves towards every higher rank's listener before connecting
+        // for real. Those ranks must reject all of it and still connect.
+        if rank == 0, let _ = tb.socketAddress(of: 1) {
+            for peer in 1..<size {
+                guard let addr = tb.socketAddress(of: peer) else { continue }
+                RawSocket.sendAndClose(to: addr, Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + [UInt8](repeating: 0xff, count: 64))
+                RawSocket.sendAndClose(to: addr, [UInt8](repeating: 0, count: 7))
+                RawSocket.sendAndClose(to: addr, RawSocket.tcpHello(secret: [UInt8](repeating: 9, count: 16), from: 0, to: peer, nranks: size))
+                RawSocket.sendAndClose(to: addr, [], holdMs: 0)
+            }
+        }
+        connect(tb)
+        exchange(tb, sizes: [1, 100], shift: 0, tagBase: 10)
+    case "ordering":
+        connect(tb)
+        // Per tag, messages of mixed sizes (eager and rendezvous) must match and complete in posting
+        // order; two tags interleave, and the receiver posts them tag by tag.
+        let msgs = 24
+        let sizeOf = { (i: Int) -> Int in [8, caps.eagerThreshold + 1000, 3, 300_000, 0, caps.eagerThreshold][i % 6] }
+        let peer = rank ^ 1
+        if peer < size {
+            var bufs: [UnsafeMutableRawPointer] = []
+            var sends: [Request] = [], recvs: [(Request, UnsafeMutableRawPointer, Int, Int)] = []
+            do {
+                for i in 0..<msgs {
+                    let b = UnsafeMutableRawPointer.allocate(byteCount: max(sizeOf(i), 1), alignment: 8)
+                    bufs.append(b)
+                    fillBytes(b, sizeOf(i), i)
+                    sends.append(try tb.transport.isend(to: peer, tag: UInt64(100 + i % 2), UnsafeRawBufferPointer(start: b, count: sizeOf(i))))
+                }
+                for t in 0..<2 {
+                    for i in stride(from: t, to: msgs, by: 2) {
+                        let b = UnsafeMutableRawPointer.allocate(byteCount: max(sizeOf(i), 1), alignment: 8)
+                        bufs.append(b)
+                        recvs.append((try tb.transport.irecv(from: peer, tag: UInt64(100 + t), into: UnsafeMutableRawBufferPointer(start: b, count: sizeOf(i))), b, sizeOf(i), i))
+                    }
+                }
+            } catch { check(false, "posting: \(error)") }
+            // Completion order within a tag: a later request never completes before an earlier one.
+            var done = Set<Int>()
+            let deadline = tb.deadline
+            while done.count < recvs.count && !deadline.hasPassed {
+                for (k, r) in recvs.enumerated() where !done.contains(k) {
+                    do {
+                        if try tb.transport.test(r.0) {
+                            // Every earlier request of the same tag must be complete by now too.
+                            for (j, earlier) in recvs.enumerated() where j < k && earlier.3 % 2 == r.3 % 2 && !done.contains(j) {
+                                check((try? tb.transport.test(earlier.0)) == true, "message \(r.3) completed before message \(earlier.3) of the same tag")
+                                done.insert(j)
+                                check(checkBytes(earlier.1, earlier.2, earlier.3), "content/order of message \(earlier.3)")
+                            }
+                            done.insert(k)
+                            check(checkBytes(r.1, r.2, r.3), "content/order of message \(r.3)")
+                        }
+                    } catch { check(false, "receive \(r.3): \(error)"); done.insert(k) }
+                }
+            }
+            check(done.count == recvs.count, "all ordered messages arrived")
+            waitAll(tb, sends, "ordered sends")
+            bufs.forEach { $0.deallocate() }
+        }
+    case "sizes":
+        connect(tb)
+        exchange(tb, sizes: [0, 1, 7, 4095, (4 << 20) + 3], shift: 0, tagBase: 200)
+        if caps.maxMessageBytes >= 256 << 20 { exchange(tb, sizes: [256 << 20], shift: 0, tagBase: 300) }
+    case "misaligned":
+        connect(tb)
+        exchange(tb, sizes: [7, 4095, (1 << 20) + 5], shift: 1, tagBase: 400)
+        exchange(tb, sizes: [7, 70_001], shift: 3, tagBase: 410)
+    case "many":
+        connect(tb)
+        // Many outstanding requests in both directions at once, within the advertised bound.
+        let per = min(400, caps.maxOutstandingRequests / (4 * max(size - 1, 1)))
+        var reqs: [Request] = []
+        var bufs: [(UnsafeMutableRawPointer, Int, Int, Int)] = []
+        do {
+            for peer in 0..<size where peer != rank {
+                for i in 0..<per {
+                    let n = [0, 1, 64, 5000, 100_000][i % 5]
+                    let rb = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1), alignment: 8)
+                    let sb = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1), alignment: 8)
+                    fillBytes(sb, n, rank * 100_000 + peer * 1000 + i)
+                    reqs.append(try tb.transport.irecv(from: peer, tag: UInt64(500 + i % 7), into: UnsafeMutableRawBufferPointer(start: rb, count: n)))
+                    reqs.append(try tb.transport.isend(to: peer, tag: UInt64(500 + i % 7), UnsafeRawBufferPointer(start: sb, count: n)))
+                    bufs.append((rb, n, peer, i))
+                }
+            }
+        } catch { check(false, "posting: \(error)") }
+        waitAll(tb, reqs, "many outstanding")
+        for (rb, n, peer, i) in bufs { check(checkBytes(rb, n, peer * 100_000 + rank * 1000 + i), "message \(i) from \(peer)") }
+        say("completed \(reqs.count) requests")
+    case "close":
+        // Rank 1 closes cleanly while rank 0 still expects a message from it: rank 0's receive fails
+        // with an error naming rank 1; other pairs are unaffected.
+        connect(tb)
+        if rank == 1 {
+            try? tb.barrier()
+            tb.transport.close()
+            try? tb.barrier()
+        } else {
+            let b = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8)
+            do {
+                let r = try tb.transport.irecv(from: 1, tag: 600, into: UnsafeMutableRawBufferPointer(start: b, count: 64))
+                try? tb.barrier()
+                try? tb.barrier()
+                try tb.transport.wait(r, deadline: tb.deadline)
+                check(false, "receive from a closed peer succeeded")
+            } catch {
+                say("error as expected: \(error)")
+                check(error.peer == 1, "the error names rank 1 (got \(String(describing: error.peer)))")
+                check(error.kind == .remoteError, "a remote error (got \(error.kind))")
+            }
+            if size > 2 && rank == 0 { exchangeWithout(tb, excluded: 1) }
+            if size > 2 && rank != 0 { exchangeWithout(tb, excluded: 1) }
+        }
+    case "kill", "stop":
+        // Rank 1 dies (SIGKILL) or freezes (SIGSTOP) in the middle of a 256 MiB transfer from rank 0.
+        // Every other rank must get an error naming rank 1 within twice the timeout.
+        connect(tb)
+        let n = 256 << 20
+        let b = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 4096)
+        memset(b, 1, n)
+        try? tb.barrier()
+        if rank == 1 {
+            do {
+                let r = try tb.transport.irecv(from: 0, tag: 700, into: UnsafeMutableRawBufferPointer(start: b, count: n))
+                // Take part of the message, then die or freeze.
+                for _ in 0..<200 { _ = try tb.transport.test(r) }
+            } catch { say("rank 1: \(error)") }
+            raise(name == "kill" ? SIGKILL : SIGSTOP)
+            exit(0)
+        }
+        let t0 = Clock.nanos()
+        do {
+            if rank == 0 {
+                let s = try tb.transport.isend(to: 1, tag: 700, UnsafeRawBufferPointer(start: b, count: n))
+                try tb.transport.wait(s, deadline: tb.deadline)
+            } else {
+                // Others wait for a message rank 1 will never send.
+                let r = try tb.transport.irecv(from: 1, tag: 701, into: UnsafeMutableRawBufferPointer(start: b, count: 8))
+                try tb.transport.wait(r, deadline: tb.deadline)
+            }
+            check(false, "the transfer with a \(name == "kill" ? "killed" : "stopped") peer succeeded")
+        } catch {
+            let ms = Double(Clock.nanos() - t0) / 1e6
+            say("error after \(Int(ms)) ms: \(error)")
+            check(error.peer == 1, "the error names rank 1 (got \(String(describing: error.peer)))")
+            check(ms < Double(2 * timeoutMs), "error within twice the timeout (\(Int(ms)) ms)")
+            if name == "stop" { check(error.kind == .timeout, "a timeout error for a stopped peer (got \(error.kind))") }
+        }
+    default:
+        say("FAIL unknown scenario \(name)")
+        exit(2)
+    }
+    tb.transport.close()
+    finish()
+}
+
+/// After rank 1 closed: the remaining ranks can still talk to each other.
+@MainActor func exchangeWithout(_ tb: TransportTestbed, excluded: Int) {
+    let others = (0..<size).filter { $0 != excluded && $0 != rank }
+    guard let peer = others.first else { return }
+    let sb = UnsafeMutableRawPointer.allocate(byteCount: 1000, alignment: 8)
+    let rb = UnsafeMutableRawPointer.allocate(byteCount: 1000, alignment: 8)
+    fillBytes(sb, 1000, rank)
+    do {
+        let r = try tb.transport.irecv(from: peer, tag: 650, into: UnsafeMutableRawBufferPointer(start: rb, count: 1000))
+        let s = try tb.transport.isend(to: peer, tag: 650, UnsafeRawBufferPointer(start: sb, count: 1000))
+        try tb.transport.wait(r, deadline: tb.deadline)
+        try tb.transport.wait(s, deadline: tb.deadline)
+        check(checkBytes(rb, 1000, peer), "exchange with rank \(peer) after rank \(excluded) closed")
+    } catch { check(false, "exchange with rank \(peer) after rank \(excluded) closed: \(error)") }
+}
+
+switch scenario {
+case "allreduce": allreduceScenario()
+default: conformance(scenario)
+}

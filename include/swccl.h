@@ -1,0 +1,510 @@
+/*
+ * swccl.h - C interface of SwiftCCL, a collective communication library for host memory.
+ *
+ * The interface follows NCCL: code written for NCCL ports by renaming `nccl` to `swccl` (and `NCCL_` to
+ * `SWCCL_`). The differences are:
+ *
+ *   - Every buffer is ordinary host (CPU) memory. There is no device memory and no device selection.
+ *   - The trailing `cudaStream_t` of NCCL is a `swcclStream_t`, a CPU execution queue created with
+ *     swcclStreamCreate. A NULL stream means "run on the calling thread": the call blocks until the
+ *     operation has completed on this rank and its buffers may be reused.
+ *
+ * Errors (the swcclResult_t of every call) follow NCCL's model:
+ *   - swcclInvalidArgument: a bad argument (NULL pointer, out-of-range rank/count/type/op, ...). The call
+ *     had no effect; the communicator is still usable.
+ *   - swcclInvalidUsage: a valid argument used at the wrong time or in the wrong state (wrong call order,
+ *     a finalized communicator, ranks that disagree, ...).
+ *   - swcclSystemError, swcclInternalError, swcclRemoteError, swcclTimeout: the communicator is broken.
+ *     Call swcclCommAbort on it; a new communicator may then be built. Later operations on a broken
+ *     communicator return the error that broke it.
+ *   - swcclGetLastError then describes what happened in one line: operation, rank, peer, host, cause.
+ *
+ * Blocking calls never wait forever: every blocking step is bounded by the communicator's timeout
+ * (swcclConfig_t.timeoutMs, else the environment variable SWCCL_TIMEOUT_MS, else the library default);
+ * when it expires the call returns swcclTimeout.
+ *
+ * Thread safety (as NCCL): calls on one communicator must not run concurrently from several threads,
+ * except swcclCommAbort, swcclCommGetAsyncError and swcclGetLastError, which may be called from any
+ * thread at any time. Different communicators may be used concurrently from different threads.
+ *
+ * This header is plain C99 (also valid C11 and C++); it is imported by Swift as well.
+ */
+#ifndef SWCCL_H_
+#define SWCCL_H_
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Version                                                                                          */
+/* ------------------------------------------------------------------------------------------------ */
+
+#define SWCCL_MAJOR 0
+#define SWCCL_MINOR 1
+#define SWCCL_PATCH 0
+/** SWCCL_MAJOR * 10000 + SWCCL_MINOR * 100 + SWCCL_PATCH, written as a literal because Swift does not
+    import macros holding expressions. Update it with the three above (Tests/c/header_test.c checks). */
+#define SWCCL_VERSION_CODE 100
+/** Version code of MAJOR.MINOR.PATCH, for comparisons with SWCCL_VERSION_CODE (C/C++ only). */
+#define SWCCL_VERSION(X, Y, Z) ((X) * 10000 + (Y) * 100 + (Z))
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Types                                                                                            */
+/* ------------------------------------------------------------------------------------------------ */
+
+/** Opaque communicator handle. */
+typedef struct swcclComm* swcclComm_t;
+
+/** Opaque CPU execution queue. NULL means: run on the calling thread, blocking. */
+typedef struct swcclStream* swcclStream_t;
+
+#define SWCCL_UNIQUE_ID_BYTES 128
+/**
+ * Rendezvous identifier made by swcclGetUniqueId and copied (by value, out of band) to every rank that
+ * calls swcclCommInitRank. Plain bytes: may be sent over any channel, written to a file, etc.
+ */
+typedef struct { char internal[SWCCL_UNIQUE_ID_BYTES]; } swcclUniqueId;
+
+/** Result of every call. Values are fixed (1 is unused, as in NCCL where it was a CUDA error). */
+typedef enum {
+  swcclSuccess         = 0,  /**< The call completed (or, with a stream, was enqueued) successfully.  */
+  swcclSystemError     = 2,  /**< A system call or the network failed. The communicator is broken.    */
+  swcclInternalError   = 3,  /**< A bug or inconsistency inside the library. The communicator is broken. */
+  swcclInvalidArgument = 4,  /**< A bad argument. The call had no effect; the communicator is usable. */
+  swcclInvalidUsage    = 5,  /**< Wrong call order or state (e.g. ranks disagree, finalized comm).    */
+  swcclRemoteError     = 6,  /**< A peer failed or went away. The communicator is broken.             */
+  swcclInProgress      = 7,  /**< Work is still pending (swcclStreamQuery).                           */
+  swcclTimeout         = 8,  /**< A blocking step exceeded the timeout. The communicator is broken.   */
+  swcclNumResults      = 9
+} swcclResult_t;
+
+/** Element types. Aliases share a value. 16- and 8-bit floats are passed as raw bit patterns. */
+typedef enum {
+  swcclInt8       = 0, swcclChar    = 0,
+  swcclUint8      = 1,
+  swcclInt32      = 2, swcclInt     = 2,
+  swcclUint32     = 3,
+  swcclInt64      = 4,
+  swcclUint64     = 5,
+  swcclFloat16    = 6, swcclHalf    = 6,   /**< IEEE 754 binary16                                    */
+  swcclFloat32    = 7, swcclFloat   = 7,
+  swcclFloat64    = 8, swcclDouble  = 8,
+  swcclBfloat16   = 9,                     /**< bfloat16: the upper 16 bits of an IEEE binary32       */
+  swcclFloat8e4m3 = 10,                    /**< OCP FP8 E4M3 (no infinities, one NaN pattern)          */
+  swcclFloat8e5m2 = 11,                    /**< OCP FP8 E5M2                                           */
+  swcclNumTypes   = 12
+} swcclDataType_t;
+
+/**
+ * Reduction operators. swcclAvg sums, then divides by the number of ranks (integers: truncating
+ * division). Values >= swcclNumOps are operators made at run time (swcclRedOpCreatePreMulSum) and are
+ * valid only with the communicator that made them.
+ */
+typedef enum {
+  swcclSum      = 0,
+  swcclProd     = 1,
+  swcclMax      = 2,
+  swcclMin      = 3,
+  swcclAvg      = 4,
+  swcclNumOps   = 5,
+  swcclMaxRedOp = 0x7fffffff  /**< Not an operator: keeps the enum int-sized for run-time operators. */
+} swcclRedOp_t;
+
+/** Where the scalar of swcclRedOpCreatePreMulSum lives (values of its `residence` argument). */
+typedef enum {
+  swcclScalarDevice        = 0,  /**< Pointer to memory read when each operation using the op runs.  */
+  swcclScalarHostImmediate = 1   /**< Value read once, during swcclRedOpCreatePreMulSum.            */
+} swcclScalarResidence_t;
+
+#define SWCCL_CONFIG_MAGIC 0x5357434Cu /* 'SWCL' */
+
+/**
+ * Communicator options. Versioned: always start from SWCCL_CONFIG_INITIALIZER, then set fields.
+ * The first three fields are fixed forever; new fields are only ever added at the end, and the library
+ * reads only the fields that lie within `size`. The library does not modify the struct and copies the
+ * strings it needs, so the struct and its strings need only stay valid for the duration of the call.
+ */
+typedef struct {
+  size_t       size;        /**< sizeof(swcclConfig_t) as compiled by the caller.                    */
+  unsigned int magic;       /**< SWCCL_CONFIG_MAGIC.                                                  */
+  unsigned int version;     /**< SWCCL_VERSION_CODE as compiled by the caller.                        */
+  int          timeoutMs;   /**< Deadline of every blocking step, in ms; <= 0: library default
+                                 (SWCCL_TIMEOUT_MS).                                                  */
+  const char*  transports;  /**< NULL or "auto", or a comma-separated list such as "shm,tcp", "tcp",
+                                 "ib".                                                                */
+  const char*  commName;    /**< Shown in logs and errors; NULL: none.                                */
+} swcclConfig_t;
+
+/** Initial value of every swcclConfig_t: `swcclConfig_t cfg = SWCCL_CONFIG_INITIALIZER;` */
+#define SWCCL_CONFIG_INITIALIZER \
+  { sizeof(swcclConfig_t), SWCCL_CONFIG_MAGIC, SWCCL_VERSION_CODE, 0, NULL, NULL }
+
+/** `color` of swcclCommSplit for a rank that joins no new communicator. */
+#define SWCCL_SPLIT_NOCOLOR (-1)
+
+/** `shrinkFlags` of swcclCommShrink. */
+#define SWCCL_SHRINK_DEFAULT 0x00 /**< The parent has no operation in flight.                       */
+#define SWCCL_SHRINK_ABORT   0x01 /**< End the parent's operations in flight first (after a failure). */
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Errors and version                                                                               */
+/* ------------------------------------------------------------------------------------------------ */
+
+/**
+ * Name and short description of a result code, e.g. "invalid argument".
+ * Never blocks. Never returns NULL: an unknown value gives a string saying so. The string is static.
+ */
+const char* swcclGetErrorString(swcclResult_t result);
+
+/**
+ * One line describing the last error: operation, rank, peer, host and cause, e.g.
+ * "swcclAllReduce: rank 2 (comm 'train'), peer 3 on host node7: connection reset by peer".
+ * With comm == NULL: the last error of any call made by the calling thread. With a communicator: the
+ * last error of a call given that communicator, or the asynchronous failure that broke it.
+ * Never blocks; callable from any thread. Never returns NULL: "" when there was no error. Reading does
+ * not clear the error. The string belongs to the library; it stays valid until the next swccl call
+ * on the same thread (comm == NULL) or until the communicator records another error or is destroyed.
+ */
+const char* swcclGetLastError(swcclComm_t comm);
+
+/**
+ * Stores the version code of the loaded library (SWCCL_VERSION_CODE it was built with) in *version.
+ * Never blocks. Returns swcclInvalidArgument if version is NULL.
+ */
+swcclResult_t swcclGetVersion(int* version);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Communicators                                                                                    */
+/* ------------------------------------------------------------------------------------------------ */
+
+/**
+ * Makes a new rendezvous identifier for swcclCommInitRank. Call it once per communicator, on one
+ * process, and copy the result to all ranks. Unless SWCCL_COMM_ID=host:port is set, this starts a
+ * rendezvous listener in the calling process (on an interface chosen by SWCCL_SOCKET_IFNAME /
+ * SWCCL_SOCKET_FAMILY); that process must stay alive until every rank has finished swcclCommInitRank.
+ * With SWCCL_COMM_ID set, the identifier names that address and rank 0 hosts the rendezvous there.
+ * Does not block (no network round trip).
+ * Returns swcclInvalidArgument if uniqueId is NULL or SWCCL_COMM_ID cannot be parsed, swcclSystemError
+ * if no usable interface or listening socket was found.
+ */
+swcclResult_t swcclGetUniqueId(swcclUniqueId* uniqueId);
+
+/**
+ * Creates the communicator of rank `rank` among `nranks` ranks that all pass the same commId.
+ * Collective and blocking: returns once all nranks ranks have joined and connected (bounded by the
+ * timeout). Each rank calls it from its own process or thread. Same as swcclCommInitRankConfig with a
+ * NULL config. On success *comm holds the new communicator; on any error *comm is set to NULL (if comm
+ * is not NULL) and nothing needs to be freed.
+ * Returns swcclInvalidArgument (without contacting anyone) if comm is NULL, nranks < 1, rank is not in
+ * [0, nranks) or commId is not an identifier made by swcclGetUniqueId; swcclInvalidUsage if the ranks
+ * disagree (different nranks, two ranks with the same rank); swcclTimeout if not all ranks joined in
+ * time; swcclSystemError / swcclRemoteError on network failures.
+ */
+swcclResult_t swcclCommInitRank(swcclComm_t* comm, int nranks, swcclUniqueId commId, int rank);
+
+/**
+ * As swcclCommInitRank, with options. config may be NULL (all defaults); otherwise it must come from
+ * SWCCL_CONFIG_INITIALIZER. Collective and blocking, as swcclCommInitRank.
+ * Returns, besides the errors of swcclCommInitRank, swcclInvalidArgument if config has a wrong magic,
+ * a size smaller than its three fixed fields, or a transports list with an unknown name; and
+ * swcclSystemError if a transport the list requires cannot be used between some pair of ranks.
+ */
+swcclResult_t swcclCommInitRankConfig(swcclComm_t* comm, int nranks, swcclUniqueId commId, int rank,
+                                      swcclConfig_t* config);
+
+/**
+ * Creates nranks communicators inside this process, ranks 0..nranks-1, stored in comms[0..nranks-1].
+ * Blocks until all are connected. Since a call with a NULL stream blocks its thread, use them from one
+ * thread per rank, with streams, or by issuing the operations of all ranks inside one
+ * swcclGroupStart/swcclGroupEnd (as NCCL's single-thread multi-device use).
+ * Returns swcclInvalidArgument if comms is NULL or nranks < 1; on any error no communicator is left
+ * allocated and comms[] entries are set to NULL.
+ */
+swcclResult_t swcclCommInitAll(swcclComm_t* comms, int nranks);
+
+/**
+ * Creates the communicator of this process from the launcher's environment. Rank and size come from,
+ * in this order: SWCCL_RANK / SWCCL_SIZE; torchrun (RANK, WORLD_SIZE); Open MPI
+ * (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE); PMI (PMI_RANK, PMI_SIZE); Slurm (SLURM_PROCID,
+ * SLURM_NTASKS). The rendezvous address comes from SWCCL_COMM_ID=host:port, else MASTER_ADDR and
+ * MASTER_PORT + 1 (torchrun's own store keeps MASTER_PORT); rank 0 hosts the rendezvous there.
+ * config may be NULL. Collective and blocking, as
+ * swcclCommInitRank, whose errors it returns; in addition swcclInvalidUsage if the environment names
+ * no rank, size or rendezvous address, or holds values that cannot be parsed.
+ */
+swcclResult_t swcclCommInitFromEnv(swcclComm_t* comm, swcclConfig_t* config);
+
+/**
+ * Splits comm: ranks passing the same color form one new communicator, ordered by key, then by their
+ * rank in comm. A rank passing SWCCL_SPLIT_NOCOLOR joins none and gets *newcomm = NULL.
+ * config NULL: the new communicators inherit comm's options. Collective over all ranks of comm and
+ * blocking. comm itself is unchanged and stays usable.
+ * Returns swcclInvalidArgument if comm or newcomm is NULL, or color is negative and not
+ * SWCCL_SPLIT_NOCOLOR, or config is invalid; errors of communicator creation otherwise.
+ */
+swcclResult_t swcclCommSplit(swcclComm_t comm, int color, int key, swcclComm_t* newcomm,
+                             swcclConfig_t* config);
+
+/**
+ * Makes a new communicator of the ranks of comm not listed in excludeRanksList (excludeRanksCount
+ * ranks of comm), renumbered in their order in comm. Only the remaining ranks call it, all with the same
+ * list; excluded (e.g. failed) ranks must not. shrinkFlags: SWCCL_SHRINK_DEFAULT when comm has no
+ * operation in flight; SWCCL_SHRINK_ABORT to end comm's operations in flight first (error recovery).
+ * comm must still be destroyed or aborted by the caller afterwards. config NULL: inherit comm's.
+ * Collective over the remaining ranks and blocking.
+ * Returns swcclInvalidArgument if comm or newcomm is NULL, excludeRanksCount < 0, the list is NULL with
+ * a positive count, names a rank out of range, twice, or the calling rank, or shrinkFlags is unknown.
+ */
+swcclResult_t swcclCommShrink(swcclComm_t comm, int* excludeRanksList, int excludeRanksCount,
+                              swcclComm_t* newcomm, swcclConfig_t* config, int shrinkFlags);
+
+/**
+ * Completes all operations enqueued on comm (on any stream) and closes its connections in an orderly
+ * way with the peers. Blocking; collective in that peers finishing their own operations with this rank
+ * are waited for (bounded by the timeout). Afterwards only swcclCommDestroy (or swcclCommAbort) and the
+ * query functions may be called on comm.
+ * Returns swcclInvalidArgument if comm is NULL, swcclInvalidUsage if comm was already finalized, or the
+ * error of an operation that failed while completing (then abort comm).
+ */
+swcclResult_t swcclCommFinalize(swcclComm_t comm);
+
+/**
+ * Frees comm. If swcclCommFinalize was not called, finalizes it first (blocking, as swcclCommFinalize).
+ * The handle must not be used afterwards. comm == NULL: nothing happens, swcclSuccess.
+ * Returns the error of the implicit finalize, if any; comm is freed in every case.
+ */
+swcclResult_t swcclCommDestroy(swcclComm_t comm);
+
+/**
+ * Ends comm at once: operations in progress on it (in any thread or stream) stop and return an error,
+ * connections are closed without waiting for peers (which then see swcclRemoteError or swcclTimeout),
+ * and all its resources are freed. Callable from any thread, including while another thread is blocked
+ * in a call on comm; never blocks long. The handle must not be used once both have returned.
+ * comm == NULL: nothing happens, swcclSuccess. Returns swcclSuccess otherwise.
+ */
+swcclResult_t swcclCommAbort(swcclComm_t comm);
+
+/**
+ * Stores in *asyncError the state of comm: swcclSuccess while it is healthy, or the error that broke
+ * it (for example a failure detected in the background or in an operation on a stream).
+ * Never blocks; callable from any thread.
+ * Returns swcclInvalidArgument if comm or asyncError is NULL.
+ */
+swcclResult_t swcclCommGetAsyncError(swcclComm_t comm, swcclResult_t* asyncError);
+
+/**
+ * Stores the number of ranks of comm in *count. Never blocks.
+ * Returns swcclInvalidArgument if comm or count is NULL.
+ */
+swcclResult_t swcclCommCount(const swcclComm_t comm, int* count);
+
+/**
+ * Stores the rank of the caller in comm in *rank. Never blocks.
+ * Returns swcclInvalidArgument if comm or rank is NULL.
+ */
+swcclResult_t swcclCommUserRank(const swcclComm_t comm, int* rank);
+
+/**
+ * Registers the buffer [buff, buff + size) with comm so that operations on it can avoid copies
+ * (e.g. pinning for a network transport); *handle receives a registration handle. Local (not
+ * collective); may block briefly while memory is registered. Registration is optional: unregistered
+ * buffers always work. Release with swcclCommDeregister before freeing the memory or comm.
+ * Returns swcclInvalidArgument if comm, buff or handle is NULL or size is 0; swcclSystemError if the
+ * memory could not be registered.
+ */
+swcclResult_t swcclCommRegister(const swcclComm_t comm, void* buff, size_t size, void** handle);
+
+/**
+ * Releases a registration made by swcclCommRegister on the same comm. Waits for operations already
+ * enqueued that use the buffer. Returns swcclInvalidArgument if comm is NULL or handle is not a live
+ * registration of comm.
+ */
+swcclResult_t swcclCommDeregister(const swcclComm_t comm, void* handle);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Reduction operators made at run time                                                             */
+/* ------------------------------------------------------------------------------------------------ */
+
+/**
+ * Makes an operator, stored in *op, that multiplies each rank's input by that rank's scalar (of type
+ * datatype) and then sums across ranks. residence: swcclScalarHostImmediate (1) reads *scalar now;
+ * swcclScalarDevice (0) reads it each time an operation using op runs, so scalar must stay valid until
+ * then. The operator is valid only with comm and with this datatype. Local; never blocks.
+ * Returns swcclInvalidArgument if op, scalar or comm is NULL, datatype is not a valid type, or residence
+ * is neither 0 nor 1.
+ */
+swcclResult_t swcclRedOpCreatePreMulSum(swcclRedOp_t* op, void* scalar, swcclDataType_t datatype,
+                                        int residence /* 1 = host immediate */, swcclComm_t comm);
+
+/**
+ * Destroys an operator made by swcclRedOpCreatePreMulSum on comm. Allowed as soon as the last call
+ * given op has returned (operations already enqueued with it still complete correctly). Never blocks.
+ * Returns swcclInvalidArgument if comm is NULL, op is a built-in operator, or op is not a live operator
+ * of comm.
+ */
+swcclResult_t swcclRedOpDestroy(swcclRedOp_t op, swcclComm_t comm);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Streams: CPU execution queues                                                                    */
+/* ------------------------------------------------------------------------------------------------ */
+
+/**
+ * Creates a stream in *stream: operations enqueued on it run in order, in the background, while the
+ * enqueueing call returns at once. A stream may carry operations of several communicators.
+ * Does not block. Returns swcclInvalidArgument if stream is NULL; swcclSystemError if no thread or
+ * memory could be obtained.
+ */
+swcclResult_t swcclStreamCreate(swcclStream_t* stream);
+
+/**
+ * Waits for all work enqueued on stream to finish, then frees it. Blocking.
+ * Returns swcclInvalidArgument if stream is NULL; otherwise the stream's first error not yet reported by
+ * swcclStreamSynchronize or swcclStreamQuery, else swcclSuccess. The stream is freed in every case
+ * except swcclInvalidArgument.
+ */
+swcclResult_t swcclStreamDestroy(swcclStream_t stream);
+
+/**
+ * Blocks until all work enqueued on stream so far has finished.
+ * Returns swcclSuccess if all of it succeeded, else the first error of the stream. Errors are sticky:
+ * once an operation on the stream failed, work enqueued after it is not run and every later
+ * swcclStreamSynchronize / swcclStreamQuery returns that error. Returns swcclInvalidArgument if stream
+ * is NULL.
+ */
+swcclResult_t swcclStreamSynchronize(swcclStream_t stream);
+
+/**
+ * Never blocks. Returns swcclSuccess if all work enqueued on stream has finished successfully,
+ * swcclInProgress if some is still pending, or the stream's first (sticky) error.
+ * Returns swcclInvalidArgument if stream is NULL.
+ */
+swcclResult_t swcclStreamQuery(swcclStream_t stream);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Collective operations                                                                            */
+/*                                                                                                  */
+/* All ranks of comm must call the same collectives in the same order with matching count, datatype,*/
+/* op and root. count == 0 is valid and does nothing (it still matches across ranks). Buffers are    */
+/* host memory; sizes below are in elements of datatype.                                            */
+/*                                                                                                  */
+/* stream == NULL: the call blocks until the operation has completed on this rank (bounded by the   */
+/* timeout). With a stream: the call validates its arguments, enqueues the operation and returns;    */
+/* the buffers must stay valid and untouched until the stream has run it; errors of the operation    */
+/* are reported by swcclStreamSynchronize / swcclStreamQuery and swcclCommGetAsyncError.             */
+/* Inside swcclGroupStart/swcclGroupEnd: the call validates and records the operation; it runs at    */
+/* the outermost swcclGroupEnd.                                                                     */
+/*                                                                                                  */
+/* Each returns swcclInvalidArgument (no effect, comm still usable) if comm is NULL, a buffer needed */
+/* on this rank is NULL while count > 0, datatype or op is not valid (op: built-in or a live        */
+/* run-time operator of comm for this datatype), root/peer is not in [0, nranks), or the buffers     */
+/* overlap other than in the allowed in-place way; swcclInvalidUsage if comm is finalized;         */
+/* swcclSystemError, swcclInternalError, swcclRemoteError or swcclTimeout if the operation failed    */
+/* or comm was already broken by an earlier failure (the communicator is broken: abort it).         */
+/* ------------------------------------------------------------------------------------------------ */
+
+/**
+ * Reduces count elements of sendbuff across all ranks with op and leaves the result in recvbuff on
+ * every rank. In place when sendbuff == recvbuff.
+ */
+swcclResult_t swcclAllReduce(const void* sendbuff, void* recvbuff, size_t count, swcclDataType_t datatype,
+                             swcclRedOp_t op, swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Copies count elements from sendbuff on rank root to recvbuff on every rank. sendbuff is used only on
+ * root. In place when sendbuff == recvbuff.
+ */
+swcclResult_t swcclBroadcast(const void* sendbuff, void* recvbuff, size_t count, swcclDataType_t datatype,
+                             int root, swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Reduces count elements of sendbuff across all ranks with op into recvbuff on rank root. recvbuff is
+ * used only on root. In place when sendbuff == recvbuff.
+ */
+swcclResult_t swcclReduce(const void* sendbuff, void* recvbuff, size_t count, swcclDataType_t datatype,
+                          swcclRedOp_t op, int root, swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Gathers sendcount elements from every rank into recvbuff (nranks * sendcount elements) on every rank,
+ * rank r's data at offset r * sendcount. In place when sendbuff == recvbuff + rank * sendcount.
+ */
+swcclResult_t swcclAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
+                             swcclDataType_t datatype, swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Reduces sendbuff (nranks * recvcount elements) across ranks with op and leaves block r of the result
+ * (recvcount elements at offset r * recvcount) in recvbuff of rank r. In place when
+ * recvbuff == sendbuff + rank * recvcount.
+ */
+swcclResult_t swcclReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
+                                 swcclDataType_t datatype, swcclRedOp_t op, swcclComm_t comm,
+                                 swcclStream_t stream);
+
+/**
+ * Sends block j (count elements at offset j * count) of sendbuff to rank j, which stores it as block
+ * `rank` of its recvbuff. Both buffers hold nranks * count elements. Not in place: sendbuff and
+ * recvbuff must not overlap.
+ */
+swcclResult_t swcclAlltoAll(const void* sendbuff, void* recvbuff, size_t count, swcclDataType_t datatype,
+                            swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Gathers count elements from every rank into recvbuff (nranks * count elements) on rank root, rank r's
+ * data at offset r * count. recvbuff is used only on root. In place on root when
+ * sendbuff == recvbuff + root * count.
+ */
+swcclResult_t swcclGather(const void* sendbuff, void* recvbuff, size_t count, swcclDataType_t datatype,
+                          int root, swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Sends block r (count elements at offset r * count) of sendbuff (nranks * count elements, used only on
+ * root) to recvbuff of rank r. In place on root when recvbuff == sendbuff + root * count.
+ */
+swcclResult_t swcclScatter(const void* sendbuff, void* recvbuff, size_t count, swcclDataType_t datatype,
+                           int root, swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Sends count elements of sendbuff to rank peer, which must call swcclRecv with the same count and
+ * datatype. Sends and receives between the same pair match in call order. With stream == NULL and
+ * outside a group, blocks until the data has been handed over (the peer may need to post its receive
+ * first). Inside swcclGroupStart/swcclGroupEnd, all sends and receives of the group progress together,
+ * so a ring of sends and receives in one group cannot deadlock. peer may be the calling rank.
+ */
+swcclResult_t swcclSend(const void* sendbuff, size_t count, swcclDataType_t datatype, int peer,
+                        swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Receives count elements from rank peer into recvbuff; the counterpart of swcclSend (same matching,
+ * blocking and grouping rules).
+ */
+swcclResult_t swcclRecv(void* recvbuff, size_t count, swcclDataType_t datatype, int peer,
+                        swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Synchronizes all ranks of comm: completes on a rank only after every rank has called it.
+ * Blocking with stream == NULL; enqueued otherwise.
+ */
+swcclResult_t swcclBarrier(swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * Starts a group: until the matching swcclGroupEnd, operations called on this thread (on any
+ * communicators) are only validated and recorded. Groups nest; only the outermost end runs them.
+ * Never blocks; never fails (returns swcclSuccess).
+ */
+swcclResult_t swcclGroupStart(void);
+
+/**
+ * Ends a group. At the outermost end, all recorded operations are started together: operations with a
+ * stream are enqueued and the call returns; operations with stream == NULL run and the call blocks until
+ * they have completed. Returns swcclInvalidUsage if no group is open on this thread; otherwise the
+ * first error of the recorded operations (with a NULL stream) or swcclSuccess.
+ */
+swcclResult_t swcclGroupEnd(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* SWCCL_H_ */

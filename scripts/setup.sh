@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages SwiftCCL builds and tests with (idempotent, quick when nothing is missing),
+# then builds everything in release mode. Sourced by bench.sh and test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(libibverbs-dev librdmacm-dev libnuma-dev pkg-config gcc g++ binutils)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+command -v swift >/dev/null || { echo "swift is not on PATH (install the Swift toolchain, e.g. /opt/swift/usr/bin)"; exit 1; }
+
+echo "== building (release)"
+swift build -c release ${SWCCL_BUILD_TESTS:+--build-tests} 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || { echo "build failed"; exit 1; }
+# libswccl.so carries the SONAME libswccl.so.0: give the loader that name beside it.
+ln -sf libswccl.so .build/release/libswccl.so.0

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test: Swift unit and multi-process tests (allreduce, transport conformance), then the C ABI
+# test through libswccl.so. Installs what it needs first. Set SWCCL_TEST_FULL=1 for the whole
+# type × op × count cross-product instead of the deterministic sample.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SWCCL_BUILD_TESTS=1 bash scripts/setup.sh || exit 1
+
+status=0
+echo "== swift tests"
+swift test -c release --skip-build 2>&1 | tee /tmp/swccl-swift-test.log | grep -vE "^Test Case .* (started|passed)" || true
+grep -qE "Executed [0-9]+ tests?, with 0 failures" /tmp/swccl-swift-test.log || status=1
+
+echo "== C ABI tests"
+bash Tests/c/run.sh .build/release || status=1
+
+if [ $status -eq 0 ]; then echo "== all tests passed"; else echo "== some tests FAILED"; fi
+exit $status
