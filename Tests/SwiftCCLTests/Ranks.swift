@@ -28,7 +28,7 @@ enum Ranks {
     }
 
     static func run(_ scenario: String, ranks n: Int, backend: String = "tcp", timeoutMs: Int = 20_000, limitS: Double = 240,
-                    env extra: [String: String?] = [:], endWhenRankZeroExits: Bool = false,
+                    env extra: [String: String?] = [:], straggler: Int? = nil,
                     beforeSpawn: ((UniqueID) -> Void)? = nil) throws -> RankRun {
         setenv("SWCCL_SOCKET_IFNAME", "lo", 1)  // tests stay on loopback
         let id = try UniqueID.make()
@@ -49,8 +49,9 @@ enum Ranks {
         let limit = t0 + UInt64(limitS * 1e9)
         while codes.contains(where: { $0 == nil }) {
             for (r, p) in procs.enumerated() where codes[r] == nil { codes[r] = p.poll() }
-            // A stopped rank (SIGSTOP scenario) never exits by itself: end it once rank 0 is done.
-            if Clock.nanos() > limit || (endWhenRankZeroExits && codes[0] != nil) { break }
+            // A stopped rank (SIGSTOP scenario) never exits by itself: end it once all others are done.
+            if Clock.nanos() > limit { break }
+            if let s = straggler, codes.indices.allSatisfy({ $0 == s || codes[$0] != nil }) { break }
             usleep(5_000)
         }
         for (r, p) in procs.enumerated() where codes[r] == nil {

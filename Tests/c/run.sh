@@ -93,7 +93,8 @@ fi
 # --- exported symbols ---------------------------------------------------------------------------
 if [[ $have_lib == 1 ]]; then
   # Defined dynamic symbols; drop absolute ones (version nodes such as SWCCL_0) and @VERSION suffixes.
-  nm -D --defined-only "$lib" | awk '$2 != "A" { print $3 }' | sed 's/@.*//' | sort -u >"$tmp/exported"
+  # Global (upper-case type) symbols only: local entries of the dynamic table are not visible to programs.
+  nm -D --defined-only "$lib" | awk '$2 ~ /^[BCDGRSTUVWi]$/ { print $3 }' | sed 's/@.*//' | sort -u >"$tmp/exported"
   grep -v '^swccl' "$tmp/exported" >"$tmp/foreign" || true
   if [[ ! -s "$tmp/foreign" ]]; then
     pass "exports only swccl* symbols ($(wc -l <"$tmp/exported") exported)"

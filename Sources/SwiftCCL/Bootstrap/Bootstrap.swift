@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// The rendezvous service. It runs as a thread in the process that made the unique id (or in rank 0
 /// when the id came from `SWCCL_COMM_ID`), collects one hello per rank, and answers everyone with
@@ -7,14 +8,36 @@ enum BootstrapRoot {
     static let helloMagic: UInt32 = 0x5357_4252  // "SWBR"
     static let version: UInt32 = 1
 
+    /// Starts the root thread and returns once it is idle in its first `poll`. A program may fork right
+    /// after `swcclGetUniqueId` (the C test does, as NCCL programs do): a thread caught half-way through
+    /// its first use of the Swift runtime (type metadata, allocation of new generic types) would leave
+    /// a lock held in the child. So every type the thread needs is instantiated here first, and the
+    /// caller waits until the thread sleeps in the kernel holding nothing.
     static func start(listenFD: Int32, secret: [UInt8]) throws(CCLError) {
-        do { try Sys.startThread { run(listenFD: listenFD, secret: secret) } }
-        catch { Sys.close(listenFD); throw CCLError.system("cannot start the bootstrap root thread", error) }
+        warmUp(listenFD)
+        let flag = UnsafeMutablePointer<Atomic<Bool>>.allocate(capacity: 1)
+        flag.initialize(to: Atomic<Bool>(false))
+        let flagAddress = UInt(bitPattern: flag)
+        do { try Sys.startThread { run(listenFD: listenFD, secret: secret, ready: flagAddress) } }
+        catch { flag.deallocate(); Sys.close(listenFD); throw CCLError.system("cannot start the bootstrap root thread", error) }
+        let until = Deadline.after(milliseconds: 2000)
+        while !flag.pointee.load(ordering: .acquiring) && !until.hasPassed { Sys.sleep(nanos: 100_000) }
+        Sys.sleep(nanos: 1_000_000)  // from the flag to the poll syscall is a few instructions; allow them
+        // The thread never touches the flag again; it is freed at exit of the process (a few bytes).
+    }
+
+    private static func warmUp(_ fd: Int32) {
+        _ = try? SocketIO.waitFor(fd, events: Int16(POLLIN), deadline: .after(milliseconds: 0))
+        var w = ByteWriter(); w.u8(0); w.u32(0); w.string(""); w.blob([1])
+        var r = ByteReader(w.bytes); _ = try? r.u8(); _ = try? r.u32(); _ = try? r.string(); _ = try? r.blob()
+        var m: [Int: Member] = [:]; m[0] = Member(fd: -1, payload: []); m.removeAll()
+        _ = (0..<1).filter { m[$0] == nil }
+        _ = CCLError(.remoteError, "").description
     }
 
     private struct Member { var fd: Int32; var payload: [UInt8] }
 
-    private static func run(listenFD: Int32, secret: [UInt8]) {
+    private static func run(listenFD: Int32, secret: [UInt8], ready: UInt) {
         defer { Sys.close(listenFD) }
         var members: [Int: Member] = [:]
         var nranks = 0
@@ -31,6 +54,7 @@ enum BootstrapRoot {
                 Sys.close(m.fd)
             }
         }
+        UnsafeMutablePointer<Atomic<Bool>>(bitPattern: ready)!.pointee.store(true, ordering: .releasing)
         while nranks == 0 || members.count < nranks {
             let accepted: (Int32, SocketAddress)?
             do { accepted = try SocketIO.accept(listenFD, deadline: deadline) } catch {
