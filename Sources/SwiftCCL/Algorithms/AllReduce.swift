@@ -142,7 +142,7 @@ enum AllReduce {
         var remaining = lanes
         for l in 0..<lanes { try post(l) }
         var idleSince = Sys.monotonicNanos()
-        var spinUntil = idleSince &+ 20_000
+        var spinUntil = idleSince &+ Knobs.spinNanos
         while remaining > 0 {
             var advanced = false
             for l in 0..<lanes where active[l] {
@@ -153,7 +153,7 @@ enum AllReduce {
             let now = Sys.monotonicNanos()
             if advanced {
                 idleSince = now
-                spinUntil = now &+ 20_000
+                spinUntil = now &+ Knobs.spinNanos
             } else if now > spinUntil && remaining > 0 {
                 try driver.block(ctx, idleSince: &idleSince)
             }

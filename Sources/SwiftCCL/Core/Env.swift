@@ -73,7 +73,7 @@ public enum Knobs {
         [Log.levelKnob.info, Log.subsysKnob.info, Log.fileKnob.info,
          Knobs.commID.info, Knobs.timeoutMs.info, Knobs.transports.info, Knobs.algo.info,
          Knobs.socketIfname.info, Knobs.socketFamily.info, Knobs.nsocksPerThread.info,
-         Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info, Knobs.chunkBytes.info,
+         Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info, Knobs.chunkBytes.info, Knobs.spinMicroseconds.info,
          Knobs.shmDisable.info, Knobs.ibDisable.info, Knobs.ibHCA.info, Knobs.ibGidIndex.info,
          Knobs.rank.info, Knobs.size.info]
     }

@@ -119,3 +119,9 @@ public enum Tag {
         (sequence << 8) | UInt64(lane & 0xff)
     }
 }
+
+extension Knobs {
+    static let spinMicroseconds = Knob.int("SWCCL_SPIN_US", default: 50,
+        "microseconds a waiting rank polls without sleeping before it blocks in the kernel")
+    static var spinNanos: UInt64 { UInt64(max(spinMicroseconds.value, 0)) &* 1000 }
+}

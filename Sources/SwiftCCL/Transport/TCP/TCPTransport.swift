@@ -373,12 +373,11 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         freeSlots.append(i)
     }
 
-    static let spinNanos: UInt64 = 20_000
 
     public func wait(_ r: Request, deadline: Deadline) throws(CCLError) {
         lock.lock(); defer { lock.unlock() }
         let i = try validate(r)
-        let spinUntil = Sys.monotonicNanos() &+ Self.spinNanos
+        let spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
         while true {
             if try complete(i) { return }
             let spinning = Sys.monotonicNanos() < spinUntil
@@ -522,13 +521,15 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     }
 
     private func read(peer: Int, sock: Int) throws(CCLError) {
+        // Once a receive returns less than asked, the socket is empty: stop without another syscall.
+        var drained = false
         while true {
             if peers[peer]!.failure != nil { return }
             if peers[peer]!.socks[sock].bodyRemaining == 0 {
                 // Header state: need 32 bytes in the staging buffer.
                 if peers[peer]!.socks[sock].staged < 32 {
                     if sock == 0 && peers[peer]!.unexpectedBytes > Self.unexpectedLimit { return }
-                    guard try fill(peer: peer, sock: sock) else { return }
+                    guard !drained, try fill(peer: peer, sock: sock, drained: &drained) else { return }
                     continue
                 }
                 var hdr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
@@ -546,15 +547,17 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                     peers[peer]!.socks[sock].stageStart += take
                     peers[peer]!.socks[sock].advanceBody(take)
                 } else if st.bodyRemaining >= Self.stagingBytes / 2, let t = st.bodyTarget {
+                    if drained { return }
                     let r: Int?
                     do { r = try Sys.recv(st.fd, t, st.bodyRemaining) } catch {
                         throw CCLError(.remoteError, "receive from rank \(peer) failed: \(error)", errno: error)
                     }
                     guard let got = r else { return }
                     if got == 0 { throw lostConnection(peer) }
+                    if got < st.bodyRemaining { drained = true }
                     peers[peer]!.socks[sock].advanceBody(got)
                 } else {
-                    guard try fill(peer: peer, sock: sock) else { return }
+                    guard !drained, try fill(peer: peer, sock: sock, drained: &drained) else { return }
                     continue
                 }
                 if peers[peer]!.socks[sock].bodyRemaining == 0 { finishBody(peer: peer, sock: sock) }
@@ -563,7 +566,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     }
 
     /// Reads whatever is available into the staging buffer; false if nothing was.
-    private func fill(peer: Int, sock: Int) throws(CCLError) -> Bool {
+    private func fill(peer: Int, sock: Int, drained: inout Bool) throws(CCLError) -> Bool {
         peers[peer]!.socks[sock].compactStaging()
         let st = peers[peer]!.socks[sock]
         if st.stageEnd >= Self.stagingBytes { return false }
@@ -573,6 +576,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         }
         guard let n = r else { return false }
         if n == 0 { throw lostConnection(peer) }
+        if n < Self.stagingBytes - st.stageEnd { drained = true }
         peers[peer]!.socks[sock].stageEnd += n
         return true
     }
