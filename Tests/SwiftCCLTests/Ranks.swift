@@ -28,7 +28,8 @@ enum Ranks {
     }
 
     static func run(_ scenario: String, ranks n: Int, backend: String = "tcp", timeoutMs: Int = 20_000, limitS: Double = 240,
-                    env extra: [String: String?] = [:], straggler: Int? = nil,
+                    env extra: [String: String?] = [:], perRankEnv: ((Int) -> [String: String]) = { _ in [:] },
+                    straggler: Int? = nil,
                     beforeSpawn: ((UniqueID) -> Void)? = nil) throws -> RankRun {
         setenv("SWCCL_SOCKET_IFNAME", "lo", 1)  // tests stay on loopback
         let id = try UniqueID.make()
@@ -43,6 +44,7 @@ enum Ranks {
                 "SWCCL_TEST_BACKEND": backend, "SWCCL_TEST_TIMEOUT_MS": String(timeoutMs), "SWCCL_SOCKET_IFNAME": "lo",
             ]
             for (k, v) in extra { env[k] = v }
+            for (k, v) in perRankEnv(r) { env[k] = v }
             procs.append(try Spawn.start(helper, [scenario], env: env, output: "\(dir)/rank\(r).log"))
         }
         var codes = [Int32?](repeating: nil, count: n)
@@ -66,6 +68,11 @@ enum Ranks {
             while fgets(&line, 4096, f) != nil { text += line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
             return text
         }
-        return RankRun(codes: codes.map { $0 ?? -1 }, outputs: outputs, seconds: Double(Clock.nanos() - t0) / 1e9)
+        let run = RankRun(codes: codes.map { $0 ?? -1 }, outputs: outputs, seconds: Double(Clock.nanos() - t0) / 1e9)
+        if run.allPassed {  // keep the logs of failed runs for inspection
+            for r in 0..<n { unlink("\(dir)/rank\(r).log") }
+            rmdir(dir)
+        }
+        return run
     }
 }

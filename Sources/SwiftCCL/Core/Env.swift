@@ -79,7 +79,7 @@ public enum Knobs {
     }
 
     /// Variables that a launcher or a later transport sets and that are not knobs of their own.
-    static let reservedNames: Set<String> = ["SWCCL_LOCAL_RANK", "SWCCL_PERF_CHILD"]
+    static let reservedNames: Set<String> = ["SWCCL_LOCAL_RANK", "SWCCL_JOB_ID"]
 
     /// Warns once about `SWCCL_*` variables that nothing reads (usually a typo).
     static func warnUnknownVariables() {

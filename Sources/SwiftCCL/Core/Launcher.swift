@@ -13,6 +13,10 @@ public struct LaunchEnvironment: Sendable, Equatable {
     /// Which launcher's variables were used.
     public var source: String
 
+    public init(rank: Int, size: Int, rendezvous: String, source: String) {
+        self.rank = rank; self.size = size; self.rendezvous = rendezvous; self.source = source
+    }
+
     static let sources: [(name: String, rank: String, size: String)] = [
         ("SWCCL", "SWCCL_RANK", "SWCCL_SIZE"),
         ("torchrun", "RANK", "WORLD_SIZE"),

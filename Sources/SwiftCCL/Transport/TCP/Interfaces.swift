@@ -63,3 +63,30 @@ enum InterfaceChoice {
         return try choose(from: list, spec: Knobs.socketIfname.value, family: Knobs.socketFamily.value)
     }
 }
+
+/// Interface selection as a pure function, for tests and tools: which interface SwiftCCL would pick
+/// from a given list under a given `SWCCL_SOCKET_IFNAME` / `SWCCL_SOCKET_FAMILY`.
+public enum InterfaceSelection {
+    public struct Candidate: Sendable {
+        public var name: String, address: String, isUp: Bool, isLoopback: Bool
+        public init(name: String, address: String, isUp: Bool = true, isLoopback: Bool = false) {
+            self.name = name; self.address = address; self.isUp = isUp; self.isLoopback = isLoopback
+        }
+    }
+
+    /// The chosen interface's name. `address` of each candidate is numeric (`10.0.0.1`, `fd00::1`).
+    public static func choose(from candidates: [Candidate], spec: String, family: String = "") throws(CCLError) -> String {
+        let list = candidates.compactMap { c -> Sys.Interface? in
+            let text = c.address.contains(":") ? "[\(c.address)]:0" : "\(c.address):0"
+            guard let a = SocketAddress.parse(text) else { return nil }
+            return Sys.Interface(name: c.name, address: a, isUp: c.isUp, isLoopback: c.isLoopback)
+        }
+        return try InterfaceChoice.choose(from: list, spec: spec, family: family).name
+    }
+
+    /// The interface and address this process would listen on now.
+    public static func current() throws(CCLError) -> String {
+        let c = try InterfaceChoice.local()
+        return "\(c.name) \(c.address.hostText)"
+    }
+}
