@@ -15,11 +15,10 @@ let package = Package(
     targets: [
         // Reduction kernels that Swift cannot express well (F16C half precision, bfloat16, fp8).
         .target(name: "CSwcclKernels", cSettings: [.unsafeFlags(["-O3"])]),
-        // The core: transports, bootstrap, algorithms, communicator. Glibc and Synchronization only.
         // Static-inline wrappers of the few syscalls Glibc's Swift module lacks.
         .target(name: "CSwcclShims"),
-        .target(name: "SwiftCCL", dependencies: ["CSwcclKernels", "CSwcclShims"],
-                swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        // The core: transports, bootstrap, algorithms, communicator. Glibc and Synchronization only.
+        .target(name: "SwiftCCL", dependencies: ["CSwcclKernels", "CSwcclShims"]),
         // The hand-written public header, imported by the C ABI layer.
         .target(name: "CSwcclHeader", path: "include", sources: [], publicHeadersPath: "."),
         // The C ABI: a thin layer of @c @implementation functions over the Swift API.

@@ -156,6 +156,8 @@ enum AllReduce {
                 spinUntil = now &+ Knobs.spinNanos
             } else if now > spinUntil && remaining > 0 {
                 try driver.block(ctx, idleSince: &idleSince)
+            } else {
+                Sys.yield()  // spinning: give a rank that shares this core its turn
             }
         }
     }

@@ -74,6 +74,7 @@ public enum Knobs {
          Knobs.commID.info, Knobs.timeoutMs.info, Knobs.transports.info, Knobs.algo.info,
          Knobs.socketIfname.info, Knobs.socketFamily.info, Knobs.nsocksPerThread.info,
          Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info, Knobs.chunkBytes.info, Knobs.spinMicroseconds.info,
+         Knobs.spinYield.info,
          Knobs.shmDisable.info, Knobs.ibDisable.info, Knobs.ibHCA.info, Knobs.ibGidIndex.info,
          Knobs.rank.info, Knobs.size.info]
     }

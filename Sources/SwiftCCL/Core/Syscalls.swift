@@ -229,6 +229,7 @@ enum Sys {
     }
 
     static func getpid() -> Int32 { Glibc.getpid() }
+    static func yield() { if Knobs.spinYield.value { _ = sched_yield() } }
     static func gettid() -> Int32 { cshim_gettid() }
 
     static func environment(_ name: String) -> String? {

@@ -124,4 +124,6 @@ extension Knobs {
     static let spinMicroseconds = Knob.int("SWCCL_SPIN_US", default: 50,
         "microseconds a waiting rank polls without sleeping before it blocks in the kernel")
     static var spinNanos: UInt64 { UInt64(max(spinMicroseconds.value, 0)) &* 1000 }
+    static let spinYield = Knob.bool("SWCCL_SPIN_YIELD", default: true,
+        "while spinning, yield the core when nothing arrived (helps ranks that share a core)")
 }

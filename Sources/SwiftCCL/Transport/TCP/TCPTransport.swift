@@ -392,7 +392,13 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                 throw CCLError(.timeout, "timed out waiting \(what); the peer is stopped, overloaded, or not in the same operation",
                                rank: rank, peer: peer, peerAddress: peers[peer]?.address.description)
             }
-            try progress(timeoutMs: spinning ? 0 : min(left, 1000))
+            if spinning {
+                // Nothing yet: let a rank sharing this core run (the scheduler tends to co-locate
+                // processes that wake each other), then look again.
+                if !(try progress(timeoutMs: 0)) { Sys.yield() }
+            } else {
+                try progress(timeoutMs: min(left, 1000))
+            }
         }
     }
 
