@@ -41,6 +41,10 @@ extension Double: CCLElement { public static var dataType: DataType { .float64 }
 /// launcher). Collectives block the calling thread until complete on this rank. After an error other
 /// than `invalidArgument`/`invalidUsage` the communicator is broken: `abort()` it and build a new one.
 public final class Communicator: @unchecked Sendable {
+    /// Largest communicator this build accepts.
+    public static let maxRanks = 1 << 16
+    /// Longest timeout (about 24 days); larger values are clamped.
+    public static let maxTimeoutMs = Int(Int32.max)
     public let rank: Int
     public let size: Int
     public let name: String
@@ -76,13 +80,15 @@ public final class Communicator: @unchecked Sendable {
     }
 
     private init(id: UniqueID, rank: Int, size: Int, config: CommConfig, source: String?) throws(CCLError) {
-        guard size >= 1 else { throw CCLError.invalidArgument("nranks must be at least 1, not \(size)").with(operation: "init") }
+        guard size >= 1, size <= Communicator.maxRanks else {
+            throw CCLError.invalidArgument("nranks must be between 1 and \(Communicator.maxRanks), not \(size)").with(operation: "init")
+        }
         guard rank >= 0, rank < size else { throw CCLError.invalidArgument("rank \(rank) is out of range for \(size) ranks").with(operation: "init") }
         Knobs.warnUnknownVariables()
         self.rank = rank
         self.size = size
         let t = config.timeoutMs ?? 0
-        timeoutMs = t > 0 ? t : max(Knobs.timeoutMs.value, 1)
+        timeoutMs = min(t > 0 ? t : max(Knobs.timeoutMs.value, 1), Communicator.maxTimeoutMs)
         name = config.name ?? "comm"
         forcedAlgorithm = config.algorithm ?? (Knobs.algo.value.isEmpty ? nil : Knobs.algo.value)
         let transportSpec = (config.transports ?? Knobs.transports.value).lowercased()
@@ -187,8 +193,9 @@ public final class Communicator: @unchecked Sendable {
         return sequence
     }
 
-    func context(_ sequence: UInt64) -> CollectiveContext {
-        CollectiveContext(rank: rank, size: size, transport: transport, sequence: sequence, timeoutMs: timeoutMs, scratch: scratch)
+    func context(_ sequence: UInt64, operation: String, fingerprint: [Int]) -> CollectiveContext {
+        CollectiveContext(rank: rank, size: size, transport: transport, sequence: sequence,
+                          fingerprint: Tag.fingerprint(fingerprint), operation: operation, timeoutMs: timeoutMs, scratch: scratch)
     }
 
     // MARK: allreduce
@@ -200,9 +207,10 @@ public final class Communicator: @unchecked Sendable {
             try Validate.buffers(send: send, recv: recv, count: count, type: type)
             let seq = nextSequence()
             guard count > 0, let send, let recv else { return }
-            let ctx = context(seq)
             let algo = AllReduce.choose(forced: forcedAlgorithm, bytes: count * type.size, nranks: size)
-            try AllReduce.run(algo, ctx, send: send, recv: recv, count: count, type: type, op: op)
+            let ctx = context(seq, operation: "allreduce", fingerprint: [1, count, Int(type.rawValue), Int(op.rawValue), algo == .ring ? 0 : 1])
+            do throws(CCLError) { try AllReduce.run(algo, ctx, send: send, recv: recv, count: count, type: type, op: op) }
+            catch { throw error.breaking }  // requests may still point into the caller's buffers
         }
     }
 

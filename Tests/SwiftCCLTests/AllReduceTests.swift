@@ -19,4 +19,15 @@ final class AllReduceTests: XCTestCase {
     func testFiveRanks() throws { try runAllReduce(5) }
     func testEightRanksOversubscribed() throws { try runAllReduce(8) }
     func testFourRanksForcedRing() throws { try runAllReduce(4, algo: "ring") }
+
+    /// Ranks that disagree on the count get an error naming the mismatch, eager and rendezvous sizes.
+    func testMismatchedCountsFailCleanly() throws {
+        for (ranks, count) in [(2, 100), (3, 1000), (2, 1 << 20), (4, 300_000)] {
+            let r = try Ranks.run("mismatch", ranks: ranks, timeoutMs: 2000, env: ["SWCCL_TEST_COUNT": String(count)])
+            XCTAssertTrue(r.allPassed, "\(ranks) ranks, count \(count): \(r.summary)")
+            XCTAssertTrue(r.outputs.joined().contains("different arguments") || r.outputs.joined().contains("size mismatch")
+                          || r.outputs.joined().contains("another size"), r.summary)
+            print(r.outputs.joined(), terminator: "")
+        }
+    }
 }

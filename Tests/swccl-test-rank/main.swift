@@ -351,8 +351,36 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     finish()
 }
 
+/// Ranks disagree on the count: every rank gets an error that names the mismatch (no hang, no wrong
+/// data reported as success), and the communicator is broken afterwards.
+@MainActor func mismatchScenario() {
+    let comm: Communicator
+    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
+    catch { say("FAIL init: \(error)"); exit(1) }
+    let base = Int(env("SWCCL_TEST_COUNT") ?? "1000") ?? 1000
+    var xs = [Float](repeating: 1, count: base * (rank == 1 ? 2 : 1))
+    let t0 = Clock.nanos()
+    do {
+        try comm.allReduce(&xs, op: .sum)
+        check(false, "allreduce with mismatched counts succeeded")
+    } catch {
+        say("error as expected: \(error)")
+        check(Clock.nanos() - t0 < UInt64(timeoutMs) * 2_000_000, "error within twice the timeout")
+        if error.kind != .timeout {
+            check(error.cause.contains("size mismatch") || error.cause.contains("expected another size") || error.cause.contains("rank"),
+                  "the error explains the mismatch: \(error.cause)")
+        }
+        check(comm.asyncError != nil, "the communicator is marked broken")
+    }
+    do { try comm.allReduce(&xs, op: .sum); check(false, "a broken communicator accepted another collective") }
+    catch { check(error.cause.contains("broken"), "later calls say the communicator is broken: \(error)") }
+    comm.abort()
+    finish()
+}
+
 switch scenario {
 case "allreduce": allreduceScenario()
+case "mismatch": mismatchScenario()
 case "fromenv": fromEnvironmentScenario()
 case "badiface": badInterfaceScenario()
 default: conformance(scenario)

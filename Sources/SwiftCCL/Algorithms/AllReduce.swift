@@ -48,8 +48,8 @@ enum AllReduce {
             let partner = ctx.rank ^ distance
             let r = try ctx.recv(partner, lane: step, tmp, bytes)
             let s = try ctx.send(partner, lane: step, mine, bytes)
-            try ctx.wait(r)
-            try ctx.wait(s)
+            try ctx.wait(r, peer: partner)
+            try ctx.wait(s, peer: partner)
             if ctx.rank < partner { kernel(recv, mine, tmp, count) } else { kernel(recv, tmp, mine, count) }
             mine = UnsafeRawPointer(recv)
             distance <<= 1

@@ -82,13 +82,12 @@ enum BootstrapRoot {
                     timeoutMs = t
                     deadline = .after(milliseconds: t)
                 } else if size != nranks {
-                    members[rank] = Member(fd: fd, payload: [])
+                    members[members.count + 1_000_000] = Member(fd: fd, payload: [])  // it gets the error too
                     finish(error: "rank \(rank) was started with \(size) ranks but others with \(nranks)")
                     return
                 }
-                if let old = members[rank] {
-                    Sys.close(old.fd)
-                    members[rank] = Member(fd: fd, payload: payload)
+                if members[rank] != nil {
+                    members[members.count + 1_000_000] = Member(fd: fd, payload: [])
                     finish(error: "two processes claim rank \(rank)")
                     return
                 }
@@ -156,7 +155,7 @@ final class Bootstrap: @unchecked Sendable {
         var w = ByteWriter()
         w.u32(BootstrapRoot.helloMagic); w.u32(BootstrapRoot.version)
         w.bytes.append(contentsOf: secret)
-        w.u32(UInt32(rank)); w.u32(UInt32(nranks)); w.u32(UInt32(timeoutMs))
+        w.u32(UInt32(rank)); w.u32(UInt32(nranks)); w.u32(UInt32(clamping: timeoutMs))
         var inner = ByteWriter()
         inner.blob(oobAddress); inner.blob(blob)
         w.blob(inner.bytes)
@@ -164,7 +163,7 @@ final class Bootstrap: @unchecked Sendable {
         do throws(CCLError) {
             try SocketIO.sendMessage(rootFD, w.bytes, deadline: deadline, abortFD: abortFD)
             // The root answers once every rank has arrived, or says who did not.
-            reply = ByteReader(try SocketIO.receiveMessage(rootFD, deadline: Deadline.after(milliseconds: timeoutMs + 2000), abortFD: abortFD))
+            reply = ByteReader(try SocketIO.receiveMessage(rootFD, deadline: Deadline.after(milliseconds: min(timeoutMs, Int(Int32.max)) + 2000), abortFD: abortFD))
             if try reply.u8() != 0 {
                 throw CCLError(.remoteError, "bootstrap root: \(try reply.string())")
             }
@@ -175,7 +174,7 @@ final class Bootstrap: @unchecked Sendable {
         for r in 0..<nranks {
             var inner = ByteReader(try reply.blob())
             let oob = try inner.blob()
-            if r == 0 { rootOOB = oob.withUnsafeBytes { SocketAddress.decode(from: $0.baseAddress!) } }
+            if r == 0 && oob.count >= SocketAddress.encodedSize { rootOOB = oob.withUnsafeBytes { SocketAddress.decode(from: $0.baseAddress!) } }
             blobs.append(try inner.blob())
         }
 

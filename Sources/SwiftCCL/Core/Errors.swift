@@ -36,6 +36,9 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
     public var cause: String
     /// Underlying system error, if any.
     public var errno: Errno?
+    /// Set when the error struck after transfers were under way: even an argument or usage error then
+    /// leaves requests in flight, so the communicator cannot be used again.
+    public var breaksCommunicator = false
 
     public init(_ kind: Kind, _ cause: String, operation: String? = nil, rank: Int? = nil, peer: Int? = nil,
                 peerAddress: String? = nil, errno: Errno? = nil) {
@@ -61,7 +64,10 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
     }
 
     /// The communicator is unusable after this error (NCCL semantics): everything but argument errors.
-    public var isFatal: Bool { kind != .invalidArgument && kind != .invalidUsage }
+    public var isFatal: Bool { breaksCommunicator || (kind != .invalidArgument && kind != .invalidUsage) }
+
+    /// The same error, marked as breaking the communicator.
+    public var breaking: CCLError { var e = self; e.breaksCommunicator = true; return e }
 
     public var kindName: String {
         switch kind {

@@ -33,7 +33,7 @@ enum Host {
 public struct Deadline: Sendable, Comparable {
     public let nanos: UInt64
     public static func after(milliseconds ms: Int) -> Deadline {
-        Deadline(nanos: Sys.monotonicNanos() &+ UInt64(max(ms, 0)) &* 1_000_000)
+        Deadline(nanos: Sys.monotonicNanos() &+ UInt64(min(max(ms, 0), Int(Int32.max))) &* 1_000_000)
     }
     public static var distantFuture: Deadline { Deadline(nanos: UInt64.max / 2) }
     public var hasPassed: Bool { Sys.monotonicNanos() >= nanos }

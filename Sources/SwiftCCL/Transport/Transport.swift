@@ -50,6 +50,10 @@ public protocol Transport: AnyObject, Sendable {
     /// Callable from any thread; never blocks. Every present and future call fails with `reason`.
     func abort(_ reason: String)
 
+    /// Tags of messages that arrived from `peer` and match no posted receive (diagnostics: tells a
+    /// peer that is in another operation from one that is merely slow).
+    func unexpectedTags(from peer: Int) -> [UInt64]
+
     /// Releases every resource. Outstanding requests fail.
     func close()
 }
@@ -109,14 +113,31 @@ public struct Request: Hashable, Sendable {
 }
 
 /// Tags: the communicator composes them so that traffic of different operations never matches.
+/// Layout: bit 63 reserved (tests, out-of-band use); bits 40–62 the operation's sequence number in
+/// the communicator (mod 2^23); bits 8–39 a fingerprint of the operation's arguments (collective,
+/// count, type, op, algorithm); bits 0–7 the lane within the algorithm. Ranks that disagree on the
+/// arguments therefore never match each other's messages (no silent wrong result), and a waiting rank
+/// can tell from the unexpected tags that a peer is in a different operation.
 public enum Tag {
-    /// Tag space reserved for the transport's own conformance tests and out-of-band use.
     public static let userBit: UInt64 = 1 << 63
 
-    /// A collective's tag: its sequence number in the communicator and a lane within the algorithm.
     @inline(__always)
-    public static func collective(sequence: UInt64, lane: Int) -> UInt64 {
-        (sequence << 8) | UInt64(lane & 0xff)
+    public static func collective(sequence: UInt64, fingerprint: UInt32, lane: Int) -> UInt64 {
+        ((sequence & 0x7f_ffff) << 40) | (UInt64(fingerprint) << 8) | UInt64(lane & 0xff)
+    }
+
+    public static func decode(_ tag: UInt64) -> (sequence: UInt64, fingerprint: UInt32, lane: Int) {
+        ((tag >> 40) & 0x7f_ffff, UInt32(truncatingIfNeeded: tag >> 8), Int(tag & 0xff))
+    }
+
+    /// A 32-bit fingerprint of an operation's arguments (FNV-1a over the values).
+    public static func fingerprint(_ values: [Int]) -> UInt32 {
+        var h: UInt32 = 0x811c_9dc5
+        for v in values {
+            var x = UInt64(bitPattern: Int64(v))
+            for _ in 0..<8 { h = (h ^ UInt32(x & 0xff)) &* 0x0100_0193; x >>= 8 }
+        }
+        return h
     }
 }
 

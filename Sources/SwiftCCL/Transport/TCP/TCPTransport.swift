@@ -37,7 +37,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     let secret: [UInt8]
     let nsocks: Int
     let eagerThreshold: Int
-    private let listenFD: Int32
+    private var listenFD: Int32
     private let listenAddress: SocketAddress
     private let wakeFD: Int32
     private let aborted = Atomic<Bool>(false)
@@ -55,6 +55,9 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     private var brokenBy: CCLError?
     private var closed = false
     static let unexpectedLimit = 16 << 20
+    /// Receivers accept eager messages up to this size whatever their own threshold, so ranks with
+    /// different SWCCL_TCP_EAGER_BYTES still interoperate.
+    static let maxEagerBytes = 1 << 20
     static let stagingBytes = 8192
 
     public init(rank: Int, nranks: Int, secret: [UInt8], maxOutstanding: Int = 4096) throws(CCLError) {
@@ -62,11 +65,11 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         self.nranks = nranks
         self.secret = secret
         let perThread = Knobs.nsocksPerThread.value, threads = Knobs.socketNthreads.value
-        guard perThread >= 1, threads >= 1, perThread * threads <= 64 else {
+        guard perThread >= 1, threads >= 1, perThread <= 64, threads <= 64, perThread * threads <= 64 else {
             throw CCLError.invalidArgument("SWCCL_NSOCKS_PERTHREAD (\(perThread)) x SWCCL_SOCKET_NTHREADS (\(threads)) must be between 1 and 64")
         }
         nsocks = perThread * threads
-        eagerThreshold = max(0, min(Knobs.tcpEagerBytes.value, 1 << 20))
+        eagerThreshold = max(0, min(Knobs.tcpEagerBytes.value, Self.maxEagerBytes))
         let iface = try InterfaceChoice.local()
         let l = try SocketIO.listen(on: iface.address.withAnyPort)
         listenFD = l.fd
@@ -90,7 +93,10 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         Log.info(.net, "rank \(rank): TCP listening on \(iface.name) \(l.address), \(nsocks) socket(s) per peer, eager <= \(eagerThreshold) B")
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        Sys.close(wakeFD)
+    }
 
     // MARK: connection setup
 
@@ -158,6 +164,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             throw error.with(operation: "connect", rank: rank)
         }
         Sys.close(listenFD)
+        listenFD = -1
         rebuildPollSet()
     }
 
@@ -306,6 +313,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             if peers[peer]!.unexpected.isEmpty { break }
         }
         if granted { flush(peer: peer) }
+        if peers[peer]!.unexpectedBytes <= Self.unexpectedLimit { peers[peer]!.stalled = false }
     }
 
     private func fail(slot i: Int32, _ e: CCLError) {
@@ -314,6 +322,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     }
 
     private func enqueue(peer: Int, sock: Int, _ f: Frame) {
+        guard peers[peer]!.failure == nil, peers[peer]!.socks[sock].fd >= 0 else { return }
         peers[peer]!.socks[sock].out.append(f)
     }
 
@@ -410,6 +419,12 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         return try progress(timeoutMs: left)
     }
 
+    public func unexpectedTags(from peer: Int) -> [UInt64] {
+        lock.lock(); defer { lock.unlock() }
+        guard peer >= 0, peer < peers.count, let p = peers[peer] else { return [] }
+        return p.unexpected.map(\.tag)
+    }
+
     private func abortError() -> CCLError {
         CCLError(.remoteError, "communicator aborted: \(abortReason.withLock { $0 })", rank: rank)
     }
@@ -426,24 +441,29 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if closed { return }
         closed = true
+        freeUnexpectedAndSockets(sayGoodbye: true, aborting: wasAborted)
+    }
+
+    /// Closes every connection. With `sayGoodbye`, a BYE goes first on each control connection whose
+    /// outgoing stream is at a frame boundary, so the peer can tell a clean close from a crash.
+    private func freeUnexpectedAndSockets(sayGoodbye: Bool, aborting: Bool) {
         for k in 0..<peers.count {
             guard peers[k] != nil else { continue }
-            // Say goodbye so the peer can tell a clean close from a crash.
-            if peers[k]!.failure == nil && peers[k]!.socks[0].fd >= 0 {
-                var bye = Frame(type: .bye, tag: 0, a: wasAborted ? 1 : 0, b: 0, payload: nil, payloadLength: 0, slot: -1)
-                withUnsafeBytes(of: &bye.header) { _ = try? Sys.send(peers[k]!.socks[0].fd, $0.baseAddress!, 32) }
+            let fd0 = peers[k]!.socks[0].fd
+            let atBoundary = !peers[k]!.socks[0].hasOutput || peers[k]!.socks[0].out[peers[k]!.socks[0].head].sent == 0
+            if sayGoodbye && peers[k]!.failure == nil && fd0 >= 0 && atBoundary {
+                let bye = Frame(type: .bye, tag: 0, a: aborting ? 1 : 0, b: 0, payload: nil, payloadLength: 0, slot: -1)
+                withUnsafeBytes(of: bye.header) { b in
+                    try? SocketIO.writeAll(fd0, b, deadline: .after(milliseconds: 200))
+                }
             }
-            for s in 0..<peers[k]!.socks.count {
-                let fd = peers[k]!.socks[s].fd
-                if fd >= 0 { _ = Glibc.shutdown(fd, Int32(SHUT_WR)); Sys.close(fd) }
-                peers[k]!.socks[s].fd = -1
-                peers[k]!.socks[s].staging.deallocate()
-            }
+            closeSockets(of: k)
+            peers[k]!.socks.forEach { $0.staging.deallocate() }
             for m in peers[k]!.unexpected { m.data?.deallocate() }
             peers[k]!.unexpected.removeAll()
         }
-        if listenFD >= 0 { Sys.close(listenFD) }
-        Sys.close(wakeFD)
+        if listenFD >= 0 { Sys.close(listenFD); listenFD = -1 }
+        // wakeFD stays open until deinit: abort() may still signal it from another thread.
     }
 
     // MARK: progress engine
@@ -453,12 +473,14 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     @discardableResult
     private func progress(timeoutMs: Int32) throws(CCLError) -> Bool {
         if closed { throw abortError() }
-        for k in 1..<pollSet.count {
+        for k in pollSet.indices.dropFirst() {
             let (p, s) = pollOwners[k]
+            let st = peers[Int(p)]!.socks[Int(s)]
             var ev = Int16(POLLIN)
-            if peers[Int(p)]!.socks[Int(s)].hasOutput { ev |= Int16(POLLOUT) }
-            if s == 0 && peers[Int(p)]!.unexpectedBytes > Self.unexpectedLimit { ev &= ~Int16(POLLIN) }
-            if peers[Int(p)]!.socks[Int(s)].fd < 0 { pollSet[k].fd = -1 }
+            if st.hasOutput { ev |= Int16(POLLOUT) }
+            // Stalled on unexpected data past the limit: wait for receives to be posted, not for bytes.
+            if s == 0 && peers[Int(p)]!.stalled { ev &= ~Int16(POLLIN) }
+            pollSet[k].fd = st.fd  // -1 once closed: poll ignores it
             pollSet[k].events = ev
             pollSet[k].revents = 0
         }
@@ -471,13 +493,18 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             Sys.drain(eventFD: wakeFD)
             if aborted.load(ordering: .acquiring) { throw abortError() }
         }
-        for k in 1..<pollSet.count where pollSet[k].revents != 0 {
+        for k in pollSet.indices.dropFirst() where pollSet[k].revents != 0 {
             let (p, s) = pollOwners[k]
             let peer = Int(p), sock = Int(s)
             if peers[peer]!.failure != nil { continue }
             do throws(CCLError) {
                 if pollSet[k].revents & Int16(POLLOUT) != 0 { try write(peer: peer, sock: sock) }
-                if pollSet[k].revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 { try read(peer: peer, sock: sock) }
+                let hangup = pollSet[k].revents & Int16(POLLERR | POLLHUP) != 0
+                if sock == 0 && peers[peer]!.stalled && hangup {
+                    throw peers[peer]!.saidGoodbye ? lostConnection(peer)
+                        : CCLError(.remoteError, "connection lost: rank \(peer) went away (\(Sys.socketError(pollSet[k].fd).map { "\($0)" } ?? "hang-up"))", peer: peer)
+                }
+                if pollSet[k].revents & Int16(POLLIN) != 0 || hangup { try read(peer: peer, sock: sock) }
             } catch {
                 peerFailed(peer, error)
             }
@@ -534,13 +561,20 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             if peers[peer]!.socks[sock].bodyRemaining == 0 {
                 // Header state: need 32 bytes in the staging buffer.
                 if peers[peer]!.socks[sock].staged < 32 {
-                    if sock == 0 && peers[peer]!.unexpectedBytes > Self.unexpectedLimit { return }
                     guard !drained, try fill(peer: peer, sock: sock, drained: &drained) else { return }
                     continue
                 }
                 var hdr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
                 let st = peers[peer]!.socks[sock]
                 withUnsafeMutableBytes(of: &hdr) { $0.copyMemory(from: UnsafeRawBufferPointer(start: st.staging + st.stageStart, count: 32)) }
+                // Past the unexpected-data limit, leave a new unexpected eager message in the stream
+                // (TCP flow control then pushes back) until a matching receive is posted.
+                if peers[peer]!.unexpectedBytes > Self.unexpectedLimit
+                    && UInt32(truncatingIfNeeded: UInt64(littleEndian: hdr.0)) == FrameType.eager.rawValue
+                    && postedReceive(peer: peer, tag: UInt64(littleEndian: hdr.1)) == nil {
+                    peers[peer]!.stalled = true
+                    return
+                }
                 peers[peer]!.socks[sock].stageStart += 32
                 try handleHeader(peer: peer, sock: sock, w0: UInt64(littleEndian: hdr.0), tag: UInt64(littleEndian: hdr.1),
                                  a: UInt64(littleEndian: hdr.2), b: UInt64(littleEndian: hdr.3))
@@ -559,7 +593,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                         throw CCLError(.remoteError, "receive from rank \(peer) failed: \(error)", errno: error)
                     }
                     guard let got = r else { return }
-                    if got == 0 { throw lostConnection(peer) }
+                    if got == 0 { try endOfStream(peer: peer, sock: sock); return }
                     if got < st.bodyRemaining { drained = true }
                     peers[peer]!.socks[sock].advanceBody(got)
                 } else {
@@ -581,10 +615,22 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             throw CCLError(.remoteError, "receive from rank \(peer) failed: \(error)", errno: error)
         }
         guard let n = r else { return false }
-        if n == 0 { throw lostConnection(peer) }
+        if n == 0 { try endOfStream(peer: peer, sock: sock); return false }
         if n < Self.stagingBytes - st.stageEnd { drained = true }
         peers[peer]!.socks[sock].stageEnd += n
         return true
+    }
+
+    /// End of stream on one connection. After a clean goodbye the other connections of the pair may
+    /// still carry the tail of striped data: close just this one, and give up on the peer only when
+    /// all of its connections have ended.
+    private func endOfStream(peer: Int, sock: Int) throws(CCLError) {
+        if peers[peer]!.saidGoodbye && !peers[peer]!.goodbyeWasAbort && peers[peer]!.socks.count > 1 {
+            closeSocket(peer: peer, sock: sock)
+            if peers[peer]!.socks.allSatisfy({ $0.fd < 0 }) { throw lostConnection(peer) }
+            return
+        }
+        throw lostConnection(peer)
     }
 
     private func lostConnection(_ peer: Int) -> CCLError {
@@ -601,10 +647,10 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         }
         switch type {
         case .eager:
-            let length = Int(a)
-            guard a <= UInt64(eagerThreshold) else {
-                throw CCLError(.remoteError, "protocol error from rank \(peer): eager message of \(a) bytes exceeds \(eagerThreshold)")
+            guard a <= UInt64(Self.maxEagerBytes) else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): eager message of \(a) bytes exceeds \(Self.maxEagerBytes)")
             }
+            let length = Int(a)
             if let i = postedReceive(peer: peer, tag: tag) {
                 match(slot: i, peer: peer, length: length, messageID: 0, isRendezvous: false)
                 if slots[Int(i)].state == .failed {
@@ -622,7 +668,9 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             }
             if length == 0 { finishBody(peer: peer, sock: sock) }
         case .rts:
-            guard a <= UInt64(Int64.max) else { throw CCLError(.remoteError, "protocol error from rank \(peer): bad length") }
+            guard a > 0, a <= UInt64(Int64.max / 4), b != 0 else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): bad rendezvous request (length \(a), id \(b))")
+            }
             if let i = postedReceive(peer: peer, tag: tag) {
                 match(slot: i, peer: peer, length: Int(a), messageID: b, isRendezvous: true)
                 flush(peer: peer)
@@ -654,7 +702,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             }
             flush(peer: peer)
         case .data:
-            guard let i = peers[peer]!.incoming[b], slots[Int(i)].inUse,
+            guard let i = peers[peer]!.incoming[b], slots[Int(i)].inUse, slots[Int(i)].base != nil,
                   tag <= UInt64(slots[Int(i)].length), a <= UInt64(slots[Int(i)].length) - tag else {
                 throw CCLError(.remoteError, "protocol error from rank \(peer): data for unknown message \(b) or out of bounds")
             }
@@ -687,6 +735,29 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         }
     }
 
+    /// Shuts and closes every connection of `peer`. Unread incoming bytes are drained first so that
+    /// the kernel ends the connection with FIN rather than RST (an RST can destroy data the peer has
+    /// not read yet).
+    private func closeSockets(of peer: Int) {
+        for s in 0..<peers[peer]!.socks.count {
+            closeSocket(peer: peer, sock: s)
+        }
+    }
+
+    private func closeSocket(peer: Int, sock s: Int) {
+        let fd = peers[peer]!.socks[s].fd
+        guard fd >= 0 else { return }
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+        var sink = [UInt8](repeating: 0, count: 4096)
+        for _ in 0..<64 {
+            guard let n = sink.withUnsafeMutableBytes({ b in try? Sys.recv(fd, b.baseAddress!, b.count) }) ?? nil, n > 0 else { break }
+        }
+        Sys.close(fd)
+        peers[peer]!.socks[s].fd = -1
+        peers[peer]!.socks[s].out.removeAll()
+        peers[peer]!.socks[s].head = 0
+    }
+
     /// An abrupt loss breaks the communicator (every wait reports it); a clean goodbye fails only the
     /// requests that involve that peer.
     private func peerFailed(_ peer: Int, _ error: CCLError) {
@@ -698,10 +769,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         for i in peers[peer]!.sends + peers[peer]!.recvs where slots[Int(i)].state != .done {
             fail(slot: i, e)
         }
-        for s in 0..<peers[peer]!.socks.count {
-            peers[peer]!.socks[s].out.removeAll()
-            peers[peer]!.socks[s].head = 0
-        }
+        closeSockets(of: peer)
     }
 }
 
@@ -806,6 +874,8 @@ struct PeerState {
     var failure: CCLError?
     var saidGoodbye = false
     var goodbyeWasAbort = false
+    /// Reading of the control connection paused: too much unexpected data is buffered.
+    var stalled = false
 
     init(rank: Int, address: SocketAddress, nsocks: Int) {
         self.rank = rank
