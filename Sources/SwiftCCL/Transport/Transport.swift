@@ -142,7 +142,7 @@ public enum Tag {
 }
 
 extension Knobs {
-    static let spinMicroseconds = Knob.int("SWCCL_SPIN_US", default: 50,
+    static let spinMicroseconds = Knob.int("SWCCL_SPIN_US", default: 200,
         "microseconds a waiting rank polls without sleeping before it blocks in the kernel")
     static var spinNanos: UInt64 { UInt64(max(spinMicroseconds.value, 0)) &* 1000 }
     static let spinYield = Knob.bool("SWCCL_SPIN_YIELD", default: true,
