@@ -158,9 +158,14 @@ public final class Communicator: @unchecked Sendable {
     /// One line describing the last error on this communicator.
     public var lastError: String { state.withLock { $0.lastError } }
 
-    /// Blocks until every rank calls it (over the out-of-band channel).
+    /// Blocks until every rank calls it: a dissemination barrier over the transport (⌈log₂ n⌉ rounds
+    /// of empty messages), so waiting ranks spin briefly and then sleep like any collective.
     public func barrier() throws(CCLError) {
-        try run("barrier") { () throws(CCLError) in try self.bootstrap.barrier() }
+        try run("barrier") { () throws(CCLError) in
+            let seq = nextSequence()
+            let ctx = context(seq, operation: "barrier", fingerprint: [2])
+            do throws(CCLError) { try Barrier.dissemination(ctx) } catch { throw error.breaking }
+        }
     }
 
     /// Runs one operation: checks the communicator is usable, serialises with other threads, records

@@ -162,3 +162,26 @@ enum AllReduce {
         }
     }
 }
+
+enum Barrier {
+    /// Round k: an empty message to rank + 2^k, one from rank − 2^k. After ⌈log₂ n⌉ rounds every rank
+    /// has heard, directly or through others, from every rank.
+    static func dissemination(_ ctx: CollectiveContext) throws(CCLError) {
+        let n = ctx.size
+        var distance = 1, round = 0
+        var byte: UInt8 = 0
+        while distance < n {
+            let to = (ctx.rank + distance) % n, from = (ctx.rank - distance + n) % n
+            try withUnsafeMutablePointer(to: &byte) { p in
+                catching { () throws(CCLError) in
+                    let r = try ctx.recv(from, lane: round, p, 0)
+                    let s = try ctx.send(to, lane: round, p, 0)
+                    try ctx.wait(r, peer: from)
+                    try ctx.wait(s, peer: to)
+                }
+            }.get()
+            distance <<= 1
+            round += 1
+        }
+    }
+}
