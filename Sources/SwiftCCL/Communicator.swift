@@ -60,6 +60,7 @@ public final class Communicator: @unchecked Sendable {
     private let opLock = Lock()
     var sequence: UInt64 = 0
     let scratch = Scratch()
+    let p2pCounters = Mutex<[UInt64]>([])
 
     struct State {
         var aborted = false
@@ -233,19 +234,196 @@ public final class Communicator: @unchecked Sendable {
     }
 }
 
+extension Communicator {
+    /// Runs a collective's algorithm: takes a sequence number and a context whose tags carry the
+    /// fingerprint of `arguments`; any error from here on breaks the communicator.
+    func collective(_ name: String, _ arguments: [Int], _ body: (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
+        let ctx = context(nextSequence(), operation: name, fingerprint: arguments)
+        do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
+    }
+
+    func checkRoot(_ root: Int) throws(CCLError) {
+        guard root >= 0, root < size else { throw CCLError.invalidArgument("root \(root) is out of range [0, \(size))") }
+    }
+
+    /// Every rank receives the concatenation of all ranks' `sendCount` elements, in rank order.
+    /// In place when `send == recv + rank * sendCount * size`.
+    public func allGather(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, sendCount: Int, type: DataType) throws(CCLError) {
+        try run("allgather") { () throws(CCLError) in
+            try Validate.buffers(send: send, sendBytes: sendCount, recv: recv, recvBytes: sendCount * size, type: type,
+                                 inPlaceOffset: rank * sendCount)
+            try collective("allgather", [3, sendCount, Int(type.rawValue)]) { (ctx) throws(CCLError) in
+                guard sendCount > 0, let send, let recv else { return }
+                try Collectives.allGather(ctx, send: send, recv: recv, bytes: sendCount * type.size)
+            }
+        }
+    }
+
+    /// Reduces the ranks' arrays of `recvCount * size` elements and leaves block `rank` on each rank.
+    /// In place when `recv == send + rank * recvCount * size`.
+    public func reduceScatter(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, recvCount: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+        try run("reducescatter") { () throws(CCLError) in
+            try Validate.buffers(send: send, sendBytes: recvCount * size, recv: recv, recvBytes: recvCount, type: type,
+                                 inPlaceOffset: -rank * recvCount)
+            try collective("reducescatter", [4, recvCount, Int(type.rawValue), Int(op.rawValue)]) { (ctx) throws(CCLError) in
+                guard recvCount > 0, let send, let recv else { return }
+                try Collectives.reduceScatter(ctx, send: send, recv: recv, count: recvCount, type: type, op: op)
+            }
+        }
+    }
+
+    /// Copies `count` elements of `send` on `root` into `recv` on every rank (`send` is read on the root
+    /// only). In place when `send == recv`.
+    public func broadcast(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, root: Int) throws(CCLError) {
+        try run("broadcast") { () throws(CCLError) in
+            try checkRoot(root)
+            try Validate.buffers(send: rank == root ? send : nil, sendBytes: rank == root ? count : 0, recv: recv, recvBytes: count, type: type, inPlaceOffset: 0)
+            try collective("broadcast", [5, count, Int(type.rawValue), root]) { (ctx) throws(CCLError) in
+                guard count > 0, let recv else { return }
+                if rank == root, let send, send != UnsafeRawPointer(recv) { recv.copyMemory(from: send, byteCount: count * type.size) }
+                try Collectives.broadcast(ctx, buffer: recv, bytes: count * type.size, root: root)
+            }
+        }
+    }
+
+    /// Reduces every rank's `count` elements with `op` into `recv` on `root` (`recv` is used on the root
+    /// only). In place when `send == recv`.
+    public func reduce(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, op: ReduceOp, root: Int) throws(CCLError) {
+        try run("reduce") { () throws(CCLError) in
+            try checkRoot(root)
+            try Validate.buffers(send: send, sendBytes: count, recv: rank == root ? recv : nil, recvBytes: rank == root ? count : 0, type: type, inPlaceOffset: 0)
+            try collective("reduce", [6, count, Int(type.rawValue), Int(op.rawValue), root]) { (ctx) throws(CCLError) in
+                guard count > 0, let send else { return }
+                try Collectives.reduce(ctx, send: send, recv: rank == root ? recv : nil, count: count, type: type, op: op, root: root)
+            }
+        }
+    }
+
+    /// Sends block j (`count` elements) of `send` to rank j and receives rank j's block into block j of
+    /// `recv`. Not in place.
+    public func allToAll(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType) throws(CCLError) {
+        try run("alltoall") { () throws(CCLError) in
+            try Validate.buffers(send: send, sendBytes: count * size, recv: recv, recvBytes: count * size, type: type, inPlaceOffset: nil)
+            try collective("alltoall", [7, count, Int(type.rawValue)]) { (ctx) throws(CCLError) in
+                guard count > 0, let send, let recv else { return }
+                try Collectives.allToAll(ctx, send: send, recv: recv, bytes: count * type.size)
+            }
+        }
+    }
+
+    /// Collects every rank's `count` elements into `recv` on `root`, in rank order. In place when
+    /// `send == recv + root * count * size` on the root.
+    public func gather(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, root: Int) throws(CCLError) {
+        try run("gather") { () throws(CCLError) in
+            try checkRoot(root)
+            try Validate.buffers(send: send, sendBytes: count, recv: rank == root ? recv : nil, recvBytes: rank == root ? count * size : 0,
+                                 type: type, inPlaceOffset: root * count)
+            try collective("gather", [8, count, Int(type.rawValue), root]) { (ctx) throws(CCLError) in
+                guard count > 0, let send else { return }
+                try Collectives.gather(ctx, send: send, recv: rank == root ? recv : nil, bytes: count * type.size, root: root)
+            }
+        }
+    }
+
+    /// Sends block j of `send` on `root` to rank j. In place when `recv == send + root * count * size`
+    /// on the root.
+    public func scatter(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, root: Int) throws(CCLError) {
+        try run("scatter") { () throws(CCLError) in
+            try checkRoot(root)
+            try Validate.buffers(send: rank == root ? send : nil, sendBytes: rank == root ? count * size : 0, recv: recv, recvBytes: count,
+                                 type: type, inPlaceOffset: -root * count)
+            try collective("scatter", [9, count, Int(type.rawValue), root]) { (ctx) throws(CCLError) in
+                guard count > 0, let recv else { return }
+                try Collectives.scatter(ctx, send: rank == root ? send : nil, recv: recv, bytes: count * type.size, root: root)
+            }
+        }
+    }
+
+    /// Point-to-point: sends and receives between one pair match in call order. A send blocks until the
+    /// message is handed to the transport and, above the eager size, until the peer has posted the
+    /// receive — so two ranks that both send large messages to each other first must use `sendRecv`.
+    public func send(_ buffer: UnsafeRawPointer?, count: Int, type: DataType, to peer: Int) throws(CCLError) {
+        try sendRecv(send: buffer, count: count, type: type, to: peer, recv: nil, recvCount: 0, from: -1)
+    }
+
+    public func recv(_ buffer: UnsafeMutableRawPointer?, count: Int, type: DataType, from peer: Int) throws(CCLError) {
+        try sendRecv(send: nil, count: 0, type: type, to: -1, recv: buffer, recvCount: count, from: peer)
+    }
+
+    /// A send and a receive that progress together (a ring shift cannot deadlock). `to`/`from` of -1
+    /// leave that half out.
+    public func sendRecv(send: UnsafeRawPointer?, count: Int, type: DataType, to: Int,
+                         recv: UnsafeMutableRawPointer?, recvCount: Int, from: Int) throws(CCLError) {
+        try run(to >= 0 && from >= 0 ? "sendrecv" : to >= 0 ? "send" : "recv") { () throws(CCLError) in
+            if to >= 0 {
+                guard to < size else { throw CCLError.invalidArgument("peer \(to) is out of range [0, \(size))") }
+                try Validate.buffers(send: send, sendBytes: count, recv: nil, recvBytes: 0, type: type, inPlaceOffset: nil)
+            }
+            if from >= 0 {
+                guard from < size else { throw CCLError.invalidArgument("peer \(from) is out of range [0, \(size))") }
+                try Validate.buffers(send: nil, sendBytes: 0, recv: recv, recvBytes: recvCount, type: type, inPlaceOffset: nil)
+            }
+            guard to >= -1, from >= -1 else { throw CCLError.invalidArgument("peer must be in [0, \(size))") }
+            do throws(CCLError) {
+                var pending: [(Request, Int)] = []
+                if from >= 0 && from != rank, let recv, recvCount >= 0 {
+                    let tag = p2pTag(from, sending: false)
+                    pending.append((try transport.irecv(from: from, tag: tag, into: UnsafeMutableRawBufferPointer(start: recv, count: recvCount * type.size)), from))
+                }
+                if to >= 0 && to != rank, let send {
+                    let tag = p2pTag(to, sending: true)
+                    pending.append((try transport.isend(to: to, tag: tag, UnsafeRawBufferPointer(start: send, count: count * type.size)), to))
+                }
+                if to == rank && from == rank, let send, let recv {
+                    guard count == recvCount else { throw CCLError.invalidArgument("send to self of \(count) elements but receive of \(recvCount)") }
+                    if UnsafeRawPointer(recv) != send { recv.copyMemory(from: send, byteCount: count * type.size) }
+                } else if to == rank || from == rank {
+                    throw CCLError.invalidUsage("a send to self needs the matching receive in the same call (sendRecv)")
+                }
+                for (q, _) in pending { try transport.wait(q, deadline: .after(milliseconds: timeoutMs)) }
+            } catch {
+                throw error.breaking
+            }
+        }
+    }
+
+    /// Point-to-point tags: bit 62 set, then a per-pair, per-direction message counter.
+    func p2pTag(_ peer: Int, sending: Bool) -> UInt64 {
+        let n = p2pCounters.withLock { c -> UInt64 in
+            let k = peer * 2 + (sending ? 0 : 1)
+            if c.isEmpty { c = Array(repeating: 0, count: size * 2) }
+            c[k] &+= 1
+            return c[k]
+        }
+        return (1 << 62) | (n & 0x3fff_ffff_ffff_ffff)
+    }
+}
+
 /// Argument checks shared by every collective.
 enum Validate {
     static func buffers(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType) throws(CCLError) {
-        guard count >= 0 else { throw CCLError.invalidArgument("count \(count) is negative") }
-        let (bytes, overflow) = count.multipliedReportingOverflow(by: type.size)
-        guard !overflow, bytes < Int(Int64.max / 4) else { throw CCLError.invalidArgument("count \(count) of \(type) is too large") }
-        guard count == 0 || send != nil else { throw CCLError.invalidArgument("sendbuff is NULL") }
-        guard count == 0 || recv != nil else { throw CCLError.invalidArgument("recvbuff is NULL") }
-        if let s = send, let r = recv, s != UnsafeRawPointer(r) {
-            let a = UInt(bitPattern: s), b = UInt(bitPattern: UnsafeRawPointer(r))
-            if a < b + UInt(bytes) && b < a + UInt(bytes) {
-                throw CCLError.invalidArgument("sendbuff and recvbuff overlap without being the same buffer")
-            }
+        try buffers(send: send, sendBytes: count, recv: recv, recvBytes: count, type: type, inPlaceOffset: 0)
+    }
+
+    /// Checks counts (in elements) and pointers; `inPlaceOffset` is the element offset of `send`
+    /// relative to `recv` at which the two may coincide (nil: no in-place form). Any other overlap is
+    /// an error.
+    static func buffers(send: UnsafeRawPointer?, sendBytes sendCount: Int, recv: UnsafeMutableRawPointer?, recvBytes recvCount: Int,
+                        type: DataType, inPlaceOffset: Int?) throws(CCLError) {
+        guard sendCount >= 0, recvCount >= 0 else { throw CCLError.invalidArgument("count \(min(sendCount, recvCount)) is negative") }
+        let (sb, o1) = sendCount.multipliedReportingOverflow(by: type.size)
+        let (rb, o2) = recvCount.multipliedReportingOverflow(by: type.size)
+        guard !o1, !o2, sb < Int(Int64.max / 4), rb < Int(Int64.max / 4) else {
+            throw CCLError.invalidArgument("count of \(type) is too large")
+        }
+        guard sendCount == 0 || send != nil else { throw CCLError.invalidArgument("sendbuff is NULL") }
+        guard recvCount == 0 || recv != nil else { throw CCLError.invalidArgument("recvbuff is NULL") }
+        guard let s = send, let r = recv, sb > 0, rb > 0 else { return }
+        let a = UInt(bitPattern: s), b = UInt(bitPattern: UnsafeRawPointer(r))
+        if let off = inPlaceOffset, Int(bitPattern: a) &- Int(bitPattern: b) == off * type.size { return }
+        if a < b &+ UInt(rb) && b < a &+ UInt(sb) {
+            throw CCLError.invalidArgument(inPlaceOffset == nil ? "sendbuff and recvbuff overlap (this operation has no in-place form)"
+                                                                  : "sendbuff and recvbuff overlap other than in the in-place layout")
         }
     }
 }

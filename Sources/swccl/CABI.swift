@@ -295,24 +295,120 @@ public func swcclCommGetAsyncError(_ comm: swcclComm_t?, _ asyncError: UnsafeMut
 
 // MARK: - collectives
 
-@c @implementation
-public func swcclAllReduce(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
-                           _ datatype: swcclDataType_t, _ op: swcclRedOp_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    let name = "swcclAllReduce"
+/// The shared shape of every collective entry point: look up the communicator, convert the type and
+/// (optionally) the op, refuse streams for now, run `body`, turn errors into result codes.
+func collectiveCall(_ name: String, _ comm: swcclComm_t?, _ datatype: swcclDataType_t, _ op: swcclRedOp_t?, _ stream: swcclStream_t?,
+                    _ body: (Communicator, DataType, ReduceOp) throws(CCLError) -> Void) -> swcclResult_t {
     switch handle(comm, operation: name) {
     case .failure(let e): return report(e, operation: name)
     case .success(let h):
         guard let type = dataType(datatype) else { return invalid("unknown datatype \(datatype.rawValue)", h, operation: name) }
-        guard let rop = reduceOp(op) else { return invalid("unknown reduction op \(op.rawValue)", h, operation: name) }
-        guard count <= Int(Int32.max) * 64 else { return invalid("count \(count) is too large", h, operation: name) }
+        var rop = ReduceOp.sum
+        if let op {
+            guard let o = reduceOp(op) else { return invalid("unknown reduction op \(op.rawValue)", h, operation: name) }
+            rop = o
+        }
         guard stream == nil else {
             return report(.invalidUsage("streams are not available yet in this build: pass NULL"), h, operation: name)
         }
         do {
-            try h.comm.allReduce(send: sendbuff, recv: recvbuff, count: count, type: type, op: rop)
+            try body(h.comm, type, rop)
             return swcclSuccess
         } catch {
             return report(error, h, operation: name)
         }
     }
+}
+
+/// size_t counts arrive as Int; values that do not fit a sane range are rejected before any use.
+func checked(_ count: Int) throws(CCLError) -> Int {
+    guard count >= 0, count <= Int(Int32.max) * 256 else { throw CCLError.invalidArgument("count \(UInt(bitPattern: count)) is too large") }
+    return count
+}
+
+@c @implementation
+public func swcclAllReduce(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
+                           _ datatype: swcclDataType_t, _ op: swcclRedOp_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclAllReduce", comm, datatype, op, stream) { (c, t, o) throws(CCLError) in
+        try c.allReduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o)
+    }
+}
+
+@c @implementation
+public func swcclBroadcast(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
+                           _ datatype: swcclDataType_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclBroadcast", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+        try c.broadcast(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+    }
+}
+
+@c @implementation
+public func swcclReduce(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int, _ datatype: swcclDataType_t,
+                        _ op: swcclRedOp_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclReduce", comm, datatype, op, stream) { (c, t, o) throws(CCLError) in
+        try c.reduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o, root: Int(root))
+    }
+}
+
+@c @implementation
+public func swcclAllGather(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ sendcount: Int,
+                           _ datatype: swcclDataType_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclAllGather", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+        try c.allGather(send: sendbuff, recv: recvbuff, sendCount: try checked(sendcount), type: t)
+    }
+}
+
+@c @implementation
+public func swcclReduceScatter(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ recvcount: Int,
+                               _ datatype: swcclDataType_t, _ op: swcclRedOp_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclReduceScatter", comm, datatype, op, stream) { (c, t, o) throws(CCLError) in
+        try c.reduceScatter(send: sendbuff, recv: recvbuff, recvCount: try checked(recvcount), type: t, op: o)
+    }
+}
+
+@c @implementation
+public func swcclAlltoAll(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
+                          _ datatype: swcclDataType_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclAlltoAll", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+        try c.allToAll(send: sendbuff, recv: recvbuff, count: try checked(count), type: t)
+    }
+}
+
+@c @implementation
+public func swcclGather(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
+                        _ datatype: swcclDataType_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclGather", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+        try c.gather(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+    }
+}
+
+@c @implementation
+public func swcclScatter(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
+                         _ datatype: swcclDataType_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclScatter", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+        try c.scatter(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+    }
+}
+
+@c @implementation
+public func swcclSend(_ sendbuff: UnsafeRawPointer?, _ count: Int, _ datatype: swcclDataType_t, _ peer: CInt,
+                      _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclSend", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+        guard peer >= 0 else { throw CCLError.invalidArgument("peer \(peer) is out of range") }
+        try c.send(sendbuff, count: try checked(count), type: t, to: Int(peer))
+    }
+}
+
+@c @implementation
+public func swcclRecv(_ recvbuff: UnsafeMutableRawPointer?, _ count: Int, _ datatype: swcclDataType_t, _ peer: CInt,
+                      _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclRecv", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+        guard peer >= 0 else { throw CCLError.invalidArgument("peer \(peer) is out of range") }
+        try c.recv(recvbuff, count: try checked(count), type: t, from: Int(peer))
+    }
+}
+
+@c @implementation
+public func swcclBarrier(_ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    collectiveCall("swcclBarrier", comm, swcclUint8, nil, stream) { (c, _, _) throws(CCLError) in try c.barrier() }
 }

@@ -378,8 +378,133 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     finish()
 }
 
+/// Every other collective: broadcast, reduce, all-gather, reduce-scatter, all-to-all, gather,
+/// scatter, send/recv and barrier; several types, ops and roots, counts 0 … 100003, in place and out
+/// of place, exact results.
+@MainActor func collectivesScenario() {
+    let comm: Communicator
+    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
+    catch { say("FAIL init: \(error)"); exit(1) }
+    let n = size
+    let counts = [0, 1, 7, 1000, 100_003]
+    let types: [DataType] = [.int8, .uint32, .int64, .float16, .float32, .float64, .bfloat16, .float8e4m3]
+    let cap = counts.max()! * n * 8 + 64
+    let sbuf = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 64)
+    let rbuf = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 64)
+    let want = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 64)
+    var seed: UInt64 = 1000
+    var cases = 0
+    func run(_ what: String, _ body: () throws(CCLError) -> Void) {
+        do { try body() } catch { check(false, "\(what): \(error)"); exit(1) }
+    }
+    for (ti, type) in types.enumerated() {
+        let es = type.size
+        let ops = ReduceOp.allCases
+        for (ci, count) in counts.enumerated() {
+            let op = ops[(ti + ci) % ops.count]
+            let root = (ti + ci) % n
+            for inPlace in [false, true] {
+                seed &+= 1
+                let tag = "\(type) count \(count) \(inPlace ? "in place" : "out of place")"
+                // broadcast
+                Pattern.fill(sbuf, count: count, type: type, op: .max, seed: seed, rank: root)
+                if rank != root { memset(rbuf, 0, count * es) } else if inPlace { rbuf.copyMemory(from: sbuf, byteCount: count * es) }
+                run("broadcast \(tag)") { () throws(CCLError) in
+                    try comm.broadcast(send: inPlace ? UnsafeRawPointer(rbuf) : UnsafeRawPointer(sbuf), recv: rbuf, count: count, type: type, root: root)
+                }
+                Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: root)
+                check(Pattern.countWrong(rbuf, want, count: count, type: type, op: .max) == 0, "broadcast \(tag) root \(root)")
+                // reduce
+                Pattern.fill(inPlace ? rbuf : sbuf, count: count, type: type, op: op, seed: seed, rank: rank)
+                run("reduce \(tag)") { () throws(CCLError) in
+                    try comm.reduce(send: inPlace ? UnsafeRawPointer(rbuf) : UnsafeRawPointer(sbuf), recv: rbuf, count: count, type: type, op: op, root: root)
+                }
+                if rank == root {
+                    Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: n)
+                    check(Pattern.countWrong(rbuf, want, count: count, type: type, op: op) == 0, "reduce \(op) \(tag) root \(root)")
+                }
+                // all-gather: block r of the output is rank r's input
+                let mine = inPlace ? rbuf + rank * count * es : sbuf
+                Pattern.fill(mine, count: count, type: type, op: .max, seed: seed, rank: rank)
+                run("allgather \(tag)") { () throws(CCLError) in
+                    try comm.allGather(send: UnsafeRawPointer(mine), recv: rbuf, sendCount: count, type: type)
+                }
+                for r in 0..<n { Pattern.fill(want + r * count * es, count: count, type: type, op: .max, seed: seed, rank: r) }
+                check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "allgather \(tag)")
+                // reduce-scatter: block r of the reduced array lands on rank r
+                Pattern.fill(sbuf, count: count * n, type: type, op: op, seed: seed, rank: rank)
+                let out = inPlace ? sbuf + rank * count * es : rbuf
+                run("reducescatter \(tag)") { () throws(CCLError) in
+                    try comm.reduceScatter(send: UnsafeRawPointer(sbuf), recv: out, recvCount: count, type: type, op: op)
+                }
+                Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: n, offset: rank * count)
+                check(Pattern.countWrong(out, want, count: count, type: type, op: op) == 0, "reducescatter \(op) \(tag)")
+                // gather / scatter (in place: the root's own block already sits in the big buffer)
+                let gmine = inPlace && rank == root ? rbuf + root * count * es : sbuf
+                Pattern.fill(gmine, count: count, type: type, op: .max, seed: seed, rank: rank)
+                run("gather \(tag)") { () throws(CCLError) in
+                    try comm.gather(send: UnsafeRawPointer(gmine), recv: rbuf, count: count, type: type, root: root)
+                }
+                if rank == root {
+                    for r in 0..<n { Pattern.fill(want + r * count * es, count: count, type: type, op: .max, seed: seed, rank: r) }
+                    check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "gather \(tag) root \(root)")
+                }
+                if rank == root { Pattern.fill(sbuf, count: count * n, type: type, op: .max, seed: seed, rank: root) }
+                let sout = inPlace && rank == root ? sbuf + root * count * es : rbuf
+                run("scatter \(tag)") { () throws(CCLError) in
+                    try comm.scatter(send: UnsafeRawPointer(sbuf), recv: sout, count: count, type: type, root: root)
+                }
+                Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: root, offset: rank * count)
+                check(Pattern.countWrong(sout, want, count: count, type: type, op: .max) == 0, "scatter \(tag) root \(root)")
+                // all-to-all: block j of rank r's input is (seed, r, offset j*count); r receives j's block r
+                if !inPlace {
+                    Pattern.fill(sbuf, count: count * n, type: type, op: .max, seed: seed, rank: rank)
+                    run("alltoall \(tag)") { () throws(CCLError) in try comm.allToAll(send: sbuf, recv: rbuf, count: count, type: type) }
+                    for j in 0..<n { Pattern.fill(want + j * count * es, count: count, type: type, op: .max, seed: seed, rank: j, offset: rank * count) }
+                    check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "alltoall \(tag)")
+                    // send/recv ring shift
+                    Pattern.fill(sbuf, count: count, type: type, op: .max, seed: seed, rank: rank)
+                    let right = (rank + 1) % n, left = (rank + n - 1) % n
+                    run("sendrecv \(tag)") { () throws(CCLError) in
+                        try comm.sendRecv(send: sbuf, count: count, type: type, to: right, recv: rbuf, recvCount: count, from: left)
+                    }
+                    Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: left)
+                    check(Pattern.countWrong(rbuf, want, count: count, type: type, op: .max) == 0, "sendrecv \(tag)")
+                }
+                cases += 1
+            }
+        }
+    }
+    // Blocking send/recv in call order: rank 0 sends three messages to every other rank.
+    if n > 1 {
+        var a = [Int32](repeating: 0, count: 5000)
+        for k in 0..<3 {
+            if rank == 0 {
+                for p in 1..<n {
+                    a = (0..<5000).map { Int32($0 + k * 7 + p) }
+                    run("send") { () throws(CCLError) in try a.withUnsafeBytes { b in catching { () throws(CCLError) in try comm.send(b.baseAddress, count: 5000, type: .int32, to: p) } }.get() }
+                }
+            } else {
+                run("recv") { () throws(CCLError) in try a.withUnsafeMutableBytes { b in catching { () throws(CCLError) in try comm.recv(b.baseAddress, count: 5000, type: .int32, from: 0) } }.get() }
+                check(a.enumerated().allSatisfy { $0.element == Int32($0.offset + k * 7 + rank) }, "message \(k) from rank 0 in order")
+            }
+        }
+    }
+    run("barrier") { () throws(CCLError) in try comm.barrier() }
+    // Bad roots and in-place all-to-all are argument errors and leave the communicator usable.
+    do { try comm.broadcast(send: sbuf, recv: rbuf, count: 4, type: .float32, root: n); check(false, "root out of range accepted") }
+    catch { check(error.kind == .invalidArgument, "bad root: invalidArgument") }
+    do { try comm.allToAll(send: sbuf, recv: sbuf, count: 4, type: .float32); if n > 0 { check(false, "in-place all-to-all accepted") } }
+    catch { check(error.kind == .invalidArgument, "in-place all-to-all: invalidArgument") }
+    run("barrier after bad calls") { () throws(CCLError) in try comm.barrier() }
+    say("checked \(cases) collective cases")
+    comm.destroy()
+    finish()
+}
+
 switch scenario {
 case "allreduce": allreduceScenario()
+case "collectives": collectivesScenario()
 case "mismatch": mismatchScenario()
 case "fromenv": fromEnvironmentScenario()
 case "badiface": badInterfaceScenario()

@@ -21,8 +21,8 @@ struct CollectiveContext {
     /// A timeout waiting on `peer`, or a clearer error if that peer has sent messages for this very
     /// operation with other arguments.
     func stalled(on peer: Int, _ timeout: CCLError) -> CCLError {
-        let seq = sequence & 0x7f_ffff
-        for t in transport.unexpectedTags(from: peer) where t & Tag.userBit == 0 {
+        let seq = sequence & 0x3f_ffff
+        for t in transport.unexpectedTags(from: peer) where t >> 62 == 0 {
             let d = Tag.decode(t)
             if d.sequence == seq && d.fingerprint != fingerprint {
                 return CCLError(.invalidUsage, "rank \(peer) called operation #\(sequence) with different arguments (count, type, op or algorithm differ: fingerprint \(String(d.fingerprint, radix: 16)) there, \(String(fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",

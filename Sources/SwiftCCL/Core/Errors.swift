@@ -106,6 +106,6 @@ func asCCLError(_ error: any Error) -> CCLError {
 /// Runs a typed-throwing body inside an untyped closure (e.g. `Array.withUnsafeBytes`) and carries the
 /// typed error out: `try buf.withUnsafeBytes { b in catching { () throws(CCLError) in ... } }.get()`.
 @inline(__always)
-func catching<T, E: Error>(_ body: () throws(E) -> T) -> Result<T, E> {
+public func catching<T, E: Error>(_ body: () throws(E) -> T) -> Result<T, E> {
     do { return .success(try body()) } catch { return .failure(error) }
 }

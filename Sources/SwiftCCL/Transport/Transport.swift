@@ -113,8 +113,8 @@ public struct Request: Hashable, Sendable {
 }
 
 /// Tags: the communicator composes them so that traffic of different operations never matches.
-/// Layout: bit 63 reserved (tests, out-of-band use); bits 40–62 the operation's sequence number in
-/// the communicator (mod 2^23); bits 8–39 a fingerprint of the operation's arguments (collective,
+/// Layout: bit 63 reserved (tests, out-of-band use); bit 62 set for point-to-point messages (then a
+/// per-pair counter); bits 40–61 the operation's sequence number in the communicator (mod 2^22); bits 8–39 a fingerprint of the operation's arguments (collective,
 /// count, type, op, algorithm); bits 0–7 the lane within the algorithm. Ranks that disagree on the
 /// arguments therefore never match each other's messages (no silent wrong result), and a waiting rank
 /// can tell from the unexpected tags that a peer is in a different operation.
@@ -123,11 +123,11 @@ public enum Tag {
 
     @inline(__always)
     public static func collective(sequence: UInt64, fingerprint: UInt32, lane: Int) -> UInt64 {
-        ((sequence & 0x7f_ffff) << 40) | (UInt64(fingerprint) << 8) | UInt64(lane & 0xff)
+        ((sequence & 0x3f_ffff) << 40) | (UInt64(fingerprint) << 8) | UInt64(lane & 0xff)
     }
 
     public static func decode(_ tag: UInt64) -> (sequence: UInt64, fingerprint: UInt32, lane: Int) {
-        ((tag >> 40) & 0x7f_ffff, UInt32(truncatingIfNeeded: tag >> 8), Int(tag & 0xff))
+        ((tag >> 40) & 0x3f_ffff, UInt32(truncatingIfNeeded: tag >> 8), Int(tag & 0xff))
     }
 
     /// A 32-bit fingerprint of an operation's arguments (FNV-1a over the values).

@@ -1,0 +1,18 @@
+import XCTest
+import SwiftCCL
+
+/// Multi-process tests of every collective besides allreduce (see `collectivesScenario`).
+final class CollectiveTests: XCTestCase {
+    func runCollectives(_ n: Int) throws {
+        let r = try Ranks.run("collectives", ranks: n)
+        XCTAssertTrue(r.allPassed, r.summary)
+        for out in r.outputs { XCTAssertTrue(out.contains("PASS collectives"), out) }
+        print("collectives with \(n) ranks: \(String(format: "%.1f", r.seconds)) s")
+    }
+
+    func testOneRank() throws { try runCollectives(1) }
+    func testTwoRanks() throws { try runCollectives(2) }
+    func testThreeRanks() throws { try runCollectives(3) }
+    func testFourRanks() throws { try runCollectives(4) }
+    func testFiveRanks() throws { try runCollectives(5) }
+}
