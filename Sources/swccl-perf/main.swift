@@ -7,8 +7,34 @@ import SwcclVerify
 
 func eprint(_ s: String) { var b = Array(s.utf8); _ = b.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) } }
 
+/// The collectives swccl-perf measures, with nccl-tests' size conventions and bus-bandwidth factors.
+enum Collective: String {
+    case allReduce = "all_reduce", allGather = "all_gather", reduceScatter = "reduce_scatter", broadcast, reduce
+    case allToAll = "alltoall", sendRecv = "sendrecv", gather, scatter, barrier
+
+    var reduces: Bool { self == .allReduce || self == .reduce || self == .reduceScatter }
+    var rooted: Bool { self == .broadcast || self == .reduce || self == .gather || self == .scatter }
+    var hasInPlace: Bool { self != .allToAll && self != .sendRecv && self != .barrier }
+    /// Whether `size` is the whole array of n blocks (all-gather etc.) rather than one rank's buffer.
+    var sizeIsTotal: Bool { [.allGather, .reduceScatter, .allToAll, .gather, .scatter].contains(self) }
+
+    func busFactor(_ n: Int) -> Double {
+        switch self {
+        case .allReduce: return n > 1 ? 2 * Double(n - 1) / Double(n) : 0
+        case .allGather, .reduceScatter, .allToAll, .gather, .scatter: return Double(n - 1) / Double(n)
+        case .broadcast, .reduce, .sendRecv: return 1
+        case .barrier: return 0
+        }
+    }
+}
+
+extension String {
+    var replacingUnderscores: String { String(filter { $0 != "_" }) == "allreduce" ? "all_reduce" : self }
+}
+
 struct Options {
     var collective = ""
+    var kind = Collective.allReduce
     var np = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     var minBytes = 8
     var maxBytes = 64 << 20
@@ -34,7 +60,8 @@ struct Options {
 
 let usage = """
 usage: swccl-perf <collective> [options]
-  collective: all_reduce (more collectives arrive with the collectives issue)
+  collective: all_reduce | all_gather | reduce_scatter | broadcast | reduce | alltoall | sendrecv
+              | gather | scatter | barrier
   -np N                 local ranks to start as processes (default: one per core)
   -b, --minbytes SIZE   smallest size (default 8); K, M, G suffixes
   -e, --maxbytes SIZE   largest size (default 64M)
@@ -118,9 +145,11 @@ usage: swccl-perf <collective> [options]
         i += 1
     }
     guard !o.collective.isEmpty else { fail("which collective?\n\(usage)") }
-    guard ["all_reduce", "allreduce"].contains(o.collective) else {
-        fail("collective \(o.collective) is not available yet (this build runs all_reduce)")
+    guard let c = Collective(rawValue: o.collective) ?? Collective(rawValue: o.collective.replacingUnderscores) else {
+        fail("unknown collective \(o.collective)\n\(usage)")
     }
+    o.kind = c
+    if !c.reduces { o.ops = [.sum] }
     guard o.np >= 1 else { fail("-np must be at least 1") }
     guard o.iters >= 1, o.warmup >= 0, o.check >= 0, o.unalign >= 0 else { fail("iterations must be positive") }
     guard o.minBytes <= o.maxBytes else { fail("minbytes > maxbytes") }
@@ -203,7 +232,6 @@ if options.timeoutS > 0 { Watchdog.launch(seconds: options.timeoutS, rank: rank)
 
 // MARK: - measurement
 
-@MainActor func busFactor(_ n: Int) -> Double { n > 1 ? 2.0 * Double(n - 1) / Double(n) : 0 }
 
 @MainActor func sizes() -> [Int] {
     var out: [Int] = []
@@ -225,7 +253,7 @@ struct Row {
 
 let maxElemSize = 8
 let unalignBytes = options.unalign * maxElemSize
-let capacity = options.maxBytes + unalignBytes + 64
+let capacity = options.maxBytes + unalignBytes + 64  // the largest buffer of any collective is `size` bytes
 let sendBase = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
 let recvBase = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
 let expectBase = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
@@ -249,25 +277,89 @@ if rank == 0, let f = options.jsonFile {
     return Int(x[0])
 }
 
+/// One operation of the chosen collective on `block` elements per rank (the whole buffer for
+/// all_reduce, broadcast, reduce, sendrecv).
+@MainActor func runOnce(_ c: Collective, block: Int, type: DataType, op: ReduceOp, inPlace: Bool,
+                        send: UnsafeMutableRawPointer, recv: UnsafeMutableRawPointer) throws(CCLError) {
+    let es = type.size, root = options.root
+    switch c {
+    case .allReduce: try comm.allReduce(send: inPlace ? recv : send, recv: recv, count: block, type: type, op: op)
+    case .broadcast: try comm.broadcast(send: inPlace ? recv : send, recv: recv, count: block, type: type, root: root)
+    case .reduce: try comm.reduce(send: inPlace ? recv : send, recv: recv, count: block, type: type, op: op, root: root)
+    case .allGather: try comm.allGather(send: inPlace ? recv + rank * block * es : send, recv: recv, sendCount: block, type: type)
+    case .reduceScatter: try comm.reduceScatter(send: send, recv: inPlace ? send + rank * block * es : recv, recvCount: block, type: type, op: op)
+    case .allToAll: try comm.allToAll(send: send, recv: recv, count: block, type: type)
+    case .gather: try comm.gather(send: inPlace && rank == root ? recv + root * block * es : send, recv: recv, count: block, type: type, root: root)
+    case .scatter: try comm.scatter(send: send, recv: inPlace && rank == root ? send + root * block * es : recv, count: block, type: type, root: root)
+    case .sendRecv:
+        try comm.sendRecv(send: send, count: block, type: type, to: (rank + 1) % nranks, recv: recv, recvCount: block, from: (rank + nranks - 1) % nranks)
+    case .barrier: try comm.barrier()
+    }
+}
+
+/// Fills the inputs of a checked run with (seed, rank, index) patterns; returns where the result is
+/// and how many elements to compare (0: nothing to check on this rank), having written the expected
+/// values to `expectBase`.
+@MainActor func prepareCheck(_ c: Collective, block: Int, type: DataType, op: ReduceOp, inPlace: Bool, seed: UInt64,
+                             send: UnsafeMutableRawPointer, recv: UnsafeMutableRawPointer) -> (UnsafeMutableRawPointer, Int, ReduceOp) {
+    let es = type.size, root = options.root, n = nranks
+    let fillOp: ReduceOp = c.reduces ? op : .max  // .max patterns: arbitrary bit patterns, compared exactly
+    switch c {
+    case .allReduce, .reduce:
+        Pattern.fill(inPlace ? recv : send, count: block, type: type, op: op, seed: seed, rank: rank)
+        if !inPlace { memset(recv, 0, block * es) }
+        Pattern.expected(expectBase, count: block, type: type, op: op, seed: seed, nranks: n)
+        return (recv, c == .reduce && rank != root ? 0 : block, op)
+    case .broadcast:
+        if rank == root { Pattern.fill(inPlace ? recv : send, count: block, type: type, op: fillOp, seed: seed, rank: root) }
+        if rank != root || !inPlace { memset(recv, 0, block * es) }
+        if rank == root && inPlace { Pattern.fill(recv, count: block, type: type, op: fillOp, seed: seed, rank: root) }
+        Pattern.fill(expectBase, count: block, type: type, op: fillOp, seed: seed, rank: root)
+        return (recv, block, fillOp)
+    case .allGather, .gather:
+        memset(recv, 0, block * n * es)
+        let mine = inPlace && (c == .allGather || rank == root) ? recv + (c == .allGather ? rank : root) * block * es : send
+        Pattern.fill(mine, count: block, type: type, op: fillOp, seed: seed, rank: rank)
+        for r in 0..<n { Pattern.fill(expectBase + r * block * es, count: block, type: type, op: fillOp, seed: seed, rank: r) }
+        return (recv, c == .gather && rank != root ? 0 : block * n, fillOp)
+    case .reduceScatter:
+        Pattern.fill(send, count: block * n, type: type, op: op, seed: seed, rank: rank)
+        Pattern.expected(expectBase, count: block, type: type, op: op, seed: seed, nranks: n, offset: rank * block)
+        return (inPlace ? send + rank * block * es : recv, block, op)
+    case .allToAll:
+        Pattern.fill(send, count: block * n, type: type, op: fillOp, seed: seed, rank: rank)
+        for j in 0..<n { Pattern.fill(expectBase + j * block * es, count: block, type: type, op: fillOp, seed: seed, rank: j, offset: rank * block) }
+        return (recv, block * n, fillOp)
+    case .scatter:
+        if rank == root { Pattern.fill(send, count: block * n, type: type, op: fillOp, seed: seed, rank: root) }
+        Pattern.fill(expectBase, count: block, type: type, op: fillOp, seed: seed, rank: root, offset: rank * block)
+        return (inPlace && rank == root ? send + root * block * es : recv, block, fillOp)
+    case .sendRecv:
+        Pattern.fill(send, count: block, type: type, op: fillOp, seed: seed, rank: rank)
+        Pattern.fill(expectBase, count: block, type: type, op: fillOp, seed: seed, rank: (rank + n - 1) % n)
+        return (recv, block, fillOp)
+    case .barrier:
+        return (recv, 0, fillOp)
+    }
+}
+
 /// Times `iters` operations (after warm-up) and checks `check` more; in place when `inPlace`.
-@MainActor func measure(count: Int, type: DataType, op: ReduceOp, inPlace: Bool) throws(CCLError) -> (Double, Int) {
+@MainActor func measure(block: Int, type: DataType, op: ReduceOp, inPlace: Bool) throws(CCLError) -> (Double, Int) {
+    let c = options.kind
     let off = options.unalign * type.size
-    let send = UnsafeRawPointer(inPlace ? recvBase + off : sendBase + off)
-    let recv = recvBase + off
-    Pattern.fill(inPlace ? recv : sendBase + off, count: count, type: type, op: op, seed: 1, rank: rank)
-    for _ in 0..<options.warmup { try comm.allReduce(send: send, recv: recv, count: count, type: type, op: op) }
+    let send = sendBase + off, recv = recvBase + off
+    _ = prepareCheck(c, block: block, type: type, op: op, inPlace: inPlace, seed: 1, send: send, recv: recv)
+    for _ in 0..<options.warmup { try runOnce(c, block: block, type: type, op: op, inPlace: inPlace, send: send, recv: recv) }
     try comm.barrier()
     let t0 = Clock.nanos()
-    for _ in 0..<options.iters { try comm.allReduce(send: send, recv: recv, count: count, type: type, op: op) }
+    for _ in 0..<options.iters { try runOnce(c, block: block, type: type, op: op, inPlace: inPlace, send: send, recv: recv) }
     let elapsed = Double(Clock.nanos() - t0) / 1e3 / Double(options.iters)
     var wrong = 0
-    for c in 0..<options.check {
-        let seed = UInt64(100 + c)
-        Pattern.fill(inPlace ? recv : sendBase + off, count: count, type: type, op: op, seed: seed, rank: rank)
-        if !inPlace { memset(recv, 0, count * type.size) }
-        try comm.allReduce(send: send, recv: recv, count: count, type: type, op: op)
-        Pattern.expected(expectBase, count: count, type: type, op: op, seed: seed, nranks: nranks)
-        wrong += Pattern.countWrong(recv, expectBase, count: count, type: type, op: op)
+    for k in 0..<options.check {
+        let seed = UInt64(100 + k)
+        let (result, n, cmpOp) = prepareCheck(c, block: block, type: type, op: op, inPlace: inPlace, seed: seed, send: send, recv: recv)
+        try runOnce(c, block: block, type: type, op: op, inPlace: inPlace, send: send, recv: recv)
+        if n > 0 { wrong += Pattern.countWrong(result, expectBase, count: n, type: type, op: cmpOp) }
     }
     return (try maxAcrossRanks(elapsed), try sumAcrossRanks(wrong))
 }
@@ -288,7 +380,7 @@ var rowsCount = 0
 var failed = false
 
 if rank == 0 {
-    print("# swccl-perf all_reduce  nranks \(nranks)  transport \(options.transport)  algo \(options.algo)  SwiftCCL \(SwiftCCLVersion.string)")
+    print("# swccl-perf \(options.kind.rawValue)  nranks \(nranks)  transport \(options.transport)  algo \(options.algo)  SwiftCCL \(SwiftCCLVersion.string)")
     print("#")
     print("#                                                  out-of-place                 in-place")
     print("#       size     count   type  redop  root    time  algbw  busbw #wrong    time  algbw  busbw #wrong")
@@ -298,17 +390,20 @@ if rank == 0 {
 
 outer: for type in options.types {
     for op in options.ops {
-        for size in sizes() {
-            let count = size / type.size
+        for size in (options.kind == .barrier ? [0] : sizes()) {
+            let kind = options.kind
+            let per = kind.sizeIsTotal ? nranks : 1
+            let block = kind == .barrier ? 0 : size / (type.size * per)
+            let count = block * per
             let bytes = count * type.size
             var row = Row(size: bytes, count: count, type: type, op: op)
             Watchdog.arm(bytes)
             do {
-                for (k, inPlace) in [false, true].enumerated() {
-                    let (t, w) = try measure(count: count, type: type, op: op, inPlace: inPlace)
+                for (k, inPlace) in [false, true].enumerated() where !inPlace || kind.hasInPlace {
+                    let (t, w) = try measure(block: block, type: type, op: op, inPlace: inPlace)
                     row.time[k] = t
                     row.algbw[k] = t > 0 ? Double(bytes) / t / 1e3 : 0
-                    row.busbw[k] = row.algbw[k] * busFactor(nranks)
+                    row.busbw[k] = row.algbw[k] * kind.busFactor(nranks)
                     row.wrong[k] = w
                 }
             } catch {
@@ -321,14 +416,19 @@ outer: for type in options.types {
             busSum += row.busbw[0]
             rowsCount += 1
             if rank == 0 {
-                var line = pad(String(bytes), 12) + pad(String(count), 10) + pad(type.description, 7) + pad(op.description, 7) + pad("-1", 6)
+                var line = pad(String(bytes), 12) + pad(String(count), 10) + pad(type.description, 7)
+                    + pad(kind.reduces ? op.description : "none", 7) + pad(kind.rooted ? String(options.root) : "-1", 6)
                 for k in 0..<2 {
+                    if k == 1 && !kind.hasInPlace {
+                        line += "     N/A    N/A    N/A    N/A"
+                        continue
+                    }
                     line += " " + fmtTime(row.time[k]) + " " + fmt(row.algbw[k], 6, 2) + " " + fmt(row.busbw[k], 6, 2) + pad(String(row.wrong[k]), 7)
                 }
                 print(line)
                 fflush(nil)
                 if let j = jsonOut {
-                    let s = "{\"collective\":\"all_reduce\",\"nranks\":\(nranks),\"size\":\(bytes),\"count\":\(count),\"type\":\"\(type)\",\"op\":\"\(op)\",\"root\":-1,"
+                    let s = "{\"collective\":\"\(options.kind.rawValue)\",\"nranks\":\(nranks),\"size\":\(bytes),\"count\":\(count),\"type\":\"\(type)\",\"op\":\"\(op)\",\"root\":-1,"
                         + "\"oop_time_us\":\(row.time[0]),\"oop_algbw\":\(row.algbw[0]),\"oop_busbw\":\(row.busbw[0]),\"oop_wrong\":\(row.wrong[0]),"
                         + "\"ip_time_us\":\(row.time[1]),\"ip_algbw\":\(row.algbw[1]),\"ip_busbw\":\(row.busbw[1]),\"ip_wrong\":\(row.wrong[1])}\n"
                     fputs(s, j)

@@ -1,0 +1,45 @@
+import Glibc
+import XCTest
+import SwiftCCL
+import SwcclVerify
+
+/// swccl-perf itself: every collective runs and checks exactly (#wrong 0, exit 0) for 2, 3 and 4 local
+/// ranks, all types and ops, small sizes; a wrong invocation exits non-zero with a message.
+final class PerfTests: XCTestCase {
+    var perf: String { Ranks.helper.replacingOccurrences(of: "swccl-test-rank", with: "swccl-perf") }
+
+    func runPerf(_ args: [String]) throws -> (Int32, String) {
+        let out = "/tmp/swccl-perf-test-\(getpid())-\(Clock.nanos() % 1_000_000).log"
+        defer { unlink(out) }
+        let p = try Spawn.start(perf, args, env: ["SWCCL_SOCKET_IFNAME": "lo"], output: out)
+        let code = p.wait()
+        var text = ""
+        if let f = fopen(out, "r") {
+            var line = [CChar](repeating: 0, count: 4096)
+            while fgets(&line, 4096, f) != nil { text += line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
+            fclose(f)
+        }
+        return (code, text)
+    }
+
+    func testEveryCollectiveChecksExactly() throws {
+        let collectives = ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "alltoall", "sendrecv", "gather", "scatter", "barrier"]
+        for c in collectives {
+            for np in [2, 3, 4] {
+                let (code, text) = try runPerf([c, "-np", String(np), "-b", "8", "-e", "256K", "-f", "8", "-n", "2", "-w", "1",
+                                                "-d", "all", "-o", "all", "-r", String(np - 1), "-T", "60"])
+                XCTAssertEqual(code, 0, "\(c) -np \(np):\n\(text)")
+                XCTAssertTrue(text.contains("# Out of bounds values : 0 OK"), "\(c) -np \(np):\n\(text)")
+                XCTAssertTrue(text.contains("# swccl-perf \(c)"), text)
+            }
+        }
+    }
+
+    func testBadInvocationFails() throws {
+        let (code, text) = try runPerf(["no_such_collective"])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(text.contains("unknown collective"), text)
+        let (code2, _) = try runPerf(["all_reduce", "-np", "2", "--transport", "carrier-pigeon"])
+        XCTAssertNotEqual(code2, 0)
+    }
+}
