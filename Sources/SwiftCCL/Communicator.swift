@@ -163,9 +163,7 @@ public final class Communicator: @unchecked Sendable {
     /// of empty messages), so waiting ranks spin briefly and then sleep like any collective.
     public func barrier() throws(CCLError) {
         try run("barrier") { () throws(CCLError) in
-            let seq = nextSequence()
-            let ctx = context(seq, operation: "barrier", fingerprint: [2])
-            do throws(CCLError) { try Barrier.dissemination(ctx) } catch { throw error.breaking }
+            try collective("barrier", [2]) { (ctx) throws(CCLError) in try Barrier.dissemination(ctx) }
         }
     }
 
@@ -211,12 +209,11 @@ public final class Communicator: @unchecked Sendable {
     public func allReduce(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         try run("allreduce") { () throws(CCLError) in
             try Validate.buffers(send: send, recv: recv, count: count, type: type)
-            let seq = nextSequence()
-            guard count > 0, let send, let recv else { return }
             let algo = AllReduce.choose(forced: forcedAlgorithm, bytes: count * type.size, nranks: size)
-            let ctx = context(seq, operation: "allreduce", fingerprint: [1, count, Int(type.rawValue), Int(op.rawValue), algo == .ring ? 0 : 1])
-            do throws(CCLError) { try AllReduce.run(algo, ctx, send: send, recv: recv, count: count, type: type, op: op) }
-            catch { throw error.breaking }  // requests may still point into the caller's buffers
+            try collective("allreduce", [1, count, Int(type.rawValue), Int(op.rawValue), algo == .ring ? 0 : 1]) { (ctx) throws(CCLError) in
+                guard count > 0, let send, let recv else { return }
+                try AllReduce.run(algo, ctx, send: send, recv: recv, count: count, type: type, op: op)
+            }
         }
     }
 
@@ -237,7 +234,15 @@ public final class Communicator: @unchecked Sendable {
 extension Communicator {
     /// Runs a collective's algorithm: takes a sequence number and a context whose tags carry the
     /// fingerprint of `arguments`; any error from here on breaks the communicator.
-    func collective(_ name: String, _ arguments: [Int], _ body: (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
+    func collective(_ name: String, _ arguments: [Int], _ body: @escaping (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
+        if Group.isActive {
+            // Arguments were checked already; the operation itself runs at the group's end.
+            Group.record(self, name) { () throws(CCLError) in
+                let ctx = self.context(self.nextSequence(), operation: name, fingerprint: arguments)
+                do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
+            }
+            return
+        }
         let ctx = context(nextSequence(), operation: name, fingerprint: arguments)
         do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
     }
@@ -280,7 +285,7 @@ extension Communicator {
             try Validate.buffers(send: rank == root ? send : nil, sendBytes: rank == root ? count : 0, recv: recv, recvBytes: count, type: type, inPlaceOffset: 0)
             try collective("broadcast", [5, count, Int(type.rawValue), root]) { (ctx) throws(CCLError) in
                 guard count > 0, let recv else { return }
-                if rank == root, let send, send != UnsafeRawPointer(recv) { recv.copyMemory(from: send, byteCount: count * type.size) }
+                if self.rank == root, let send, send != UnsafeRawPointer(recv) { recv.copyMemory(from: send, byteCount: count * type.size) }
                 try Collectives.broadcast(ctx, buffer: recv, bytes: count * type.size, root: root)
             }
         }
@@ -294,7 +299,7 @@ extension Communicator {
             try Validate.buffers(send: send, sendBytes: count, recv: rank == root ? recv : nil, recvBytes: rank == root ? count : 0, type: type, inPlaceOffset: 0)
             try collective("reduce", [6, count, Int(type.rawValue), Int(op.rawValue), root]) { (ctx) throws(CCLError) in
                 guard count > 0, let send else { return }
-                try Collectives.reduce(ctx, send: send, recv: rank == root ? recv : nil, count: count, type: type, op: op, root: root)
+                try Collectives.reduce(ctx, send: send, recv: self.rank == root ? recv : nil, count: count, type: type, op: op, root: root)
             }
         }
     }
@@ -320,7 +325,7 @@ extension Communicator {
                                  type: type, inPlaceOffset: root * count)
             try collective("gather", [8, count, Int(type.rawValue), root]) { (ctx) throws(CCLError) in
                 guard count > 0, let send else { return }
-                try Collectives.gather(ctx, send: send, recv: rank == root ? recv : nil, bytes: count * type.size, root: root)
+                try Collectives.gather(ctx, send: send, recv: self.rank == root ? recv : nil, bytes: count * type.size, root: root)
             }
         }
     }
@@ -334,7 +339,7 @@ extension Communicator {
                                  type: type, inPlaceOffset: -root * count)
             try collective("scatter", [9, count, Int(type.rawValue), root]) { (ctx) throws(CCLError) in
                 guard count > 0, let recv else { return }
-                try Collectives.scatter(ctx, send: rank == root ? send : nil, recv: recv, bytes: count * type.size, root: root)
+                try Collectives.scatter(ctx, send: self.rank == root ? send : nil, recv: recv, bytes: count * type.size, root: root)
             }
         }
     }
@@ -364,6 +369,13 @@ extension Communicator {
                 try Validate.buffers(send: nil, sendBytes: 0, recv: recv, recvBytes: recvCount, type: type, inPlaceOffset: nil)
             }
             guard to >= -1, from >= -1 else { throw CCLError.invalidArgument("peer must be in [0, \(size))") }
+            if Group.isActive {
+                // Recorded now, posted together with the rest of the group at its end.
+                let sb = to >= 0 ? UnsafeRawBufferPointer(start: send, count: count * type.size) : nil
+                let rb = from >= 0 ? UnsafeMutableRawBufferPointer(start: recv, count: recvCount * type.size) : nil
+                Group.record(Group.PointToPoint(comm: self, send: sb, to: to, recv: rb, from: from))
+                return
+            }
             do throws(CCLError) {
                 var pending: [(Request, Int)] = []
                 if from >= 0 && from != rank, let recv, recvCount >= 0 {
@@ -378,7 +390,7 @@ extension Communicator {
                     guard count == recvCount else { throw CCLError.invalidArgument("send to self of \(count) elements but receive of \(recvCount)") }
                     if UnsafeRawPointer(recv) != send { recv.copyMemory(from: send, byteCount: count * type.size) }
                 } else if to == rank || from == rank {
-                    throw CCLError.invalidUsage("a send to self needs the matching receive in the same call (sendRecv)")
+                    throw CCLError.invalidUsage("a send to self needs the matching receive in the same call (sendRecv) or group")
                 }
                 for (q, _) in pending { try transport.wait(q, deadline: .after(milliseconds: timeoutMs)) }
             } catch {

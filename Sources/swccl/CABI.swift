@@ -412,3 +412,21 @@ public func swcclRecv(_ recvbuff: UnsafeMutableRawPointer?, _ count: Int, _ data
 public func swcclBarrier(_ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
     collectiveCall("swcclBarrier", comm, swcclUint8, nil, stream) { (c, _, _) throws(CCLError) in try c.barrier() }
 }
+
+// MARK: - groups
+
+@c @implementation
+public func swcclGroupStart() -> swcclResult_t {
+    Group.start()
+    return swcclSuccess
+}
+
+@c @implementation
+public func swcclGroupEnd() -> swcclResult_t {
+    do {
+        try Group.end()
+        return swcclSuccess
+    } catch {
+        return report(error, operation: "swcclGroupEnd")
+    }
+}

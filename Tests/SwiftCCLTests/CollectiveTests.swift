@@ -7,7 +7,8 @@ final class CollectiveTests: XCTestCase {
         let r = try Ranks.run("collectives", ranks: n)
         XCTAssertTrue(r.allPassed, r.summary)
         for out in r.outputs { XCTAssertTrue(out.contains("PASS collectives"), out) }
-        print("collectives with \(n) ranks: \(String(format: "%.1f", r.seconds)) s")
+        let checked = r.outputs[0].split(separator: "\n").first { $0.contains("checked") } ?? "?"
+        print("collectives with \(n) ranks: \(checked), \(String(format: "%.1f", r.seconds)) s")
     }
 
     func testOneRank() throws { try runCollectives(1) }

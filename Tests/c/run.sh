@@ -10,7 +10,9 @@
 #   - it exports only swccl* symbols;
 #   - every function declared in swccl.h is exported (missing ones are listed; a failure only when
 #     SWCCL_REQUIRE_ALL_SYMBOLS=1, since parts of the API land later);
-#   - Tests/c/allreduce_test.c builds against it and passes with 3 and with 4 ranks.
+#   - Tests/c/allreduce_test.c builds against it and passes with 3 and with 4 ranks;
+#   - Tests/c/collectives_test.c (broadcast, reduce, all-gather, reduce-scatter, all-to-all, gather,
+#     scatter, send/recv, barrier) builds against it and passes with 3 and with 4 ranks.
 # Prints "N passed, M failed" last; exits non-zero if any check failed.
 set -euo pipefail
 
@@ -152,6 +154,35 @@ for n in 3 4; do
     fi
   else
     fail "allreduce_test with $n ranks (not built)"
+  fi
+done
+
+# --- collectives_test ---------------------------------------------------------------------------
+coll_bin="$tmp/collectives_test"
+coll_built=0
+if [[ $have_lib == 1 ]]; then
+  if quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
+      "$here/collectives_test.c" -o "$coll_bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir"; then
+    pass "collectives_test.c builds and links"
+    coll_built=1
+  else
+    fail "collectives_test.c builds and links"
+  fi
+else
+  fail "collectives_test.c builds and links (no library)"
+fi
+
+for n in 3 4; do
+  if [[ $coll_built == 1 ]]; then
+    echo "-- collectives_test $n"
+    # The test kills itself after 120 s; the outer timeout is a last resort.
+    if SWCCL_SOCKET_IFNAME=lo timeout -k 5 180 "$coll_bin" "$n" 2>&1 | sed 's/^/      | /'; then
+      pass "collectives_test with $n ranks"
+    else
+      fail "collectives_test with $n ranks"
+    fi
+  else
+    fail "collectives_test with $n ranks (not built)"
   fi
 done
 

@@ -490,6 +490,36 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
             }
         }
     }
+    // A group: every rank sends 1 MiB (rendezvous) to both neighbours and receives from both, with
+    // blocking calls that would deadlock outside a group; plus two collectives recorded in the group.
+    if n > 1 {
+        let big = 1 << 18
+        let out = UnsafeMutableRawPointer.allocate(byteCount: big * 4, alignment: 64)
+        let inL = UnsafeMutableRawPointer.allocate(byteCount: big * 4, alignment: 64)
+        let inR = UnsafeMutableRawPointer.allocate(byteCount: big * 4, alignment: 64)
+        Pattern.fill(out, count: big, type: .float32, op: .max, seed: 77, rank: rank)
+        var sum = [Int64](repeating: Int64(rank + 1), count: 33)
+        var bc = [Int32](repeating: rank == 0 ? 42 : 0, count: 1000)
+        let right = (rank + 1) % n, left = (rank + n - 1) % n
+        Group.start()
+        run("group send/recv") { () throws(CCLError) in
+            try comm.send(out, count: big, type: .float32, to: right)
+            try comm.send(out, count: big, type: .float32, to: left)
+            try comm.recv(inL, count: big, type: .float32, from: left)
+            try comm.recv(inR, count: big, type: .float32, from: right)
+            try sum.withUnsafeMutableBytes { b in catching { () throws(CCLError) in
+                try comm.allReduce(send: b.baseAddress, recv: b.baseAddress, count: 33, type: .int64, op: .sum) } }.get()
+            try bc.withUnsafeMutableBytes { b in catching { () throws(CCLError) in
+                try comm.broadcast(send: b.baseAddress, recv: b.baseAddress, count: 1000, type: .int32, root: 0) } }.get()
+        }
+        do { try Group.end() } catch { check(false, "group end: \(error)"); exit(1) }
+        Pattern.fill(want, count: big, type: .float32, op: .max, seed: 77, rank: n == 2 ? left : left)
+        check(Pattern.countWrong(inL, want, count: big, type: .float32, op: .max) == 0, "group: message from the left")
+        Pattern.fill(want, count: big, type: .float32, op: .max, seed: 77, rank: right)
+        check(Pattern.countWrong(inR, want, count: big, type: .float32, op: .max) == 0, "group: message from the right")
+        check(sum.allSatisfy { $0 == Int64(n * (n + 1) / 2) }, "group: allreduce inside the group")
+        check(bc.allSatisfy { $0 == 42 }, "group: broadcast inside the group")
+    }
     run("barrier") { () throws(CCLError) in try comm.barrier() }
     // Bad roots and in-place all-to-all are argument errors and leave the communicator usable.
     do { try comm.broadcast(send: sbuf, recv: rbuf, count: 4, type: .float32, root: n); check(false, "root out of range accepted") }
