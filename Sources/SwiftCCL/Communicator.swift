@@ -378,17 +378,18 @@ extension Communicator {
             }
             do throws(CCLError) {
                 var pending: [(Request, Int)] = []
-                if from >= 0 && from != rank, let recv, recvCount >= 0 {
+                // A zero-count message is still a message (it keeps the pair's call order), NULL or not.
+                if from >= 0 && from != rank {
                     let tag = p2pTag(from, sending: false)
                     pending.append((try transport.irecv(from: from, tag: tag, into: UnsafeMutableRawBufferPointer(start: recv, count: recvCount * type.size)), from))
                 }
-                if to >= 0 && to != rank, let send {
+                if to >= 0 && to != rank {
                     let tag = p2pTag(to, sending: true)
                     pending.append((try transport.isend(to: to, tag: tag, UnsafeRawBufferPointer(start: send, count: count * type.size)), to))
                 }
-                if to == rank && from == rank, let send, let recv {
+                if to == rank && from == rank {
                     guard count == recvCount else { throw CCLError.invalidArgument("send to self of \(count) elements but receive of \(recvCount)") }
-                    if UnsafeRawPointer(recv) != send { recv.copyMemory(from: send, byteCount: count * type.size) }
+                    if let send, let recv, count > 0, UnsafeRawPointer(recv) != send { recv.copyMemory(from: send, byteCount: count * type.size) }
                 } else if to == rank || from == rank {
                     throw CCLError.invalidUsage("a send to self needs the matching receive in the same call (sendRecv) or group")
                 }

@@ -28,10 +28,9 @@
  * after every receive buffer (guard) must stay untouched, send buffers must be left unchanged, and
  * buffers a rank does not use (recvbuff of reduce/gather off the root, sendbuff of broadcast/scatter off
  * the root) must not be written; with root n-1 those unused buffers are passed as NULL, and with count 0
- * out-of-place all buffers are NULL. Point-to-point messages of count 0 pass NULL on both sides or on
- * neither; SWCCL_TEST_P2P_NULL_MIX=1 also passes NULL on one side only, which the header allows but which
- * the library does not match yet (the side with a buffer sends/receives an empty message, the side with
- * NULL skips it, so the next message of that pair fails with "message size mismatch").
+ * out-of-place all buffers are NULL. Point-to-point messages of count 0 pass NULL on both sides, on
+ * neither, and on one side only (the header allows NULL with count 0; the message still counts in
+ * the pair's call order). SWCCL_TEST_P2P_NULL_MIX=0 leaves out the one-sided case.
  * Misuse must return swcclInvalidArgument with a message in swcclGetLastError(comm) and leave the
  * communicator usable: root out of range, swcclAlltoAll with sendbuff == recvbuff, swcclSend/swcclRecv
  * peer out of range, swcclAllGather with recvbuff NULL; then (after a misuse made by rank 0 alone) a
@@ -48,7 +47,7 @@
  *
  * Build: gcc -std=c99 -Wall -Wextra -Werror -Iinclude Tests/c/collectives_test.c -LDIR -lswccl -Wl,-rpath,DIR
  * Environment: SWCCL_SOCKET_IFNAME defaults to "lo" and SWCCL_TIMEOUT_MS to 30000 here;
- * SWCCL_TEST_VERBOSE=1 prints progress; SWCCL_TEST_P2P_NULL_MIX=1 adds the point-to-point case above.
+ * SWCCL_TEST_VERBOSE=1 prints progress; SWCCL_TEST_P2P_NULL_MIX=0 drops the one-sided NULL case above.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -115,7 +114,7 @@ static unsigned g_salt = 0;  /* advanced identically on every rank, once per cal
 static swcclComm_t g_comm = NULL;
 static volatile int* g_slots = NULL; /* shared between the processes: barrier round reached by each rank */
 static int g_round = 0;
-static int g_p2pNullMix = 0;         /* SWCCL_TEST_P2P_NULL_MIX=1: see test_sendrecv */
+static int g_p2pNullMix = 1;         /* SWCCL_TEST_P2P_NULL_MIX=0 turns it off: see test_sendrecv */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Output                                                                                         */
@@ -908,7 +907,7 @@ int main(int argc, char** argv) {
   const char* nullMix = getenv("SWCCL_TEST_P2P_NULL_MIX");
 
   g_verbose = verbose != NULL && verbose[0] != '\0' && strcmp(verbose, "0") != 0;
-  g_p2pNullMix = nullMix != NULL && nullMix[0] != '\0' && strcmp(nullMix, "0") != 0;
+  g_p2pNullMix = nullMix == NULL || nullMix[0] == '\0' || strcmp(nullMix, "0") != 0;
   if (argc > 1) {
     char* end = NULL;
     long v = strtol(argv[1], &end, 10);

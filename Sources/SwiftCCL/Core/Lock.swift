@@ -13,3 +13,19 @@ final class Lock: @unchecked Sendable {
     @inline(__always) func unlock() { pthread_mutex_unlock(m) }
     @inline(__always) func withLock<R>(_ body: () throws -> R) rethrows -> R { lock(); defer { unlock() }; return try body() }
 }
+
+/// A condition variable paired with its own mutex.
+final class Condition: @unchecked Sendable {
+    private let m: UnsafeMutablePointer<pthread_mutex_t>
+    private let c: UnsafeMutablePointer<pthread_cond_t>
+    init() {
+        m = .allocate(capacity: 1); m.initialize(to: pthread_mutex_t()); pthread_mutex_init(m, nil)
+        c = .allocate(capacity: 1); c.initialize(to: pthread_cond_t()); pthread_cond_init(c, nil)
+    }
+    deinit { pthread_cond_destroy(c); c.deallocate(); pthread_mutex_destroy(m); m.deallocate() }
+    func lock() { pthread_mutex_lock(m) }
+    func unlock() { pthread_mutex_unlock(m) }
+    /// Waits (the mutex held) until signalled.
+    func wait() { pthread_cond_wait(c, m) }
+    func broadcast() { pthread_cond_broadcast(c) }
+}

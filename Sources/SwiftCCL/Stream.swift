@@ -1,0 +1,87 @@
+/// A CPU execution queue, the host-memory counterpart of a CUDA stream (`swcclStream_t`): operations
+/// enqueued on one stream run in order on the stream's own thread; `synchronize` waits for all of them
+/// and reports the first error. After an error the stream skips what follows (its result would be
+/// meaningless) until it is synchronized, which reports and clears the error. Several streams and
+/// communicators may be used at once from several threads; every rank must still issue the operations
+/// of one communicator in the same order.
+public final class ExecutionStream: @unchecked Sendable {
+    public typealias Operation = () throws(CCLError) -> Void
+    private let cond = Condition()
+    private var queue: [Operation] = []
+    private var head = 0
+    private var busy = false
+    private var failure: CCLError?
+    private var stopping = false
+    private var stopped = false
+
+    public init() throws(CCLError) {
+        do {
+            try Sys.startThread { [self] in self.loop() }
+        } catch {
+            throw CCLError.system("cannot start the stream's thread", error)
+        }
+    }
+
+    private func loop() {
+        cond.lock()
+        while true {
+            while head == queue.count && !stopping { cond.wait() }
+            if head == queue.count && stopping { break }
+            let op = queue[head]
+            head += 1
+            if head == queue.count { queue.removeAll(keepingCapacity: true); head = 0 }
+            busy = true
+            let skip = failure != nil
+            cond.unlock()
+            var error: CCLError?
+            if !skip {
+                do throws(CCLError) { try op() } catch let e { error = e }
+            }
+            cond.lock()
+            if let error, failure == nil { failure = error }
+            busy = false
+            cond.broadcast()
+        }
+        stopped = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// Appends an operation; it runs after everything enqueued before it.
+    public func enqueue(_ op: @escaping Operation) throws(CCLError) {
+        cond.lock(); defer { cond.unlock() }
+        guard !stopping else { throw CCLError.invalidUsage("the stream was destroyed") }
+        queue.append(op)
+        cond.broadcast()
+    }
+
+    /// Waits until every enqueued operation has finished; throws (and clears) the first error.
+    public func synchronize() throws(CCLError) {
+        cond.lock()
+        while head < queue.count || busy { cond.wait() }
+        let e = failure
+        failure = nil
+        cond.unlock()
+        if let e { throw e }
+    }
+
+    /// nil while work is pending, else the result `synchronize` would give (without clearing it).
+    public func query() -> Result<Void, CCLError>? {
+        cond.lock(); defer { cond.unlock() }
+        if head < queue.count || busy { return nil }
+        if let f = failure { return .failure(f) }
+        return .success(())
+    }
+
+    /// Finishes pending work, stops the thread, and reports an error not yet reported.
+    public func destroy() throws(CCLError) {
+        cond.lock()
+        stopping = true
+        cond.broadcast()
+        while !stopped { cond.wait() }
+        let e = failure
+        failure = nil
+        cond.unlock()
+        if let e { throw e }
+    }
+}
