@@ -243,6 +243,16 @@ extension Communicator {
             }
             return
         }
+        if let stream = ExecutionStream.current {
+            // Arguments were checked already; the operation runs on the stream's thread, in order.
+            try stream.enqueue { () throws(CCLError) in
+                try self.run(name) { () throws(CCLError) in
+                    let ctx = self.context(self.nextSequence(), operation: name, fingerprint: arguments)
+                    do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
+                }
+            }
+            return
+        }
         let ctx = context(nextSequence(), operation: name, fingerprint: arguments)
         do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
     }
@@ -376,7 +386,7 @@ extension Communicator {
                 Group.record(Group.PointToPoint(comm: self, send: sb, to: to, recv: rb, from: from))
                 return
             }
-            do throws(CCLError) {
+            let transfer = { [self] () throws(CCLError) -> Void in
                 var pending: [(Request, Int)] = []
                 // A zero-count message is still a message (it keeps the pair's call order), NULL or not.
                 if from >= 0 && from != rank {
@@ -394,9 +404,16 @@ extension Communicator {
                     throw CCLError.invalidUsage("a send to self needs the matching receive in the same call (sendRecv) or group")
                 }
                 for (q, _) in pending { try transport.wait(q, deadline: .after(milliseconds: timeoutMs)) }
-            } catch {
-                throw error.breaking
             }
+            if let stream = ExecutionStream.current {
+                try stream.enqueue { () throws(CCLError) in
+                    try self.run("sendrecv") { () throws(CCLError) in
+                        do throws(CCLError) { try transfer() } catch { throw error.breaking }
+                    }
+                }
+                return
+            }
+            do throws(CCLError) { try transfer() } catch { throw error.breaking }
         }
     }
 

@@ -1,3 +1,5 @@
+import Glibc
+
 /// A CPU execution queue, the host-memory counterpart of a CUDA stream (`swcclStream_t`): operations
 /// enqueued on one stream run in order on the stream's own thread; `synchronize` waits for all of them
 /// and reports the first error. After an error the stream skips what follows (its result would be
@@ -71,6 +73,30 @@ public final class ExecutionStream: @unchecked Sendable {
         if head < queue.count || busy { return nil }
         if let f = failure { return .failure(f) }
         return .success(())
+    }
+
+    // MARK: the calling thread's current stream
+
+    nonisolated(unsafe) private static var key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k, nil)
+        return k
+    }()
+
+    /// The stream that collectives called on this thread are enqueued on (set by `submit`).
+    static var current: ExecutionStream? {
+        guard let p = pthread_getspecific(key) else { return nil }
+        return Unmanaged<ExecutionStream>.fromOpaque(p).takeUnretainedValue()
+    }
+
+    /// Runs `body` with this stream as the calling thread's current stream: every collective and
+    /// send/receive it calls checks its arguments at once (errors are thrown here) and is enqueued on
+    /// the stream instead of running.
+    public func submit<R>(_ body: () throws(CCLError) -> R) throws(CCLError) -> R {
+        let previous = pthread_getspecific(Self.key)
+        pthread_setspecific(Self.key, Unmanaged.passUnretained(self).toOpaque())
+        defer { pthread_setspecific(Self.key, previous) }
+        return try body()
     }
 
     /// Finishes pending work, stops the thread, and reports an error not yet reported.

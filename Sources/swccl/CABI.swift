@@ -308,11 +308,17 @@ func collectiveCall(_ name: String, _ comm: swcclComm_t?, _ datatype: swcclDataT
             guard let o = reduceOp(op) else { return invalid("unknown reduction op \(op.rawValue)", h, operation: name) }
             rop = o
         }
-        guard stream == nil else {
-            return report(.invalidUsage("streams are not available yet in this build: pass NULL"), h, operation: name)
-        }
         do {
-            try body(h.comm, type, rop)
+            if let stream {
+                // Checked now, enqueued on the stream; errors of the run come from swcclStreamSynchronize.
+                guard let s = Streams.lookup(stream) else {
+                    return invalid("stream \(stream) is not a live stream (destroyed already?)", h, operation: name)
+                }
+                let comm = h.comm
+                try s.submit { () throws(CCLError) in try body(comm, type, rop) }
+            } else {
+                try body(h.comm, type, rop)
+            }
             return swcclSuccess
         } catch {
             return report(error, h, operation: name)
@@ -428,5 +434,65 @@ public func swcclGroupEnd() -> swcclResult_t {
         return swcclSuccess
     } catch {
         return report(error, operation: "swcclGroupEnd")
+    }
+}
+
+// MARK: - streams
+
+/// Live stream handles, as for communicators.
+enum Streams {
+    static let live = Mutex<Set<UInt>>([])
+
+    static func lookup(_ s: swcclStream_t?) -> ExecutionStream? {
+        guard let s else { return nil }
+        let raw = UnsafeMutableRawPointer(s)
+        return live.withLock { set -> ExecutionStream? in
+            guard set.contains(UInt(bitPattern: raw)) else { return nil }
+            return Unmanaged<ExecutionStream>.fromOpaque(raw).takeUnretainedValue()
+        }
+    }
+}
+
+@c @implementation
+public func swcclStreamCreate(_ stream: UnsafeMutablePointer<swcclStream_t?>?) -> swcclResult_t {
+    guard let stream else { return invalid("stream is NULL", operation: "swcclStreamCreate") }
+    do {
+        let s = try ExecutionStream()
+        let p = Unmanaged.passRetained(s).toOpaque()
+        _ = Streams.live.withLock { $0.insert(UInt(bitPattern: p)) }
+        stream.pointee = OpaquePointer(p)
+        return swcclSuccess
+    } catch {
+        return report(error, operation: "swcclStreamCreate")
+    }
+}
+
+@c @implementation
+public func swcclStreamDestroy(_ stream: swcclStream_t?) -> swcclResult_t {
+    let op = "swcclStreamDestroy"
+    guard let stream else { return invalid("stream is NULL", operation: op) }
+    let raw = UnsafeMutableRawPointer(stream)
+    guard Streams.live.withLock({ $0.remove(UInt(bitPattern: raw)) != nil }) else {
+        return report(.invalidUsage("stream \(stream) is not a live stream (destroyed twice?)"), operation: op)
+    }
+    let s = Unmanaged<ExecutionStream>.fromOpaque(raw).takeRetainedValue()
+    do { try s.destroy(); return swcclSuccess } catch { return report(error, operation: op) }
+}
+
+@c @implementation
+public func swcclStreamSynchronize(_ stream: swcclStream_t?) -> swcclResult_t {
+    let op = "swcclStreamSynchronize"
+    guard let s = Streams.lookup(stream) else { return invalid("stream is NULL or not a live stream", operation: op) }
+    do { try s.synchronize(); return swcclSuccess } catch { return report(error, operation: op) }
+}
+
+@c @implementation
+public func swcclStreamQuery(_ stream: swcclStream_t?) -> swcclResult_t {
+    let op = "swcclStreamQuery"
+    guard let s = Streams.lookup(stream) else { return invalid("stream is NULL or not a live stream", operation: op) }
+    switch s.query() {
+    case nil: return swcclInProgress
+    case .success?: return swcclSuccess
+    case .failure(let e)?: return report(e, operation: op)
     }
 }

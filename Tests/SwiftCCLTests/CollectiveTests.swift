@@ -16,4 +16,12 @@ final class CollectiveTests: XCTestCase {
     func testThreeRanks() throws { try runCollectives(3) }
     func testFourRanks() throws { try runCollectives(4) }
     func testFiveRanks() throws { try runCollectives(5) }
+
+    /// Streams and two communicators in use at once.
+    func testStreams() throws {
+        for n in [1, 2, 3] {
+            let r = try Ranks.run("streams", ranks: n, timeoutMs: 1500)
+            XCTAssertTrue(r.allPassed, "\(n) ranks: \(r.summary)")
+        }
+    }
 }

@@ -532,8 +532,76 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     finish()
 }
 
+/// Streams: operations enqueued in order, query/synchronize, errors reported by synchronize; two
+/// communicators (the second's id broadcast over the first) used at once from two streams.
+@MainActor func streamsScenario() {
+    let comm: Communicator
+    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
+    catch { say("FAIL init: \(error)"); exit(1) }
+    func run(_ what: String, _ body: () throws(CCLError) -> Void) {
+        do { try body() } catch { check(false, "\(what): \(error)"); exit(1) }
+    }
+    // A second communicator: rank 0 makes its id and broadcasts it over the first.
+    var idBytes = [UInt8](repeating: 0, count: UniqueID.byteCount)
+    if rank == 0 { run("make id") { () throws(CCLError) in idBytes = try UniqueID.make().bytes } }
+    run("broadcast id") { () throws(CCLError) in
+        try idBytes.withUnsafeMutableBytes { b in catching { () throws(CCLError) in
+            try comm.broadcast(send: b.baseAddress, recv: b.baseAddress, count: b.count, type: .uint8, root: 0) } }.get()
+    }
+    let comm2: Communicator
+    do { comm2 = try Communicator(id: try UniqueID(bytes: idBytes), rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
+    catch { say("FAIL init of the second communicator: \(error)"); exit(1) }
+
+    let s1: ExecutionStream, s2: ExecutionStream
+    do { s1 = try ExecutionStream(); s2 = try ExecutionStream() } catch { say("FAIL stream: \(error)"); exit(1) }
+    let k = 8, count = 300_001
+    let bufs = (0..<k).map { _ in UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64) }
+    let bufs2 = (0..<k).map { _ in UnsafeMutableRawPointer.allocate(byteCount: count * 8, alignment: 64) }
+    for j in 0..<k {
+        Pattern.fill(bufs[j], count: count, type: .float32, op: .sum, seed: UInt64(j), rank: rank)
+        Pattern.fill(bufs2[j], count: count, type: .int64, op: .max, seed: UInt64(50 + j), rank: rank)
+    }
+    // Enqueue on both streams from this thread: calls return at once; the two communicators progress
+    // at the same time on the streams' threads.
+    run("enqueue") { () throws(CCLError) in
+        try s1.submit { () throws(CCLError) in
+            for j in 0..<k { try comm.allReduce(send: bufs[j], recv: bufs[j], count: count, type: .float32, op: .sum) }
+        }
+        try s2.submit { () throws(CCLError) in
+            for j in 0..<k { try comm2.allReduce(send: bufs2[j], recv: bufs2[j], count: count, type: .int64, op: .max) }
+        }
+    }
+    // Arguments are checked at the call, not later.
+    do { try s1.submit { () throws(CCLError) in try comm.allReduce(send: nil, recv: bufs[0], count: 5, type: .float32, op: .sum) }; check(false, "NULL send accepted") }
+    catch { check(error.kind == .invalidArgument, "argument errors are thrown by the enqueuing call") }
+    run("synchronize 1") { () throws(CCLError) in try s1.synchronize() }
+    run("synchronize 2") { () throws(CCLError) in try s2.synchronize() }
+    check(s1.query() != nil, "query after synchronize says done")
+    let want = UnsafeMutableRawPointer.allocate(byteCount: count * 8, alignment: 64)
+    for j in 0..<k {
+        Pattern.expected(want, count: count, type: .float32, op: .sum, seed: UInt64(j), nranks: size)
+        check(Pattern.countWrong(bufs[j], want, count: count, type: .float32, op: .sum) == 0, "stream 1 allreduce \(j)")
+        Pattern.expected(want, count: count, type: .int64, op: .max, seed: UInt64(50 + j), nranks: size)
+        check(Pattern.countWrong(bufs2[j], want, count: count, type: .int64, op: .max) == 0, "stream 2 allreduce \(j)")
+    }
+    // An error during a stream's run comes back from synchronize: the ranks disagree on the count.
+    if size > 1 {
+        let c = rank == 1 ? 2000 : 1000
+        run("enqueue mismatch") { () throws(CCLError) in
+            try s2.submit { () throws(CCLError) in try comm2.allReduce(send: bufs2[0], recv: bufs2[0], count: c, type: .int64, op: .sum) }
+        }
+        do { try s2.synchronize(); check(false, "synchronize reported no error for mismatched calls") }
+        catch { say("synchronize reported: \(error)"); check(error.kind != .invalidArgument, "a run-time error, not an argument error") }
+    }
+    do { try s1.destroy(); try s2.destroy() } catch { check(false, "destroy: \(error)") }
+    comm.destroy()
+    comm2.abort()
+    finish()
+}
+
 switch scenario {
 case "allreduce": allreduceScenario()
+case "streams": streamsScenario()
 case "collectives": collectivesScenario()
 case "mismatch": mismatchScenario()
 case "fromenv": fromEnvironmentScenario()
