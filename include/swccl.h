@@ -369,16 +369,17 @@ swcclResult_t swcclStreamDestroy(swcclStream_t stream);
 
 /**
  * Blocks until all work enqueued on stream so far has finished.
- * Returns swcclSuccess if all of it succeeded, else the first error of the stream. Errors are sticky:
- * once an operation on the stream failed, work enqueued after it is not run and every later
- * swcclStreamSynchronize / swcclStreamQuery returns that error. Returns swcclInvalidArgument if stream
- * is NULL.
+ * Returns swcclSuccess if all of it succeeded, else the first error of the stream since the last
+ * synchronize. Once an operation on the stream failed, work enqueued after it is skipped (its result
+ * would be meaningless) until this call reports the error; the error is then cleared and the stream
+ * runs new work again (on a new communicator: the failed one is broken). Returns
+ * swcclInvalidArgument if stream is NULL or not a live stream.
  */
 swcclResult_t swcclStreamSynchronize(swcclStream_t stream);
 
 /**
  * Never blocks. Returns swcclSuccess if all work enqueued on stream has finished successfully,
- * swcclInProgress if some is still pending, or the stream's first (sticky) error.
+ * swcclInProgress if some is still pending, or the stream's first error (not cleared: swcclStreamSynchronize clears it).
  * Returns swcclInvalidArgument if stream is NULL.
  */
 swcclResult_t swcclStreamQuery(swcclStream_t stream);

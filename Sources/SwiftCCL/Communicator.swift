@@ -73,6 +73,47 @@ public final class Communicator: @unchecked Sendable {
         try self.init(id: id, rank: rank, size: size, config: config, source: nil)
     }
 
+    /// `count` ranks inside this process (NCCL's `ncclCommInitAll`): one communicator per rank, each
+    /// set up on its own thread, returned in rank order. Drive them from one thread per communicator,
+    /// or from one thread with a stream per communicator, or inside a group.
+    public static func initAll(count: Int, config: CommConfig = CommConfig()) throws(CCLError) -> [Communicator] {
+        guard count >= 1, count <= maxRanks else { throw CCLError.invalidArgument("nranks \(count) must be between 1 and \(maxRanks)") }
+        let id = try UniqueID.make()
+        final class Slots: @unchecked Sendable {
+            let done = Condition()
+            var results: [Result<Communicator, CCLError>?]
+            init(_ n: Int) { results = Array(repeating: nil, count: n) }
+        }
+        let slots = Slots(count)
+        for r in 1..<count {
+            do {
+                try Sys.startThread {
+                    let res = catching { () throws(CCLError) in try Communicator(id: id, rank: r, size: count, config: config) }
+                    slots.done.lock(); slots.results[r] = res; slots.done.broadcast(); slots.done.unlock()
+                }
+            } catch {
+                throw CCLError.system("cannot start a thread for rank \(r)", error)
+            }
+        }
+        let mine = catching { () throws(CCLError) in try Communicator(id: id, rank: 0, size: count, config: config) }
+        slots.done.lock()
+        slots.results[0] = mine
+        while slots.results.contains(where: { $0 == nil }) { slots.done.wait() }
+        let results = slots.results
+        slots.done.unlock()
+        var comms: [Communicator] = []
+        for case let r? in results {
+            switch r {
+            case .success(let c): comms.append(c)
+            case .failure(let e):
+                for c in comms { c.abort() }
+                for case .success(let c)? in results { c.abort() }
+                throw e
+            }
+        }
+        return comms
+    }
+
     /// A communicator from the launcher's environment (see `LaunchEnvironment`).
     public static func fromEnvironment(config: CommConfig = CommConfig()) throws(CCLError) -> Communicator {
         let env = try LaunchEnvironment.detect()

@@ -198,6 +198,21 @@ public func swcclCommInitRankConfig(_ comm: UnsafeMutablePointer<swcclComm_t?>?,
 }
 
 @c @implementation
+public func swcclCommInitAll(_ comms: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt) -> swcclResult_t {
+    let op = "swcclCommInitAll"
+    guard let comms else { return invalid("comms is NULL", operation: op) }
+    guard nranks >= 1 else { return invalid("nranks \(nranks) must be at least 1", operation: op) }
+    for i in 0..<Int(nranks) { comms[i] = nil }
+    do {
+        let all = try Communicator.initAll(count: Int(nranks))
+        for (i, c) in all.enumerated() { comms[i] = Handles.register(CommHandle(c)) }
+        return swcclSuccess
+    } catch {
+        return report(error, operation: op)
+    }
+}
+
+@c @implementation
 public func swcclCommInitFromEnv(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ config: UnsafeMutablePointer<swcclConfig_t>?) -> swcclResult_t {
     let op = "swcclCommInitFromEnv"
     guard let comm else { return invalid("comm is NULL", operation: op) }
