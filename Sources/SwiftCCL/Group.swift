@@ -55,30 +55,41 @@ public enum Group {
         state.calls.append((comm, name, body))
     }
 
-    /// Posts every receive, then every send, of every communicator, then waits for all of them.
+    /// Posts every receive, then every send, of every communicator, then waits for all of them. Sends
+    /// to self are paired with receives from self of the same communicator in call order and copied.
     private static func runPointToPoint(_ ops: [PointToPoint]) throws(CCLError) {
         guard !ops.isEmpty else { return }
         var pending: [(Communicator, Request)] = []
         var firstError: CCLError?
+        // Self traffic first: the k-th send to self feeds the k-th receive from self.
+        var seen: [ObjectIdentifier] = []
+        for op in ops where !seen.contains(ObjectIdentifier(op.comm)) {
+            let comm = op.comm
+            seen.append(ObjectIdentifier(comm))
+            let sends = ops.filter { $0.comm === comm && $0.send != nil && $0.to == comm.rank }.map { $0.send! }
+            let recvs = ops.filter { $0.comm === comm && $0.recv != nil && $0.from == comm.rank }.map { $0.recv! }
+            guard sends.count == recvs.count else {
+                firstError = firstError ?? CCLError.invalidUsage("the group has \(sends.count) sends to self but \(recvs.count) receives from self").with(rank: comm.rank)
+                continue
+            }
+            for (d, r) in zip(sends, recvs) {
+                guard d.count == r.count else {
+                    firstError = firstError ?? CCLError.invalidUsage("a send to self of \(d.count) bytes meets a receive from self of \(r.count)").with(rank: comm.rank)
+                    break
+                }
+                if let src = d.baseAddress, let dst = r.baseAddress, r.count > 0, UnsafeRawPointer(dst) != src {
+                    dst.copyMemory(from: src, byteCount: d.count)
+                }
+            }
+        }
         func post(_ receives: Bool) {
             for op in ops where firstError == nil {
                 do throws(CCLError) {
                     try op.comm.run(receives ? "recv" : "send") { () throws(CCLError) in
                         do throws(CCLError) {
-                            if receives, let r = op.recv {
-                                if op.from == op.comm.rank { return }  // completed by the matching self-send
+                            if receives, let r = op.recv, op.from != op.comm.rank {
                                 pending.append((op.comm, try op.comm.transport.irecv(from: op.from, tag: op.comm.p2pTag(op.from, sending: false), into: r)))
-                            } else if !receives, let d = op.send {
-                                if op.to == op.comm.rank {
-                                    guard let m = ops.first(where: { $0.comm === op.comm && $0.recv != nil && $0.from == op.comm.rank }),
-                                          let r = m.recv, r.count == d.count else {
-                                        throw CCLError.invalidUsage("a send to self needs a receive from self of the same size in the group")
-                                    }
-                                    if let src = d.baseAddress, let dst = r.baseAddress, r.count > 0, UnsafeRawPointer(dst) != src {
-                                        dst.copyMemory(from: src, byteCount: d.count)
-                                    }
-                                    return
-                                }
+                            } else if !receives, let d = op.send, op.to != op.comm.rank {
                                 pending.append((op.comm, try op.comm.transport.isend(to: op.to, tag: op.comm.p2pTag(op.to, sending: true), d)))
                             }
                         } catch { throw error.breaking }

@@ -1,10 +1,12 @@
 /*
  * collectives_test.c - end-to-end test of the C ABI of SwiftCCL (libswccl.so) from plain C99: every
- * collective except all-reduce (Tests/c/allreduce_test.c has that), point-to-point and the barrier.
+ * collective except all-reduce (Tests/c/allreduce_test.c has that), point-to-point and the barrier,
+ * then streams and groups.
  *
  *   usage: collectives_test [nranks]        (default 3, at most 32)
  *
- * The parent makes a swcclUniqueId and forks one child per rank. Each child creates its communicator
+ * The parent makes a swcclUniqueId (and, with 2 ranks or more, a second one for the stream-error
+ * communicator below) and forks one child per rank. Each child creates its communicator
  * with swcclCommInitRank and runs, always with stream NULL and in the same order on every rank:
  *
  *   swcclBroadcast      roots 0 and n-1, out-of-place and in place (sendbuff == recvbuff)
@@ -35,6 +37,31 @@
  * communicator usable: root out of range, swcclAlltoAll with sendbuff == recvbuff, swcclSend/swcclRecv
  * peer out of range, swcclAllGather with recvbuff NULL; then (after a misuse made by rank 0 alone) a
  * barrier and a small all-gather must still succeed.
+ *
+ * Then, after the misuse section (all exact, with guards):
+ *   streams      on one stream, in order: 4 swcclAllReduce (float, 100003, sum), swcclBroadcast (int32,
+ *                65537, root n-1, sendbuff NULL off the root), swcclAllGather (double, 1001 per rank),
+ *                swcclReduceScatter (int32, 777 per rank, sum), each on its own buffers;
+ *                swcclStreamQuery right after (swcclInProgress or swcclSuccess), swcclStreamSynchronize
+ *                == swcclSuccess, every result checked, swcclStreamQuery == swcclSuccess. A misuse on the
+ *                stream (sendbuff NULL, count 5) returns swcclInvalidArgument at the call, enqueues
+ *                nothing (query still swcclSuccess), and an all-reduce on the stream then succeeds.
+ *                swcclStreamDestroy: swcclSuccess, then swcclInvalidUsage for the destroyed handle;
+ *                swcclStreamSynchronize/Query/Create(NULL): swcclInvalidArgument.
+ *   groups       swcclGroupEnd without a group: swcclInvalidUsage. In one group each rank sends 1 MiB
+ *                (262144 floats, far above the eager size: would deadlock without the group) to r+1 and
+ *                to r-1 and receives from r-1 and from r+1, plus swcclAllReduce (int64, 33, sum, values
+ *                above 2^32) and swcclBroadcast (int32, 4099, root 1 % n); GroupEnd == swcclSuccess.
+ *                With 2 ranks both neighbours are the other rank and sends/receives match in call order
+ *                (its first send fills the first receive); with 1 rank all go to the rank itself. Then a
+ *                nested group (Start, Start, send/recv, End, End): the receive buffer must be untouched
+ *                after the inner End and filled after the outer one; one more End: swcclInvalidUsage.
+ *   stream error (2 ranks or more) a communicator made with swcclCommInitRankConfig, timeoutMs 1500;
+ *                on a new stream an swcclAllReduce of 2000 elements on rank 1, 1000 elsewhere.
+ *                swcclStreamSynchronize must return an error other than swcclInvalidArgument within
+ *                6 s, with swcclGetLastError(NULL) non-empty; then swcclCommAbort (swcclSuccess) and
+ *                swcclStreamDestroy (swcclSuccess: the error was already reported).
+ * The main communicator must still be healthy afterwards (swcclCommGetAsyncError, a last barrier).
  *
  * Values are integers small enough to be exact in every type (float included): data-moving collectives
  * send values that identify the source rank and element; reductions use values in [-5, 5] (uint8:
@@ -727,6 +754,453 @@ static void check_misuse(const buffers* b) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* Streams                                                                                        */
+/* ---------------------------------------------------------------------------------------------- */
+
+#define STREAM_NAR 4                     /* all-reduces enqueued first */
+#define STREAM_AR_COUNT ((size_t)100003) /* float, sum */
+#define STREAM_BC_COUNT ((size_t)65537)  /* int32, root n-1 */
+#define STREAM_AG_COUNT ((size_t)1001)   /* double, per rank */
+#define STREAM_RS_COUNT ((size_t)777)    /* int32, sum, per rank */
+#define STREAM_X_COUNT ((size_t)1000)    /* int32, sum: the all-reduce after the misuse */
+#define STREAM_ERROR_MAX_SECONDS 6.0     /* the failing stream operation (timeout 1500 ms) */
+
+/* A buffer of nbytes and a guard after it, all GUARD_BYTE; NULL if out of memory. */
+static unsigned char* alloc_poisoned(size_t nbytes) {
+  unsigned char* p = (unsigned char*)malloc(nbytes + GUARD_BYTES);
+  if (p != NULL) poison(p, nbytes);
+  return p;
+}
+
+/* Reports `what` returning got instead of `expected` (with comm's last error, or the thread's). */
+static void result_fail(const char* what, swcclResult_t got, const char* expected, swcclComm_t comm) {
+  const char* last = got != swcclSuccess ? swcclGetLastError(comm) : NULL; /* none of its own on success */
+  fail("%s returned %d (%s), expected %s%s%s", what, (int)got, str_or_null(swcclGetErrorString(got)), expected,
+       last != NULL && last[0] != '\0' ? ": " : "", last != NULL ? last : "");
+}
+
+static double seconds_since(const struct timespec* t0) {
+  struct timespec t1;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* On one stream, in this order: STREAM_NAR all-reduces (float, sum), a broadcast (int32, root n-1,
+   sendbuff NULL off the root), an all-gather (double) and a reduce-scatter (int32, sum), each on its own
+   buffers; swcclStreamQuery right after (in progress or success), swcclStreamSynchronize, exact checks
+   of every result, swcclStreamQuery == success. Then a misuse on the stream (sendbuff NULL) must fail
+   at the call, enqueue nothing and leave the stream usable: an all-reduce on it succeeds. Then
+   swcclStreamDestroy succeeds once and returns swcclInvalidUsage for the destroyed handle, and NULL
+   streams are invalid arguments. Returns 0 if the communicator broke. */
+static int test_streams(void) {
+  const type_info* tf = &kTypes[1]; /* float */
+  const type_info* ti = &kTypes[0]; /* int32 */
+  const type_info* td = &kTypes[2]; /* double */
+  const int n = g_nranks, root = g_nranks - 1, isRoot = g_rank == g_nranks - 1;
+  const size_t agTotal = STREAM_AG_COUNT * (size_t)n, rsTotal = STREAM_RS_COUNT * (size_t)n;
+  size_t eBytes = STREAM_AR_COUNT * 4;
+  unsigned char *arS[STREAM_NAR], *arR[STREAM_NAR], *bcS, *bcR, *agS, *agR, *rsS, *rsR, *xS, *xR, *E;
+  unsigned saltAr[STREAM_NAR], saltBc, saltAg, saltRs, saltX;
+  swcclStream_t s = NULL;
+  swcclResult_t res;
+  int k, j, oom = 0;
+  char what[128];
+
+  if (STREAM_BC_COUNT * 4 > eBytes) eBytes = STREAM_BC_COUNT * 4;
+  if (agTotal * 8 > eBytes) eBytes = agTotal * 8;
+  if (rsTotal * 4 > eBytes) eBytes = rsTotal * 4;
+  for (k = 0; k < STREAM_NAR; k++) {
+    arS[k] = alloc_poisoned(STREAM_AR_COUNT * 4);
+    arR[k] = alloc_poisoned(STREAM_AR_COUNT * 4);
+    oom |= arS[k] == NULL || arR[k] == NULL;
+  }
+  bcS = alloc_poisoned(STREAM_BC_COUNT * 4);
+  bcR = alloc_poisoned(STREAM_BC_COUNT * 4);
+  agS = alloc_poisoned(STREAM_AG_COUNT * 8);
+  agR = alloc_poisoned(agTotal * 8);
+  rsS = alloc_poisoned(rsTotal * 4);
+  rsR = alloc_poisoned(STREAM_RS_COUNT * 4);
+  xS = alloc_poisoned(STREAM_X_COUNT * 4);
+  xR = alloc_poisoned(STREAM_X_COUNT * 4);
+  E = alloc_poisoned(eBytes);
+  if (oom || !bcS || !bcR || !agS || !agR || !rsS || !rsR || !xS || !xR || !E) {
+    fail("streams: out of memory");
+    return 0; /* the other ranks cannot complete without this one */
+  }
+
+  res = swcclStreamCreate(&s);
+  if (res != swcclSuccess || s == NULL) {
+    result_fail("swcclStreamCreate(&stream)", res, "swcclSuccess and a stream", NULL);
+    return 0;
+  }
+
+  /* Enqueue everything; every call must only validate and enqueue. */
+  for (k = 0; k < STREAM_NAR; k++) {
+    saltAr[k] = next_salt();
+    gen_red(tf, swcclSum, arS[k], STREAM_AR_COUNT, g_rank, 0, saltAr[k]);
+  }
+  saltBc = next_salt();
+  saltAg = next_salt();
+  saltRs = next_salt();
+  if (isRoot) gen_move(ti, bcS, STREAM_BC_COUNT, root, 0, saltBc);
+  gen_move(td, agS, STREAM_AG_COUNT, g_rank, 0, saltAg);
+  gen_red(ti, swcclSum, rsS, rsTotal, g_rank, 0, saltRs);
+  for (k = 0; k < STREAM_NAR; k++) {
+    res = swcclAllReduce(arS[k], arR[k], STREAM_AR_COUNT, swcclFloat, swcclSum, g_comm, s);
+    if (res != swcclSuccess) {
+      snprintf(what, sizeof what, "stream: swcclAllReduce #%d (float, count %zu, sum) enqueue", k, STREAM_AR_COUNT);
+      result_fail(what, res, "swcclSuccess", g_comm);
+      return 0; /* the stream may be running: keep the buffers, abort */
+    }
+  }
+  res = swcclBroadcast(isRoot ? bcS : NULL, bcR, STREAM_BC_COUNT, swcclInt32, root, g_comm, s);
+  if (res != swcclSuccess) {
+    snprintf(what, sizeof what, "stream: swcclBroadcast (int32, count %zu, root %d) enqueue", STREAM_BC_COUNT, root);
+    result_fail(what, res, "swcclSuccess", g_comm);
+    return 0;
+  }
+  res = swcclAllGather(agS, agR, STREAM_AG_COUNT, swcclDouble, g_comm, s);
+  if (res != swcclSuccess) {
+    snprintf(what, sizeof what, "stream: swcclAllGather (double, sendcount %zu) enqueue", STREAM_AG_COUNT);
+    result_fail(what, res, "swcclSuccess", g_comm);
+    return 0;
+  }
+  res = swcclReduceScatter(rsS, rsR, STREAM_RS_COUNT, swcclInt32, swcclSum, g_comm, s);
+  if (res != swcclSuccess) {
+    snprintf(what, sizeof what, "stream: swcclReduceScatter (int32, recvcount %zu, sum) enqueue", STREAM_RS_COUNT);
+    result_fail(what, res, "swcclSuccess", g_comm);
+    return 0;
+  }
+  res = swcclStreamQuery(s);
+  if (res != swcclInProgress && res != swcclSuccess)
+    result_fail("stream: swcclStreamQuery right after enqueueing", res, "swcclInProgress or swcclSuccess", g_comm);
+  res = swcclStreamSynchronize(s);
+  if (res != swcclSuccess) {
+    result_fail("stream: swcclStreamSynchronize after 7 operations", res, "swcclSuccess", g_comm);
+    if (is_fatal(res)) return 0;
+  }
+
+  /* Every result, exactly. */
+  for (k = 0; k < STREAM_NAR; k++) {
+    call_info c = { "stream: swcclAllReduce", tf, STREAM_AR_COUNT, -1, "sum", 0 };
+    snprintf(what, sizeof what, "recvbuff of all-reduce #%d", k);
+    gen_red_expected(tf, swcclSum, E, STREAM_AR_COUNT, 0, saltAr[k]);
+    check_elems(&c, what, arR[k], E, STREAM_AR_COUNT, 0);
+    check_guard(&c, what, arR[k] + STREAM_AR_COUNT * 4);
+    snprintf(what, sizeof what, "sendbuff of all-reduce #%d (must be unchanged)", k);
+    gen_red(tf, swcclSum, E, STREAM_AR_COUNT, g_rank, 0, saltAr[k]);
+    check_elems(&c, what, arS[k], E, STREAM_AR_COUNT, 0);
+  }
+  {
+    call_info c = { "stream: swcclBroadcast", ti, STREAM_BC_COUNT, root, NULL, 0 };
+    gen_move(ti, E, STREAM_BC_COUNT, root, 0, saltBc);
+    check_elems(&c, "recvbuff", bcR, E, STREAM_BC_COUNT, 0);
+    check_guard(&c, "recvbuff", bcR + STREAM_BC_COUNT * 4);
+    if (isRoot) check_elems(&c, "sendbuff (must be unchanged)", bcS, E, STREAM_BC_COUNT, 0);
+  }
+  {
+    call_info c = { "stream: swcclAllGather", td, STREAM_AG_COUNT, -1, NULL, 0 };
+    for (j = 0; j < n; j++) gen_move(td, E + (size_t)j * STREAM_AG_COUNT * 8, STREAM_AG_COUNT, j, 0, saltAg);
+    check_elems(&c, "recvbuff", agR, E, agTotal, STREAM_AG_COUNT);
+    check_guard(&c, "recvbuff", agR + agTotal * 8);
+    gen_move(td, E, STREAM_AG_COUNT, g_rank, 0, saltAg);
+    check_elems(&c, "sendbuff (must be unchanged)", agS, E, STREAM_AG_COUNT, 0);
+  }
+  {
+    call_info c = { "stream: swcclReduceScatter", ti, STREAM_RS_COUNT, -1, "sum", 0 };
+    gen_red_expected(ti, swcclSum, E, STREAM_RS_COUNT, (size_t)g_rank * STREAM_RS_COUNT, saltRs);
+    check_elems(&c, "recvbuff", rsR, E, STREAM_RS_COUNT, 0);
+    check_guard(&c, "recvbuff", rsR + STREAM_RS_COUNT * 4);
+    gen_red(ti, swcclSum, E, rsTotal, g_rank, 0, saltRs);
+    check_elems(&c, "sendbuff (must be unchanged)", rsS, E, rsTotal, STREAM_RS_COUNT);
+  }
+  res = swcclStreamQuery(s);
+  if (res != swcclSuccess) result_fail("stream: swcclStreamQuery after synchronize", res, "swcclSuccess", g_comm);
+
+  /* Misuse with a stream: rejected at the call, nothing enqueued, the stream stays usable. */
+  expect_invalid("swcclAllReduce(sendbuff NULL, count 5) on a stream",
+                 swcclAllReduce(NULL, xR, 5, swcclFloat, swcclSum, g_comm, s));
+  res = swcclStreamQuery(s);
+  if (res != swcclSuccess)
+    result_fail("stream: swcclStreamQuery after a rejected call (nothing enqueued)", res, "swcclSuccess", g_comm);
+  saltX = next_salt();
+  gen_red(ti, swcclSum, xS, STREAM_X_COUNT, g_rank, 0, saltX);
+  res = swcclAllReduce(xS, xR, STREAM_X_COUNT, swcclInt32, swcclSum, g_comm, s);
+  if (res != swcclSuccess) {
+    result_fail("stream: swcclAllReduce (int32, count 1000, sum) enqueue after the misuse", res, "swcclSuccess", g_comm);
+    return 0;
+  }
+  res = swcclStreamSynchronize(s);
+  if (res != swcclSuccess) {
+    result_fail("stream: swcclStreamSynchronize after the misuse and one all-reduce", res, "swcclSuccess", g_comm);
+    if (is_fatal(res)) return 0;
+  } else {
+    call_info c = { "stream: swcclAllReduce after the misuse", ti, STREAM_X_COUNT, -1, "sum", 0 };
+    gen_red_expected(ti, swcclSum, E, STREAM_X_COUNT, 0, saltX);
+    check_elems(&c, "recvbuff", xR, E, STREAM_X_COUNT, 0);
+    check_guard(&c, "recvbuff", xR + STREAM_X_COUNT * 4);
+  }
+
+  /* Destroy once; the dead handle and NULL are rejected without a crash. */
+  res = swcclStreamDestroy(s);
+  if (res != swcclSuccess) result_fail("swcclStreamDestroy(stream)", res, "swcclSuccess", NULL);
+  fflush(stdout); /* a crash below must not lose the lines above */
+  res = swcclStreamDestroy(s);
+  if (res != swcclInvalidUsage) result_fail("swcclStreamDestroy(stream) a second time", res, "swcclInvalidUsage", NULL);
+  res = swcclStreamSynchronize(NULL);
+  if (res != swcclInvalidArgument) result_fail("swcclStreamSynchronize(NULL)", res, "swcclInvalidArgument", NULL);
+  res = swcclStreamQuery(NULL);
+  if (res != swcclInvalidArgument) result_fail("swcclStreamQuery(NULL)", res, "swcclInvalidArgument", NULL);
+  res = swcclStreamCreate(NULL);
+  if (res != swcclInvalidArgument) result_fail("swcclStreamCreate(NULL)", res, "swcclInvalidArgument", NULL);
+
+  for (k = 0; k < STREAM_NAR; k++) { free(arS[k]); free(arR[k]); }
+  free(bcS); free(bcR); free(agS); free(agR); free(rsS); free(rsR); free(xS); free(xR); free(E);
+  return 1;
+}
+
+/* An error while a stream runs an operation is reported by swcclStreamSynchronize: on a communicator
+   made for this (timeout 1500 ms), rank 1 enqueues an all-reduce of 2000 elements, the others of 1000.
+   Synchronize must return an error (not success, not swcclInvalidArgument) within
+   STREAM_ERROR_MAX_SECONDS, with a message in swcclGetLastError(NULL); then the communicator is
+   aborted and the stream destroyed (the error was already reported: swcclSuccess). Needs 2 ranks.
+   Never breaks g_comm: returns 1. */
+static int test_stream_error(swcclUniqueId id) {
+  swcclConfig_t cfg = SWCCL_CONFIG_INITIALIZER;
+  swcclComm_t comm = NULL;
+  swcclStream_t s = NULL;
+  swcclResult_t res;
+  const size_t count = g_rank == 1 ? 2000 : 1000;
+  const type_info* tf = &kTypes[1];
+  unsigned char *S, *R;
+  struct timespec t0;
+  double elapsed;
+  const char* last;
+  char what[160];
+
+  cfg.timeoutMs = 1500;
+  cfg.commName = "stream-error";
+  res = swcclCommInitRankConfig(&comm, g_nranks, id, g_rank, &cfg);
+  if (res != swcclSuccess || comm == NULL) {
+    result_fail("stream error: swcclCommInitRankConfig(timeoutMs 1500)", res, "swcclSuccess", NULL);
+    return 1;
+  }
+  res = swcclStreamCreate(&s);
+  if (res != swcclSuccess || s == NULL) {
+    result_fail("stream error: swcclStreamCreate", res, "swcclSuccess and a stream", NULL);
+    swcclCommAbort(comm);
+    return 1;
+  }
+  S = alloc_poisoned(2000 * 4);
+  R = alloc_poisoned(2000 * 4);
+  if (S == NULL || R == NULL) {
+    fail("stream error: out of memory");
+    swcclCommAbort(comm);
+    swcclStreamDestroy(s);
+    free(S);
+    free(R);
+    return 1;
+  }
+  gen_red(tf, swcclSum, S, count, g_rank, 0, next_salt());
+
+  snprintf(what, sizeof what, "stream error: swcclAllReduce(float, count %zu on rank %d, 1000 elsewhere) enqueue",
+           count, g_rank);
+  res = swcclAllReduce(S, R, count, swcclFloat, swcclSum, comm, s);
+  if (res != swcclSuccess) result_fail(what, res, "swcclSuccess (arguments are valid on this rank)", comm);
+
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  res = swcclStreamSynchronize(s);
+  last = swcclGetLastError(NULL);
+  elapsed = seconds_since(&t0);
+  snprintf(what, sizeof what,
+           "stream error: swcclStreamSynchronize after an all-reduce whose count differs on rank 1 (here %zu)", count);
+  if (res == swcclSuccess || res == swcclInvalidArgument || res == swcclInProgress)
+    result_fail(what, res, "an error other than swcclInvalidArgument", comm);
+  else if (last == NULL || last[0] == '\0')
+    fail("%s returned %d (%s), but swcclGetLastError(NULL) is empty", what, (int)res,
+         str_or_null(swcclGetErrorString(res)));
+  else if (g_verbose)
+    printf("rank %d: stream error -> %d (%s) after %.2f s: %s\n", g_rank, (int)res,
+           str_or_null(swcclGetErrorString(res)), elapsed, last);
+  if (elapsed > STREAM_ERROR_MAX_SECONDS)
+    fail("%s took %.1f s (timeoutMs 1500; at most %.0f s expected)", what, elapsed, STREAM_ERROR_MAX_SECONDS);
+
+  res = swcclCommAbort(comm);
+  if (res != swcclSuccess) result_fail("stream error: swcclCommAbort", res, "swcclSuccess", NULL);
+  res = swcclStreamDestroy(s);
+  if (res != swcclSuccess)
+    result_fail("stream error: swcclStreamDestroy (its error was already reported by synchronize)", res,
+                "swcclSuccess", NULL);
+  free(S);
+  free(R);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Groups                                                                                         */
+/* ---------------------------------------------------------------------------------------------- */
+
+#define GROUP_P2P_COUNT ((size_t)262144) /* floats: 1 MiB, far above the eager size */
+#define GROUP_AR_COUNT ((size_t)33)      /* int64, sum */
+#define GROUP_BC_COUNT ((size_t)4099)    /* int32 */
+#define GROUP_NEST_COUNT ((size_t)100000) /* floats, nested group */
+
+/* Element i of rank r's input to the int64 all-reduce: needs more than 32 bits. */
+static long long group_i64(int r, size_t i, unsigned salt) {
+  return ((long long)(r + 1) << 40) + (long long)i * 1000003LL - (long long)r * 7 + (long long)salt;
+}
+
+/* In one group: rank r sends GROUP_P2P_COUNT floats to r+1 and to r-1 (in that order) and receives from
+   r-1 and from r+1 (in that order), plus an int64 all-reduce and an int32 broadcast (root 1 % n). With 2
+   ranks both neighbours are the other rank: its first send matches this rank's first receive, so the
+   expected data is the same formula; with 1 rank everything goes to the rank itself. Then a nested group
+   (a send/recv pair; nothing may run at the inner end) and swcclGroupEnd without a group.
+   Returns 0 if the communicator broke. */
+static int test_groups(void) {
+  const type_info* tf = &kTypes[1];
+  const type_info* ti = &kTypes[0];
+  const int n = g_nranks, next = (g_rank + 1) % g_nranks, prev = (g_rank - 1 + g_nranks) % g_nranks;
+  const int bcRoot = 1 % g_nranks, isRoot = g_rank == 1 % g_nranks;
+  const size_t pb = GROUP_P2P_COUNT * 4;
+  unsigned char *toNext, *toPrev, *fromPrev, *fromNext, *arS, *arR, *bcS, *bcR, *nS, *nR, *E;
+  unsigned saltNext, saltPrev, saltAr, saltBc, saltNest;
+  swcclResult_t res, r1, r2, r3, r4, r5, r6;
+  size_t i;
+  int j;
+
+  res = swcclGroupEnd();
+  if (res != swcclInvalidUsage) result_fail("swcclGroupEnd without swcclGroupStart", res, "swcclInvalidUsage", NULL);
+
+  toNext = alloc_poisoned(pb);
+  toPrev = alloc_poisoned(pb);
+  fromPrev = alloc_poisoned(pb);
+  fromNext = alloc_poisoned(pb);
+  arS = alloc_poisoned(GROUP_AR_COUNT * 8);
+  arR = alloc_poisoned(GROUP_AR_COUNT * 8);
+  bcS = alloc_poisoned(GROUP_BC_COUNT * 4);
+  bcR = alloc_poisoned(GROUP_BC_COUNT * 4);
+  nS = alloc_poisoned(GROUP_NEST_COUNT * 4);
+  nR = alloc_poisoned(GROUP_NEST_COUNT * 4);
+  E = alloc_poisoned(pb);
+  if (!toNext || !toPrev || !fromPrev || !fromNext || !arS || !arR || !bcS || !bcR || !nS || !nR || !E) {
+    fail("groups: out of memory");
+    return 0;
+  }
+  saltNext = next_salt();
+  saltPrev = next_salt();
+  saltAr = next_salt();
+  saltBc = next_salt();
+  gen_move(tf, toNext, GROUP_P2P_COUNT, g_rank, 0, saltNext);
+  gen_move(tf, toPrev, GROUP_P2P_COUNT, g_rank, 0, saltPrev);
+  for (i = 0; i < GROUP_AR_COUNT; i++) {
+    long long v = group_i64(g_rank, i, saltAr);
+    memcpy(arS + i * 8, &v, 8);
+  }
+  if (isRoot) gen_move(ti, bcS, GROUP_BC_COUNT, bcRoot, 0, saltBc);
+
+  res = swcclGroupStart();
+  if (res != swcclSuccess) result_fail("swcclGroupStart", res, "swcclSuccess", NULL);
+  r1 = swcclSend(toNext, GROUP_P2P_COUNT, swcclFloat, next, g_comm, NULL);
+  r2 = swcclSend(toPrev, GROUP_P2P_COUNT, swcclFloat, prev, g_comm, NULL);
+  r3 = swcclRecv(fromPrev, GROUP_P2P_COUNT, swcclFloat, prev, g_comm, NULL);
+  r4 = swcclRecv(fromNext, GROUP_P2P_COUNT, swcclFloat, next, g_comm, NULL);
+  r5 = swcclAllReduce(arS, arR, GROUP_AR_COUNT, swcclInt64, swcclSum, g_comm, NULL);
+  r6 = swcclBroadcast(isRoot ? bcS : NULL, bcR, GROUP_BC_COUNT, swcclInt32, bcRoot, g_comm, NULL);
+  if (r1 != swcclSuccess || r2 != swcclSuccess || r3 != swcclSuccess || r4 != swcclSuccess || r5 != swcclSuccess ||
+      r6 != swcclSuccess) {
+    fail("group: recording returned send->next %d, send->prev %d, recv<-prev %d, recv<-next %d, allreduce %d, "
+         "broadcast %d (expected all %d): %s", (int)r1, (int)r2, (int)r3, (int)r4, (int)r5, (int)r6,
+         (int)swcclSuccess, str_or_null(swcclGetLastError(g_comm)));
+    return 0; /* the group cannot match the other ranks' groups */
+  }
+  res = swcclGroupEnd();
+  if (res != swcclSuccess) {
+    result_fail("group (2 sends and 2 receives of 1 MiB, int64 all-reduce, int32 broadcast): swcclGroupEnd", res,
+                "swcclSuccess", g_comm);
+    if (is_fatal(res)) return 0;
+  }
+
+  {
+    call_info c = { "group: swcclSend/swcclRecv", tf, GROUP_P2P_COUNT, -1, NULL, -1 };
+    char what[96];
+    /* prev sent its "to next" message to this rank; next its "to prev" message. */
+    gen_move(tf, E, GROUP_P2P_COUNT, prev, 0, saltNext);
+    snprintf(what, sizeof what, "first receive (from rank %d, its send to rank %d)", prev, (prev + 1) % n);
+    check_elems(&c, what, fromPrev, E, GROUP_P2P_COUNT, 0);
+    check_guard(&c, what, fromPrev + pb);
+    gen_move(tf, E, GROUP_P2P_COUNT, next, 0, saltPrev);
+    snprintf(what, sizeof what, "second receive (from rank %d, its send to rank %d)", next, (next - 1 + n) % n);
+    check_elems(&c, what, fromNext, E, GROUP_P2P_COUNT, 0);
+    check_guard(&c, what, fromNext + pb);
+    gen_move(tf, E, GROUP_P2P_COUNT, g_rank, 0, saltNext);
+    check_elems(&c, "sendbuff to the next rank (must be unchanged)", toNext, E, GROUP_P2P_COUNT, 0);
+    gen_move(tf, E, GROUP_P2P_COUNT, g_rank, 0, saltPrev);
+    check_elems(&c, "sendbuff to the previous rank (must be unchanged)", toPrev, E, GROUP_P2P_COUNT, 0);
+  }
+  for (i = 0; i < GROUP_AR_COUNT; i++) {
+    long long got, want = 0;
+    for (j = 0; j < n; j++) want += group_i64(j, i, saltAr);
+    memcpy(&got, arR + i * 8, 8);
+    if (got != want) {
+      fail("group: swcclAllReduce type=int64 count=%zu op=sum: recvbuff element %zu: got %lld, expected %lld",
+           GROUP_AR_COUNT, i, got, want);
+      break;
+    }
+  }
+  for (i = 0; i < GUARD_BYTES; i++)
+    if (arR[GROUP_AR_COUNT * 8 + i] != GUARD_BYTE) {
+      fail("group: swcclAllReduce type=int64 count=%zu op=sum: wrote past the end of recvbuff (guard byte %zu is 0x%02x)",
+           GROUP_AR_COUNT, i, (unsigned)arR[GROUP_AR_COUNT * 8 + i]);
+      break;
+    }
+  {
+    call_info c = { "group: swcclBroadcast", ti, GROUP_BC_COUNT, bcRoot, NULL, 0 };
+    gen_move(ti, E, GROUP_BC_COUNT, bcRoot, 0, saltBc);
+    check_elems(&c, "recvbuff", bcR, E, GROUP_BC_COUNT, 0);
+    check_guard(&c, "recvbuff", bcR + GROUP_BC_COUNT * 4);
+  }
+
+  /* Nested: only the outer end runs the pair. */
+  saltNest = next_salt();
+  gen_move(tf, nS, GROUP_NEST_COUNT, g_rank, 0, saltNest);
+  r1 = swcclGroupStart();
+  r2 = swcclGroupStart();
+  r3 = swcclSend(nS, GROUP_NEST_COUNT, swcclFloat, next, g_comm, NULL);
+  r4 = swcclRecv(nR, GROUP_NEST_COUNT, swcclFloat, prev, g_comm, NULL);
+  if (r1 != swcclSuccess || r2 != swcclSuccess || r3 != swcclSuccess || r4 != swcclSuccess) {
+    fail("nested group: swcclGroupStart %d, swcclGroupStart %d, swcclSend %d, swcclRecv %d (expected all %d): %s",
+         (int)r1, (int)r2, (int)r3, (int)r4, (int)swcclSuccess, str_or_null(swcclGetLastError(g_comm)));
+    return 0;
+  }
+  res = swcclGroupEnd();
+  if (res != swcclSuccess) result_fail("nested group: inner swcclGroupEnd", res, "swcclSuccess", g_comm);
+  {
+    call_info c = { "nested group: swcclRecv", tf, GROUP_NEST_COUNT, -1, NULL, -1 };
+    check_untouched(&c, "recvbuff after the inner swcclGroupEnd (only the outer end runs the group)", nR,
+                    GROUP_NEST_COUNT * 4);
+  }
+  res = swcclGroupEnd();
+  if (res != swcclSuccess) {
+    result_fail("nested group: outer swcclGroupEnd", res, "swcclSuccess", g_comm);
+    if (is_fatal(res)) return 0;
+  } else {
+    call_info c = { "nested group: swcclRecv", tf, GROUP_NEST_COUNT, -1, NULL, -1 };
+    char what[64];
+    gen_move(tf, E, GROUP_NEST_COUNT, prev, 0, saltNest);
+    snprintf(what, sizeof what, "recvbuff (from rank %d)", prev);
+    check_elems(&c, what, nR, E, GROUP_NEST_COUNT, 0);
+    check_guard(&c, what, nR + GROUP_NEST_COUNT * 4);
+  }
+  res = swcclGroupEnd();
+  if (res != swcclInvalidUsage)
+    result_fail("swcclGroupEnd after the nested group was closed", res, "swcclInvalidUsage", NULL);
+
+  free(toNext); free(toPrev); free(fromPrev); free(fromNext); free(arS); free(arR);
+  free(bcS); free(bcR); free(nS); free(nR); free(E);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
 /* Child                                                                                          */
 /* ---------------------------------------------------------------------------------------------- */
 
@@ -736,7 +1210,7 @@ static void abort_and_exit(void) {
   child_exit(1);
 }
 
-static void run_rank(int rank, int nranks, swcclUniqueId id) {
+static void run_rank(int rank, int nranks, swcclUniqueId id, swcclUniqueId errId) {
   swcclResult_t res, asyncErr = swcclSuccess;
   buffers b;
   size_t bytes = (size_t)(nranks > NMSG ? nranks : NMSG) * (MAX_COUNT * 8 + GUARD_BYTES) + GUARD_BYTES;
@@ -840,6 +1314,12 @@ static void run_rank(int rank, int nranks, swcclUniqueId id) {
     RUN(test_allgather(int32, 7, 0, &b));
     if (!alive) abort_and_exit();
   }
+  SECTION("streams");
+  RUN(test_streams());
+  SECTION("groups");
+  RUN(test_groups());
+  SECTION("stream error");
+  if (nranks >= 2) RUN(test_stream_error(errId));
   res = swcclCommGetAsyncError(g_comm, &asyncErr);
   if (res != swcclSuccess || asyncErr != swcclSuccess)
     fail("swcclCommGetAsyncError returned %d, asyncError %d (expected success, success)", (int)res, (int)asyncErr);
@@ -900,7 +1380,7 @@ static volatile int* shared_slots(void) {
 int main(int argc, char** argv) {
   int nranks = 3, r, passed = 0, failed = 0, parentFailed = 0;
   int status[MAX_RANKS];
-  swcclUniqueId id;
+  swcclUniqueId id, errId;
   swcclResult_t res;
   struct sigaction sa;
   const char* verbose = getenv("SWCCL_TEST_VERBOSE");
@@ -937,6 +1417,18 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  /* The communicator of the stream-error section (test_stream_error), with its own rendezvous. */
+  memset(&errId, 0, sizeof errId);
+  if (nranks >= 2) {
+    res = swcclGetUniqueId(&errId);
+    if (res != swcclSuccess) {
+      printf("parent: FAIL swcclGetUniqueId (second communicator) returned %d (%s): %s\n", (int)res,
+             str_or_null(swcclGetErrorString(res)), str_or_null(swcclGetLastError(NULL)));
+      printf("0 passed, %d failed\n", nranks);
+      return 1;
+    }
+  }
+
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_alarm;
   sigemptyset(&sa.sa_mask);
@@ -956,7 +1448,7 @@ int main(int argc, char** argv) {
     if (pid == 0) {
       signal(SIGALRM, SIG_DFL);
       alarm(TIMEOUT_SECONDS + 5); /* in case the parent itself goes away */
-      run_rank(r, nranks, id);
+      run_rank(r, nranks, id, errId);
       child_exit(1); /* not reached */
     }
     g_children[r] = pid;

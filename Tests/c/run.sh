@@ -12,7 +12,8 @@
 #     SWCCL_REQUIRE_ALL_SYMBOLS=1, since parts of the API land later);
 #   - Tests/c/allreduce_test.c builds against it and passes with 3 and with 4 ranks;
 #   - Tests/c/collectives_test.c (broadcast, reduce, all-gather, reduce-scatter, all-to-all, gather,
-#     scatter, send/recv, barrier) builds against it and passes with 3 and with 4 ranks.
+#     scatter, send/recv, barrier, then streams, groups and an error on a stream) builds against it and
+#     passes with 3 and with 4 ranks.
 # Prints "N passed, M failed" last; exits non-zero if any check failed.
 set -euo pipefail
 
@@ -172,7 +173,7 @@ else
   fail "collectives_test.c builds and links (no library)"
 fi
 
-for n in 3 4; do
+for n in 1 2 3 4; do
   if [[ $coll_built == 1 ]]; then
     echo "-- collectives_test $n"
     # The test kills itself after 120 s; the outer timeout is a last resort.
