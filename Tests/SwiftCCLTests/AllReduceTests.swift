@@ -17,7 +17,9 @@ final class AllReduceTests: XCTestCase {
     func testThreeRanks() throws { try runAllReduce(3) }
     func testFourRanks() throws { try runAllReduce(4) }
     func testFiveRanks() throws { try runAllReduce(5) }
+    func testSevenRanks() throws { try runAllReduce(7) }
     func testEightRanksOversubscribed() throws { try runAllReduce(8) }
+    func testThirteenRanksOversubscribed() throws { try runAllReduce(13) }
     func testFourRanksForcedRing() throws { try runAllReduce(4, algo: "ring") }
 
     /// Ranks that disagree on the count get an error naming the mismatch, eager and rendezvous sizes.

@@ -16,6 +16,9 @@ final class CollectiveTests: XCTestCase {
     func testThreeRanks() throws { try runCollectives(3) }
     func testFourRanks() throws { try runCollectives(4) }
     func testFiveRanks() throws { try runCollectives(5) }
+    func testSevenRanks() throws { try runCollectives(7) }
+    func testEightRanks() throws { try runCollectives(8) }
+    func testThirteenRanksOversubscribed() throws { try runCollectives(13) }
 
     /// Streams and two communicators in use at once.
     func testStreams() throws {
