@@ -114,6 +114,37 @@ public final class Communicator: @unchecked Sendable {
         return comms
     }
 
+    /// The color of a rank that joins no communicator in `split` (`SWCCL_SPLIT_NOCOLOR`).
+    public static let splitNoColor = -1
+
+    /// Splits this communicator (MPI_Comm_split semantics; every rank must call it): ranks with the same
+    /// `color` form a new communicator, ordered by `key` then by rank here; `color` `splitNoColor`
+    /// (-1) joins none and gets nil. The new communicators inherit this one's settings unless `config`
+    /// is given. Each new communicator gets a fresh random id made by its first member and shared over
+    /// this communicator's out-of-band channel.
+    public func split(color: Int, key: Int, config: CommConfig? = nil) throws(CCLError) -> Communicator? {
+        guard color >= -1 else { throw record(CCLError.invalidArgument("color \(color) is negative (use \(Communicator.splitNoColor) for none)").with(operation: "split", rank: rank)) }
+        let cfg = config ?? CommConfig(timeoutMs: timeoutMs, transports: nil, name: name, algorithm: forcedAlgorithm)
+        return try run("split") { () throws(CCLError) -> Communicator? in
+            // 1. Everyone's (color, key).
+            var w = ByteWriter(); w.i64(color); w.i64(key)
+            var members: [(rank: Int, color: Int, key: Int)] = []
+            for (r, b) in try bootstrap.allGather(w.bytes).enumerated() {
+                var rd = ByteReader(b)
+                members.append((r, try rd.i64(), try rd.i64()))
+            }
+            let mine = members.filter { $0.color == color && color != Communicator.splitNoColor }
+                .sorted { ($0.key, $0.rank) < ($1.key, $1.rank) }
+            // 2. The first member of each color makes its id; everyone learns every leader's id.
+            let leader = mine.first?.rank == rank
+            var id: [UInt8] = []
+            if leader { id = try UniqueID.makeRandom().bytes }
+            let ids = try bootstrap.allGather(id)
+            guard let first = mine.first, let newRank = mine.firstIndex(where: { $0.rank == rank }) else { return nil }
+            return try Communicator(id: try UniqueID(bytes: ids[first.rank]), rank: newRank, size: mine.count, config: cfg)
+        }
+    }
+
     /// A communicator from the launcher's environment (see `LaunchEnvironment`).
     public static func fromEnvironment(config: CommConfig = CommConfig()) throws(CCLError) -> Communicator {
         let env = try LaunchEnvironment.detect()

@@ -213,6 +213,33 @@ public func swcclCommInitAll(_ comms: UnsafeMutablePointer<swcclComm_t?>?, _ nra
 }
 
 @c @implementation
+public func swcclCommSplit(_ comm: swcclComm_t?, _ color: CInt, _ key: CInt, _ newcomm: UnsafeMutablePointer<swcclComm_t?>?,
+                           _ config: UnsafeMutablePointer<swcclConfig_t>?) -> swcclResult_t {
+    let op = "swcclCommSplit"
+    switch handle(comm, operation: op) {
+    case .failure(let e): return report(e, operation: op)
+    case .success(let h):
+        guard let newcomm else { return invalid("newcomm is NULL", h, operation: op) }
+        newcomm.pointee = nil
+        var cfg: CommConfig?
+        if config != nil {
+            switch readConfig(config, operation: op) {
+            case .success(let c): cfg = c
+            case .failure(let e): return report(e, h, operation: op)
+            }
+        }
+        do {
+            if let c = try h.comm.split(color: Int(color), key: Int(key), config: cfg) {
+                newcomm.pointee = Handles.register(CommHandle(c))
+            }
+            return swcclSuccess
+        } catch {
+            return report(error, h, operation: op)
+        }
+    }
+}
+
+@c @implementation
 public func swcclCommInitFromEnv(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ config: UnsafeMutablePointer<swcclConfig_t>?) -> swcclResult_t {
     let op = "swcclCommInitFromEnv"
     guard let comm else { return invalid("comm is NULL", operation: op) }

@@ -20,6 +20,13 @@ final class CollectiveTests: XCTestCase {
     func testEightRanks() throws { try runCollectives(8) }
     func testThirteenRanksOversubscribed() throws { try runCollectives(13) }
 
+    func testSplit() throws {
+        for n in [1, 2, 5] {
+            let r = try Ranks.run("split", ranks: n)
+            XCTAssertTrue(r.allPassed, "\(n) ranks: \(r.summary)")
+        }
+    }
+
     /// Streams and two communicators in use at once.
     func testStreams() throws {
         for n in [1, 2, 3] {

@@ -599,8 +599,41 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     finish()
 }
 
+/// Split by parity, ordered by descending rank; the last rank joins none.
+@MainActor func splitScenario() {
+    let comm: Communicator
+    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
+    catch { say("FAIL init: \(error)"); exit(1) }
+    let none = size > 2 && rank == size - 1
+    let color = none ? Communicator.splitNoColor : rank % 2
+    let sub: Communicator?
+    do { sub = try comm.split(color: color, key: -rank) } catch { say("FAIL split: \(error)"); exit(1) }
+    let members = (0..<size).filter { $0 % 2 == rank % 2 && !(size > 2 && $0 == size - 1) }.sorted(by: >)
+    if none {
+        check(sub == nil, "no communicator for SWCCL_SPLIT_NOCOLOR")
+    } else if let sub {
+        check(sub.size == members.count, "new size \(sub.size), expected \(members.count)")
+        check(sub.rank == members.firstIndex(of: rank), "new rank \(sub.rank), expected \(String(describing: members.firstIndex(of: rank)))")
+        var xs = [Int64](repeating: Int64(rank), count: 10_007)
+        do { try sub.allReduce(&xs, op: .sum) } catch { check(false, "allreduce on the split: \(error)") }
+        check(xs.allSatisfy { $0 == Int64(members.reduce(0, +)) }, "allreduce on the split sums its members")
+        sub.destroy()
+    } else {
+        check(false, "split returned no communicator")
+    }
+    // The parent still works.
+    var ys = [Int32](repeating: 1, count: 100)
+    do { try comm.allReduce(&ys, op: .sum) } catch { check(false, "parent after split: \(error)") }
+    check(ys.allSatisfy { $0 == Int32(size) }, "parent allreduce after split")
+    do { _ = try comm.split(color: -5, key: 0); check(false, "negative color accepted") }
+    catch { check(error.kind == .invalidArgument, "negative color: invalidArgument") }
+    comm.destroy()
+    finish()
+}
+
 switch scenario {
 case "allreduce": allreduceScenario()
+case "split": splitScenario()
 case "streams": streamsScenario()
 case "collectives": collectivesScenario()
 case "mismatch": mismatchScenario()

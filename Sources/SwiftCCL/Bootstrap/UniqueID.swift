@@ -47,6 +47,12 @@ public struct UniqueID: Sendable, Equatable {
     /// otherwise this process starts the root now, listening on the chosen interface.
     public static func make() throws(CCLError) -> UniqueID {
         if !Knobs.commID.value.isEmpty { return try fromCommID(Knobs.commID.value) }
+        return try makeRandom()
+    }
+
+    /// A new id with a random secret and a root started now in this process, whatever SWCCL_COMM_ID
+    /// says (for communicators made from others, e.g. by split).
+    static func makeRandom() throws(CCLError) -> UniqueID {
         var secret = [UInt8](repeating: 0, count: 16)
         do throws(Errno) { try secret.withUnsafeMutableBytes { b in catching { () throws(Errno) in try Sys.randomBytes(b.baseAddress!, 16) } }.get() }
         catch { throw CCLError.system("getrandom", error) }
