@@ -114,6 +114,17 @@ public final class Communicator: @unchecked Sendable {
         return comms
     }
 
+    /// Registers memory with the communicator's transport (a no-op for TCP, a mapping for shared
+    /// memory, `ibv_reg_mr` for verbs). Optional: unregistered buffers always work.
+    public func register(_ buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> MemoryRegion {
+        guard buffer.baseAddress != nil, buffer.count > 0 else { throw record(CCLError.invalidArgument("cannot register an empty buffer").with(operation: "register", rank: rank)) }
+        return try run("register") { () throws(CCLError) in try transport.register(buffer) }
+    }
+
+    public func deregister(_ region: MemoryRegion) {
+        transport.deregister(region)
+    }
+
     /// The color of a rank that joins no communicator in `split` (`SWCCL_SPLIT_NOCOLOR`).
     public static let splitNoColor = -1
 

@@ -538,3 +538,54 @@ public func swcclStreamQuery(_ stream: swcclStream_t?) -> swcclResult_t {
     case .failure(let e)?: return report(e, operation: op)
     }
 }
+
+// MARK: - memory registration
+
+/// A registration handle: the region and the communicator it belongs to.
+final class RegistrationHandle {
+    let comm: CommHandle
+    let region: MemoryRegion
+    init(_ comm: CommHandle, _ region: MemoryRegion) { self.comm = comm; self.region = region }
+}
+
+enum Registrations {
+    static let live = Mutex<Set<UInt>>([])
+}
+
+@c @implementation
+public func swcclCommRegister(_ comm: swcclComm_t?, _ buff: UnsafeMutableRawPointer?, _ size: Int,
+                              _ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> swcclResult_t {
+    let op = "swcclCommRegister"
+    switch handle(comm, operation: op) {
+    case .failure(let e): return report(e, operation: op)
+    case .success(let h):
+        guard let out else { return invalid("handle is NULL", h, operation: op) }
+        guard let buff, size > 0 else { return invalid("buff is NULL or size is 0", h, operation: op) }
+        do {
+            let region = try h.comm.register(UnsafeMutableRawBufferPointer(start: buff, count: size))
+            let p = Unmanaged.passRetained(RegistrationHandle(h, region)).toOpaque()
+            _ = Registrations.live.withLock { $0.insert(UInt(bitPattern: p)) }
+            out.pointee = p
+            return swcclSuccess
+        } catch {
+            return report(error, h, operation: op)
+        }
+    }
+}
+
+@c @implementation
+public func swcclCommDeregister(_ comm: swcclComm_t?, _ reg: UnsafeMutableRawPointer?) -> swcclResult_t {
+    let op = "swcclCommDeregister"
+    switch handle(comm, operation: op) {
+    case .failure(let e): return report(e, operation: op)
+    case .success(let h):
+        guard let reg, Registrations.live.withLock({ $0.contains(UInt(bitPattern: reg)) }),
+              Unmanaged<RegistrationHandle>.fromOpaque(reg).takeUnretainedValue().comm === h else {
+            return invalid("handle is not a live registration of this communicator", h, operation: op)
+        }
+        _ = Registrations.live.withLock { $0.remove(UInt(bitPattern: reg)) }
+        let r = Unmanaged<RegistrationHandle>.fromOpaque(reg).takeRetainedValue()
+        h.comm.deregister(r.region)
+        return swcclSuccess
+    }
+}

@@ -392,6 +392,34 @@ static void check_misuse(swcclComm_t comm, swcclUniqueId id, unsigned char* send
 }
 
 /* After misuse the communicator must still work: one small int32 sum. */
+/* swcclCommRegister / swcclCommDeregister: a registered buffer works in an allreduce; bad handles and
+ * arguments are argument errors. */
+static void check_registration(swcclComm_t comm, int rank, int nranks) {
+  enum { N = 4099 };
+  int32_t* buf = (int32_t*)malloc(N * sizeof(int32_t));
+  void* handle = NULL;
+  size_t i;
+  swcclResult_t res;
+  if (buf == NULL) { fail("rank %d: out of memory", rank); return; }
+  for (i = 0; i < N; i++) buf[i] = (int32_t)(rank + 1);
+  res = swcclCommRegister(comm, buf, N * sizeof(int32_t), &handle);
+  if (res != swcclSuccess || handle == NULL) fail("rank %d: swcclCommRegister returned %d", rank, (int)res);
+  res = swcclAllReduce(buf, buf, N, swcclInt32, swcclSum, comm, NULL);
+  if (res != swcclSuccess) fail("rank %d: allreduce on a registered buffer returned %d", rank, (int)res);
+  for (i = 0; i < N; i++) {
+    if (buf[i] != (int32_t)(nranks * (nranks + 1) / 2)) { fail("rank %d: registered allreduce element %zu = %d", rank, i, (int)buf[i]); break; }
+  }
+  res = swcclCommDeregister(comm, handle);
+  if (res != swcclSuccess) fail("rank %d: swcclCommDeregister returned %d", rank, (int)res);
+  res = swcclCommDeregister(comm, handle);
+  if (res != swcclInvalidArgument) fail("rank %d: deregistering twice returned %d, expected swcclInvalidArgument", rank, (int)res);
+  res = swcclCommRegister(comm, NULL, 16, &handle);
+  if (res != swcclInvalidArgument) fail("rank %d: registering NULL returned %d, expected swcclInvalidArgument", rank, (int)res);
+  res = swcclCommRegister(comm, buf, 16, NULL);
+  if (res != swcclInvalidArgument) fail("rank %d: registering with a NULL handle returned %d", rank, (int)res);
+  free(buf);
+}
+
 static void check_still_usable(swcclComm_t comm, unsigned char* sendbuf, unsigned char* recvbuf) {
   int32_t* s = (int32_t*)(void*)sendbuf;
   int32_t* d = (int32_t*)(void*)recvbuf;
@@ -487,6 +515,7 @@ static void run_rank(int rank, int nranks, swcclUniqueId id) {
 
   check_misuse(comm, id, sendbuf, recvbuf);
   check_still_usable(comm, sendbuf, recvbuf);
+  check_registration(comm, rank, nranks);
 
   res = swcclCommDestroy(comm);
   if (res != swcclSuccess)
