@@ -22,6 +22,14 @@ final class AllReduceTests: XCTestCase {
     func testThirteenRanksOversubscribed() throws { try runAllReduce(13) }
     func testFourRanksForcedRing() throws { try runAllReduce(4, algo: "ring") }
 
+    /// A rank in another collective than its peers: an error naming the mismatch, not a hang.
+    func testDifferentCollectiveFailsCleanly() throws {
+        let r = try Ranks.run("mismatch", ranks: 3, timeoutMs: 2000, env: ["SWCCL_TEST_COUNT": "5000", "SWCCL_TEST_MISMATCH": "collective"])
+        XCTAssertTrue(r.allPassed, r.summary)
+        XCTAssertTrue(r.outputs.joined().contains("different arguments"), r.summary)
+        print(r.outputs.joined(), terminator: "")
+    }
+
     /// Ranks that disagree on the count get an error naming the mismatch, eager and rendezvous sizes.
     func testMismatchedCountsFailCleanly() throws {
         for (ranks, count) in [(2, 100), (3, 1000), (2, 1 << 20), (4, 300_000)] {

@@ -358,10 +358,17 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
     catch { say("FAIL init: \(error)"); exit(1) }
     let base = Int(env("SWCCL_TEST_COUNT") ?? "1000") ?? 1000
-    var xs = [Float](repeating: 1, count: base * (rank == 1 ? 2 : 1))
+    let otherCollective = env("SWCCL_TEST_MISMATCH") == "collective"
+    var xs = [Float](repeating: 1, count: base * (rank == 1 && !otherCollective ? 2 : 1))
     let t0 = Clock.nanos()
     do {
-        try comm.allReduce(&xs, op: .sum)
+        if otherCollective && rank == 1 {
+            // Rank 1 broadcasts while the others allreduce the same count.
+            try xs.withUnsafeMutableBytes { b in catching { () throws(CCLError) in
+                try comm.broadcast(send: b.baseAddress, recv: b.baseAddress, count: base, type: .float32, root: 0) } }.get()
+        } else {
+            try comm.allReduce(&xs, op: .sum)
+        }
         check(false, "allreduce with mismatched counts succeeded")
     } catch {
         say("error as expected: \(error)")

@@ -25,7 +25,7 @@ struct CollectiveContext {
         for t in transport.unexpectedTags(from: peer) where t >> 62 == 0 {
             let d = Tag.decode(t)
             if d.sequence == seq && d.fingerprint != fingerprint {
-                return CCLError(.invalidUsage, "rank \(peer) called operation #\(sequence) with different arguments (count, type, op or algorithm differ: fingerprint \(String(d.fingerprint, radix: 16)) there, \(String(fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",
+                return CCLError(.invalidUsage, "rank \(peer) called operation #\(sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(String(d.fingerprint, radix: 16)) there, \(String(fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",
                                 rank: rank, peer: peer)
             }
         }
