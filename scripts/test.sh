@@ -8,8 +8,10 @@ SWCCL_BUILD_TESTS=1 bash scripts/setup.sh || exit 1
 
 status=0
 echo "== swift tests"
-swift test -c release --skip-build 2>&1 | tee /tmp/swccl-swift-test.log | grep -vE "^Test Case .* (started|passed)" || true
-grep -qE "Executed [0-9]+ tests?, with 0 failures" /tmp/swccl-swift-test.log || status=1
+swift test -c release --skip-build 2>&1 | tee /tmp/swccl-swift-test.log | grep -vE "^Test Case .* (started|passed)"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# The last summary is the whole run's; it must report no failure.
+grep -E "Executed [0-9]+ tests?, with" /tmp/swccl-swift-test.log | tail -n 1 | grep -q "with 0 failures" || status=1
 
 echo "== C ABI tests"
 bash Tests/c/run.sh .build/release || status=1

@@ -257,8 +257,12 @@ public final class Communicator: @unchecked Sendable {
         if s.destroyed { throw record(CCLError.invalidUsage("the communicator was destroyed").with(operation: operation, rank: rank)) }
         if s.aborted { throw record(CCLError(.invalidUsage, "the communicator was aborted").with(operation: operation, rank: rank)) }
         if let e = s.asyncError { throw record(CCLError(e.kind, "the communicator is broken by an earlier error: \(e.cause)", peer: e.peer).with(operation: operation, rank: rank)) }
-        opLock.lock()
-        defer { opLock.unlock() }
+        // A call that only checks and records (inside a group) or enqueues (on a stream) must not wait
+        // for an operation that runs meanwhile on a stream's thread: that one may itself wait for
+        // ranks whose operations this thread has yet to enqueue.
+        let exclusive = !(Group.isActive || ExecutionStream.current != nil)
+        if exclusive { opLock.lock() }
+        defer { if exclusive { opLock.unlock() } }
         do {
             return try body()
         } catch {
