@@ -14,7 +14,14 @@ swift test -c release --skip-build 2>&1 | tee /tmp/swccl-swift-test.log | grep -
 grep -E "Executed [0-9]+ tests?, with" /tmp/swccl-swift-test.log | tail -n 1 | grep -q "with 0 failures" || status=1
 
 echo "== C ABI tests"
-bash Tests/c/run.sh .build/release || status=1
+bash Tests/c/run.sh .build/release 2>&1 | tee /tmp/swccl-c-test.log
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
+# One closing line for the whole run: XCTest cases plus C checks.
+read -r xt xf < <(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" /tmp/swccl-swift-test.log | tail -n 1 |
+  sed -E 's/.*Executed ([0-9]+) tests?, with ([0-9]+) failures?.*/\1 \2/')
+read -r cp cf < <(grep -E "^[0-9]+ passed, [0-9]+ failed$" /tmp/swccl-c-test.log | tail -n 1 | sed -E 's/([0-9]+) passed, ([0-9]+) failed/\1 \2/')
+xt=${xt:-0}; xf=${xf:-1}; cp=${cp:-0}; cf=${cf:-1}
 if [ $status -eq 0 ]; then echo "== all tests passed"; else echo "== some tests FAILED"; fi
+echo "total: $(( (xt > xf ? xt - xf : 0) + cp )) passed, $((xf + cf)) failed"
 exit $status
