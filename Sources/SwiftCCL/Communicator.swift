@@ -60,6 +60,8 @@ public final class Communicator: @unchecked Sendable {
     private let opLock = Lock()
     var sequence: UInt64 = 0
     let scratch = Scratch()
+    /// The scaled input of pre-multiplied reductions (apart from `scratch`, which the algorithms use).
+    let preMulScratch = Scratch()
     let p2pCounters = Mutex<[UInt64]>([])
 
     struct State {
@@ -212,6 +214,7 @@ public final class Communicator: @unchecked Sendable {
         bootstrap.close()
         Sys.close(wakeFD)
         scratch.release()
+        preMulScratch.release()
     }
 
     // MARK: lifecycle
@@ -293,13 +296,23 @@ public final class Communicator: @unchecked Sendable {
 
     /// Reduces `count` elements of `type` from every rank's `send` with `op` and leaves the result in every
     /// rank's `recv`. In place when `send == recv`.
-    public func allReduce(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+    /// With `preMulSum`, every rank's input is first multiplied by its scalar, then summed (`op` is
+    /// then ignored); NCCL's `ncclRedOpCreatePreMulSum`.
+    public func allReduce(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, op: ReduceOp,
+                          preMulSum: PreMulSum? = nil) throws(CCLError) {
         try run("allreduce") { () throws(CCLError) in
             try Validate.buffers(send: send, recv: recv, count: count, type: type)
+            try preMulSum?.check(type)
+            let op = preMulSum == nil ? op : .sum
             let algo = AllReduce.choose(forced: forcedAlgorithm, bytes: count * type.size, nranks: size)
-            try collective("allreduce", [1, count, Int(type.rawValue), Int(op.rawValue), algo == .ring ? 0 : 1]) { (ctx) throws(CCLError) in
+            try collective("allreduce", [1, count, Int(type.rawValue), Int(op.rawValue), algo == .ring ? 0 : 1, preMulSum == nil ? 0 : 1]) { (ctx) throws(CCLError) in
                 guard count > 0, let send, let recv else { return }
-                try AllReduce.run(algo, ctx, send: send, recv: recv, count: count, type: type, op: op)
+                var input = send
+                if let pm = preMulSum {
+                    pm.scale(into: recv, from: send, count: count)  // the output buffer holds the scaled input
+                    input = UnsafeRawPointer(recv)
+                }
+                try AllReduce.run(algo, ctx, send: input, recv: recv, count: count, type: type, op: op)
             }
         }
     }
@@ -363,13 +376,22 @@ extension Communicator {
 
     /// Reduces the ranks' arrays of `recvCount * size` elements and leaves block `rank` on each rank.
     /// In place when `recv == send + rank * recvCount * size`.
-    public func reduceScatter(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, recvCount: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+    public func reduceScatter(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, recvCount: Int, type: DataType, op: ReduceOp,
+                              preMulSum: PreMulSum? = nil) throws(CCLError) {
         try run("reducescatter") { () throws(CCLError) in
             try Validate.buffers(send: send, sendBytes: recvCount * size, recv: recv, recvBytes: recvCount, type: type,
                                  inPlaceOffset: -rank * recvCount)
-            try collective("reducescatter", [4, recvCount, Int(type.rawValue), Int(op.rawValue)]) { (ctx) throws(CCLError) in
+            try preMulSum?.check(type)
+            let op = preMulSum == nil ? op : .sum
+            try collective("reducescatter", [4, recvCount, Int(type.rawValue), Int(op.rawValue), preMulSum == nil ? 0 : 1]) { (ctx) throws(CCLError) in
                 guard recvCount > 0, let send, let recv else { return }
-                try Collectives.reduceScatter(ctx, send: send, recv: recv, count: recvCount, type: type, op: op)
+                var input = send
+                if let pm = preMulSum {
+                    let tmp = self.preMulScratch.get(recvCount * self.size * type.size)
+                    pm.scale(into: tmp, from: send, count: recvCount * self.size)
+                    input = UnsafeRawPointer(tmp)
+                }
+                try Collectives.reduceScatter(ctx, send: input, recv: recv, count: recvCount, type: type, op: op)
             }
         }
     }
@@ -390,13 +412,22 @@ extension Communicator {
 
     /// Reduces every rank's `count` elements with `op` into `recv` on `root` (`recv` is used on the root
     /// only). In place when `send == recv`.
-    public func reduce(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, op: ReduceOp, root: Int) throws(CCLError) {
+    public func reduce(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, op: ReduceOp, root: Int,
+                       preMulSum: PreMulSum? = nil) throws(CCLError) {
         try run("reduce") { () throws(CCLError) in
             try checkRoot(root)
             try Validate.buffers(send: send, sendBytes: count, recv: rank == root ? recv : nil, recvBytes: rank == root ? count : 0, type: type, inPlaceOffset: 0)
-            try collective("reduce", [6, count, Int(type.rawValue), Int(op.rawValue), root]) { (ctx) throws(CCLError) in
+            try preMulSum?.check(type)
+            let op = preMulSum == nil ? op : .sum
+            try collective("reduce", [6, count, Int(type.rawValue), Int(op.rawValue), root, preMulSum == nil ? 0 : 1]) { (ctx) throws(CCLError) in
                 guard count > 0, let send else { return }
-                try Collectives.reduce(ctx, send: send, recv: self.rank == root ? recv : nil, count: count, type: type, op: op, root: root)
+                var input = send
+                if let pm = preMulSum {
+                    let tmp = self.preMulScratch.get(count * type.size)
+                    pm.scale(into: tmp, from: send, count: count)
+                    input = UnsafeRawPointer(tmp)
+                }
+                try Collectives.reduce(ctx, send: input, recv: self.rank == root ? recv : nil, count: count, type: type, op: op, root: root)
             }
         }
     }
@@ -562,4 +593,53 @@ final class Scratch: @unchecked Sendable {
     }
 
     func release() { base?.deallocate(); base = nil; capacity = 0 }
+}
+
+/// A pre-multiplied sum (NCCL's `ncclRedOpCreatePreMulSum`): each rank's input is multiplied by a
+/// scalar of the collective's type before the sum, e.g. to average gradients with a scale factor.
+/// The scalar is either copied now or read from memory at every operation.
+public struct PreMulSum: @unchecked Sendable {
+    public let type: DataType
+    private let immediate: [UInt8]
+    private let pointer: UnsafeRawPointer?
+
+    /// The scalar's bytes (one element of `type`) copied now.
+    public init(type: DataType, scalarBytes: UnsafeRawPointer) {
+        self.type = type
+        immediate = Array(UnsafeRawBufferPointer(start: scalarBytes, count: type.size))
+        pointer = nil
+    }
+
+    /// The scalar read from `scalarAt` each time an operation uses it.
+    public init(type: DataType, readingScalarAt scalarAt: UnsafeRawPointer) {
+        self.type = type
+        immediate = []
+        pointer = scalarAt
+    }
+
+    public static func of(_ value: Float) -> PreMulSum { withUnsafeBytes(of: value) { PreMulSum(type: .float32, scalarBytes: $0.baseAddress!) } }
+    public static func of(_ value: Double) -> PreMulSum { withUnsafeBytes(of: value) { PreMulSum(type: .float64, scalarBytes: $0.baseAddress!) } }
+
+    func check(_ t: DataType) throws(CCLError) {
+        guard t == type else { throw CCLError.invalidArgument("the pre-multiplied sum was made for \(type), not \(t)") }
+    }
+
+    /// dst = src × scalar, in the type's own arithmetic (`dst` may be `src`).
+    func scale(into dst: UnsafeMutableRawPointer, from src: UnsafeRawPointer, count: Int) {
+        let es = type.size
+        let chunk = 4096
+        let pattern = UnsafeMutableRawPointer.allocate(byteCount: chunk * es, alignment: 64)
+        defer { pattern.deallocate() }
+        for i in 0..<chunk {
+            if let p = pointer { (pattern + i * es).copyMemory(from: p, byteCount: es) }
+            else { immediate.withUnsafeBytes { (pattern + i * es).copyMemory(from: $0.baseAddress!, byteCount: es) } }
+        }
+        let mul = Reduction.kernel(type, .prod)
+        var off = 0
+        while off < count {
+            let n = min(chunk, count - off)
+            mul(dst + off * es, src + off * es, pattern, n)
+            off += n
+        }
+    }
 }

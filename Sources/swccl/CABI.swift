@@ -13,6 +13,8 @@ final class CommHandle: @unchecked Sendable {
     let comm: Communicator
     /// Address of a malloc'd C string (kept as an integer so the mutex holds a Sendable value).
     let lastError = Mutex<UInt>(0)
+    /// Reduction operators made at run time for this communicator (`swcclRedOpCreatePreMulSum`).
+    let ops = Mutex<(next: Int32, table: [Int32: PreMulSum])>((5, [:]))
     init(_ comm: Communicator) { self.comm = comm }
     deinit { lastError.withLock { free(UnsafeMutableRawPointer(bitPattern: $0)) } }
 }
@@ -340,15 +342,24 @@ public func swcclCommGetAsyncError(_ comm: swcclComm_t?, _ asyncError: UnsafeMut
 /// The shared shape of every collective entry point: look up the communicator, convert the type and
 /// (optionally) the op, refuse streams for now, run `body`, turn errors into result codes.
 func collectiveCall(_ name: String, _ comm: swcclComm_t?, _ datatype: swcclDataType_t, _ op: swcclRedOp_t?, _ stream: swcclStream_t?,
-                    _ body: (Communicator, DataType, ReduceOp) throws(CCLError) -> Void) -> swcclResult_t {
+                    _ body: (Communicator, DataType, ReduceOp, PreMulSum?) throws(CCLError) -> Void) -> swcclResult_t {
     switch handle(comm, operation: name) {
     case .failure(let e): return report(e, operation: name)
     case .success(let h):
         guard let type = dataType(datatype) else { return invalid("unknown datatype \(datatype.rawValue)", h, operation: name) }
         var rop = ReduceOp.sum
+        var pre: PreMulSum?
         if let op {
-            guard let o = reduceOp(op) else { return invalid("unknown reduction op \(op.rawValue)", h, operation: name) }
-            rop = o
+            if let o = reduceOp(op) {
+                rop = o
+            } else if let p = h.ops.withLock({ $0.table[Int32(bitPattern: op.rawValue)] }) {
+                guard p.type == type else {
+                    return invalid("reduction op \(op.rawValue) was made for \(p.type), not \(type)", h, operation: name)
+                }
+                pre = p
+            } else {
+                return invalid("unknown reduction op \(op.rawValue) (not built in, nor made by swcclRedOpCreatePreMulSum on this communicator)", h, operation: name)
+            }
         }
         do {
             if let stream {
@@ -357,9 +368,9 @@ func collectiveCall(_ name: String, _ comm: swcclComm_t?, _ datatype: swcclDataT
                     return invalid("stream \(stream) is not a live stream (destroyed already?)", h, operation: name)
                 }
                 let comm = h.comm
-                try s.submit { () throws(CCLError) in try body(comm, type, rop) }
+                try s.submit { () throws(CCLError) in try body(comm, type, rop, pre) }
             } else {
-                try body(h.comm, type, rop)
+                try body(h.comm, type, rop, pre)
             }
             return swcclSuccess
         } catch {
@@ -377,15 +388,15 @@ func checked(_ count: Int) throws(CCLError) -> Int {
 @c @implementation
 public func swcclAllReduce(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                            _ datatype: swcclDataType_t, _ op: swcclRedOp_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclAllReduce", comm, datatype, op, stream) { (c, t, o) throws(CCLError) in
-        try c.allReduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o)
+    collectiveCall("swcclAllReduce", comm, datatype, op, stream) { (c, t, o, p) throws(CCLError) in
+        try c.allReduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o, preMulSum: p)
     }
 }
 
 @c @implementation
 public func swcclBroadcast(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                            _ datatype: swcclDataType_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclBroadcast", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+    collectiveCall("swcclBroadcast", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
         try c.broadcast(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
     }
 }
@@ -393,15 +404,15 @@ public func swcclBroadcast(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMuta
 @c @implementation
 public func swcclReduce(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int, _ datatype: swcclDataType_t,
                         _ op: swcclRedOp_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclReduce", comm, datatype, op, stream) { (c, t, o) throws(CCLError) in
-        try c.reduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o, root: Int(root))
+    collectiveCall("swcclReduce", comm, datatype, op, stream) { (c, t, o, p) throws(CCLError) in
+        try c.reduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o, root: Int(root), preMulSum: p)
     }
 }
 
 @c @implementation
 public func swcclAllGather(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ sendcount: Int,
                            _ datatype: swcclDataType_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclAllGather", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+    collectiveCall("swcclAllGather", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
         try c.allGather(send: sendbuff, recv: recvbuff, sendCount: try checked(sendcount), type: t)
     }
 }
@@ -409,15 +420,15 @@ public func swcclAllGather(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMuta
 @c @implementation
 public func swcclReduceScatter(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ recvcount: Int,
                                _ datatype: swcclDataType_t, _ op: swcclRedOp_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclReduceScatter", comm, datatype, op, stream) { (c, t, o) throws(CCLError) in
-        try c.reduceScatter(send: sendbuff, recv: recvbuff, recvCount: try checked(recvcount), type: t, op: o)
+    collectiveCall("swcclReduceScatter", comm, datatype, op, stream) { (c, t, o, p) throws(CCLError) in
+        try c.reduceScatter(send: sendbuff, recv: recvbuff, recvCount: try checked(recvcount), type: t, op: o, preMulSum: p)
     }
 }
 
 @c @implementation
 public func swcclAlltoAll(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                           _ datatype: swcclDataType_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclAlltoAll", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+    collectiveCall("swcclAlltoAll", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
         try c.allToAll(send: sendbuff, recv: recvbuff, count: try checked(count), type: t)
     }
 }
@@ -425,7 +436,7 @@ public func swcclAlltoAll(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutab
 @c @implementation
 public func swcclGather(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                         _ datatype: swcclDataType_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclGather", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+    collectiveCall("swcclGather", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
         try c.gather(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
     }
 }
@@ -433,7 +444,7 @@ public func swcclGather(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutable
 @c @implementation
 public func swcclScatter(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                          _ datatype: swcclDataType_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclScatter", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+    collectiveCall("swcclScatter", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
         try c.scatter(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
     }
 }
@@ -441,7 +452,7 @@ public func swcclScatter(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutabl
 @c @implementation
 public func swcclSend(_ sendbuff: UnsafeRawPointer?, _ count: Int, _ datatype: swcclDataType_t, _ peer: CInt,
                       _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclSend", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+    collectiveCall("swcclSend", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
         guard peer >= 0 else { throw CCLError.invalidArgument("peer \(peer) is out of range") }
         try c.send(sendbuff, count: try checked(count), type: t, to: Int(peer))
     }
@@ -450,7 +461,7 @@ public func swcclSend(_ sendbuff: UnsafeRawPointer?, _ count: Int, _ datatype: s
 @c @implementation
 public func swcclRecv(_ recvbuff: UnsafeMutableRawPointer?, _ count: Int, _ datatype: swcclDataType_t, _ peer: CInt,
                       _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclRecv", comm, datatype, nil, stream) { (c, t, _) throws(CCLError) in
+    collectiveCall("swcclRecv", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
         guard peer >= 0 else { throw CCLError.invalidArgument("peer \(peer) is out of range") }
         try c.recv(recvbuff, count: try checked(count), type: t, from: Int(peer))
     }
@@ -458,7 +469,7 @@ public func swcclRecv(_ recvbuff: UnsafeMutableRawPointer?, _ count: Int, _ data
 
 @c @implementation
 public func swcclBarrier(_ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclBarrier", comm, swcclUint8, nil, stream) { (c, _, _) throws(CCLError) in try c.barrier() }
+    collectiveCall("swcclBarrier", comm, swcclUint8, nil, stream) { (c, _, _, _) throws(CCLError) in try c.barrier() }
 }
 
 // MARK: - groups
@@ -586,6 +597,50 @@ public func swcclCommDeregister(_ comm: swcclComm_t?, _ reg: UnsafeMutableRawPoi
         _ = Registrations.live.withLock { $0.remove(UInt(bitPattern: reg)) }
         let r = Unmanaged<RegistrationHandle>.fromOpaque(reg).takeRetainedValue()
         h.comm.deregister(r.region)
+        return swcclSuccess
+    }
+}
+
+// MARK: - run-time reduction operators
+
+@c @implementation
+public func swcclRedOpCreatePreMulSum(_ op: UnsafeMutablePointer<swcclRedOp_t>?, _ scalar: UnsafeMutableRawPointer?,
+                                      _ datatype: swcclDataType_t, _ residence: CInt, _ comm: swcclComm_t?) -> swcclResult_t {
+    let name = "swcclRedOpCreatePreMulSum"
+    switch handle(comm, operation: name) {
+    case .failure(let e): return report(e, operation: name)
+    case .success(let h):
+        guard let op else { return invalid("op is NULL", h, operation: name) }
+        guard let scalar else { return invalid("scalar is NULL", h, operation: name) }
+        guard let type = dataType(datatype) else { return invalid("unknown datatype \(datatype.rawValue)", h, operation: name) }
+        let pm: PreMulSum
+        switch residence {
+        case 1: pm = PreMulSum(type: type, scalarBytes: scalar)
+        case 0: pm = PreMulSum(type: type, readingScalarAt: scalar)
+        default: return invalid("residence \(residence) is neither 0 (read at each operation) nor 1 (host immediate)", h, operation: name)
+        }
+        let id = h.ops.withLock { o -> Int32 in
+            let id = o.next
+            o.next += 1
+            o.table[id] = pm
+            return id
+        }
+        op.pointee = swcclRedOp_t(rawValue: UInt32(bitPattern: id))
+        return swcclSuccess
+    }
+}
+
+@c @implementation
+public func swcclRedOpDestroy(_ op: swcclRedOp_t, _ comm: swcclComm_t?) -> swcclResult_t {
+    let name = "swcclRedOpDestroy"
+    switch handle(comm, operation: name) {
+    case .failure(let e): return report(e, operation: name)
+    case .success(let h):
+        let id = Int32(bitPattern: op.rawValue)
+        guard id >= 5 else { return invalid("op \(id) is built in and cannot be destroyed", h, operation: name) }
+        guard h.ops.withLock({ $0.table.removeValue(forKey: id) }) != nil else {
+            return invalid("op \(id) is not a live operator of this communicator (destroyed twice?)", h, operation: name)
+        }
         return swcclSuccess
     }
 }

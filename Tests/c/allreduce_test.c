@@ -420,6 +420,50 @@ static void check_registration(swcclComm_t comm, int rank, int nranks) {
   free(buf);
 }
 
+/* swcclRedOpCreatePreMulSum: each rank's input times a scalar, then summed; immediate and pointer
+ * residence; destroy; misuse. */
+static void check_premulsum(swcclComm_t comm, int rank, int nranks) {
+  enum { N = 5003 };
+  float* buf = (float*)malloc(N * sizeof(float));
+  float half = 0.5f, scale = 4.0f;
+  swcclRedOp_t op1, op2;
+  swcclResult_t res;
+  size_t i;
+  if (buf == NULL) { fail("rank %d: out of memory", rank); return; }
+  res = swcclRedOpCreatePreMulSum(&op1, &half, swcclFloat, 1, comm);
+  if (res != swcclSuccess) fail("rank %d: swcclRedOpCreatePreMulSum (immediate) returned %d", rank, (int)res);
+  half = 100.0f; /* immediate: the value was copied at creation */
+  res = swcclRedOpCreatePreMulSum(&op2, &scale, swcclFloat, 0, comm);
+  if (res != swcclSuccess) fail("rank %d: swcclRedOpCreatePreMulSum (pointer) returned %d", rank, (int)res);
+  for (i = 0; i < N; i++) buf[i] = (float)((rank + (int)i) % 7);
+  res = swcclAllReduce(buf, buf, N, swcclFloat, op1, comm, NULL);
+  if (res != swcclSuccess) fail("rank %d: allreduce with a premulsum op returned %d", rank, (int)res);
+  for (i = 0; i < N; i++) {
+    float want = 0.0f;
+    int r;
+    for (r = 0; r < nranks; r++) want += 0.5f * (float)((r + (int)i) % 7);
+    if (buf[i] != want) { fail("rank %d: premulsum allreduce element %zu = %g, expected %g", rank, i, (double)buf[i], (double)want); break; }
+  }
+  scale = 2.0f; /* pointer residence: read when the operation runs */
+  for (i = 0; i < N; i++) buf[i] = 1.0f;
+  res = swcclAllReduce(buf, buf, N, swcclFloat, op2, comm, NULL);
+  if (res != swcclSuccess || buf[0] != 2.0f * (float)nranks || buf[N - 1] != 2.0f * (float)nranks)
+    fail("rank %d: premulsum (pointer) allreduce returned %d, element 0 = %g", rank, (int)res, (double)buf[0]);
+  res = swcclAllReduce(buf, buf, N, swcclInt32, op1, comm, NULL);
+  if (res != swcclInvalidArgument) fail("rank %d: premulsum op with another datatype returned %d", rank, (int)res);
+  if (swcclRedOpDestroy(op1, comm) != swcclSuccess || swcclRedOpDestroy(op2, comm) != swcclSuccess)
+    fail("rank %d: swcclRedOpDestroy failed", rank);
+  res = swcclRedOpDestroy(op1, comm);
+  if (res != swcclInvalidArgument) fail("rank %d: destroying an op twice returned %d", rank, (int)res);
+  res = swcclRedOpDestroy(swcclSum, comm);
+  if (res != swcclInvalidArgument) fail("rank %d: destroying a built-in op returned %d", rank, (int)res);
+  res = swcclRedOpCreatePreMulSum(&op1, NULL, swcclFloat, 1, comm);
+  if (res != swcclInvalidArgument) fail("rank %d: NULL scalar returned %d", rank, (int)res);
+  res = swcclRedOpCreatePreMulSum(&op1, &scale, swcclFloat, 7, comm);
+  if (res != swcclInvalidArgument) fail("rank %d: residence 7 returned %d", rank, (int)res);
+  free(buf);
+}
+
 static void check_still_usable(swcclComm_t comm, unsigned char* sendbuf, unsigned char* recvbuf) {
   int32_t* s = (int32_t*)(void*)sendbuf;
   int32_t* d = (int32_t*)(void*)recvbuf;
@@ -516,6 +560,7 @@ static void run_rank(int rank, int nranks, swcclUniqueId id) {
   check_misuse(comm, id, sendbuf, recvbuf);
   check_still_usable(comm, sendbuf, recvbuf);
   check_registration(comm, rank, nranks);
+  check_premulsum(comm, rank, nranks);
 
   res = swcclCommDestroy(comm);
   if (res != swcclSuccess)

@@ -497,6 +497,49 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
             }
         }
     }
+    // Pre-multiplied sums: allreduce (float ×2), reduce (double ×0.5, read from memory at each call),
+    // reduce-scatter (int32 ×3, wrapping), in place and out of place.
+    do {
+        let c = 10_007
+        for inPlace in [false, true] {
+            Pattern.fill(inPlace ? rbuf : sbuf, count: c, type: .float32, op: .sum, seed: 501, rank: rank)
+            run("premulsum allreduce") { () throws(CCLError) in
+                try comm.allReduce(send: inPlace ? rbuf : sbuf, recv: rbuf, count: c, type: .float32, op: .sum, preMulSum: .of(Float(2)))
+            }
+            Pattern.expected(want, count: c, type: .float32, op: .sum, seed: 501, nranks: n)
+            let w = want.assumingMemoryBound(to: Float.self)
+            for i in 0..<c { w[i] *= 2 }
+            check(Pattern.countWrong(rbuf, want, count: c, type: .float32, op: .sum) == 0, "premulsum allreduce (in place \(inPlace))")
+
+            var half = 0.5
+            Pattern.fill(sbuf, count: c, type: .float64, op: .sum, seed: 502, rank: rank)
+            let pm = withUnsafeBytes(of: &half) { PreMulSum(type: .float64, readingScalarAt: $0.baseAddress!) }
+            run("premulsum reduce") { () throws(CCLError) in
+                try comm.reduce(send: sbuf, recv: rbuf, count: c, type: .float64, op: .sum, root: n - 1, preMulSum: pm)
+            }
+            if rank == n - 1 {
+                Pattern.expected(want, count: c, type: .float64, op: .sum, seed: 502, nranks: n)
+                let d = want.assumingMemoryBound(to: Double.self)
+                for i in 0..<c { d[i] *= 0.5 }
+                check(Pattern.countWrong(rbuf, want, count: c, type: .float64, op: .sum) == 0, "premulsum reduce")
+            }
+
+            var three: Int32 = 3
+            Pattern.fill(sbuf, count: c * n, type: .int32, op: .sum, seed: 503, rank: rank)
+            let out = inPlace ? sbuf + rank * c * 4 : rbuf
+            let pm3 = withUnsafeBytes(of: &three) { PreMulSum(type: .int32, scalarBytes: $0.baseAddress!) }
+            run("premulsum reducescatter") { () throws(CCLError) in
+                try comm.reduceScatter(send: sbuf, recv: out, recvCount: c, type: .int32, op: .sum, preMulSum: pm3)
+            }
+            Pattern.expected(want, count: c, type: .int32, op: .sum, seed: 503, nranks: n, offset: rank * c)
+            let iw = want.assumingMemoryBound(to: Int32.self)
+            for i in 0..<c { iw[i] = iw[i] &* 3 }
+            check(Pattern.countWrong(out, want, count: c, type: .int32, op: .sum) == 0, "premulsum reducescatter (in place \(inPlace))")
+        }
+        do { try comm.allReduce(send: sbuf, recv: rbuf, count: 4, type: .int32, op: .sum, preMulSum: .of(Float(1))); check(false, "type mismatch accepted") }
+        catch { check(error.kind == .invalidArgument, "pre-multiplied sum of another type: invalidArgument") }
+    }
+
     // A group: every rank sends 1 MiB (rendezvous) to both neighbours and receives from both, with
     // blocking calls that would deadlock outside a group; plus two collectives recorded in the group.
     if n > 1 {
