@@ -576,21 +576,7 @@ static void run_rank(int rank, int nranks, swcclUniqueId id) {
 /* Parent                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
-static volatile pid_t g_children[MAX_RANKS];
-static volatile int g_nchildren = 0;
-static volatile sig_atomic_t g_timed_out = 0;
-
-static void kill_children(void) { /* async-signal-safe */
-  int i;
-  for (i = 0; i < g_nchildren; i++)
-    if (g_children[i] > 0) kill(g_children[i], SIGKILL);
-}
-
-static void on_alarm(int sig) {
-  (void)sig;
-  g_timed_out = 1;
-  kill_children();
-}
+#include "fork_ranks.h"
 
 static int self_check_encoders(void) {
   /* Known bit patterns: half 1 = 0x3c00, 2 = 0x4000, -2 = 0xc000, 3 = 0x4200, 100 = 0x5640;
@@ -601,12 +587,12 @@ static int self_check_encoders(void) {
          bf16_from_int(3) == 0x4040 && bf16_from_int(100) == 0x42c8 && bf16_from_int(0) == 0;
 }
 
+static void rank_entry(int rank, int nranks, void* arg) { run_rank(rank, nranks, *(swcclUniqueId*)arg); }
+
 int main(int argc, char** argv) {
-  int nranks = 3, version = -1, r, passed = 0, failed = 0, parentFailed = 0;
-  int status[MAX_RANKS];
+  int nranks = 3, version = -1, parentFailed = 0;
   swcclUniqueId id;
   swcclResult_t res;
-  struct sigaction sa;
   const char* verbose = getenv("SWCCL_TEST_VERBOSE");
 
   g_verbose = verbose != NULL && verbose[0] != '\0' && strcmp(verbose, "0") != 0;
@@ -643,70 +629,6 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;
-  sigaction(SIGALRM, &sa, NULL);
-  alarm(TIMEOUT_SECONDS);
-
   printf("allreduce_test: nranks=%d, library version %d\n", nranks, version);
-  fflush(stdout);
-  fflush(stderr);
-  for (r = 0; r < nranks; r++) {
-    pid_t pid = fork();
-    if (pid < 0) {
-      printf("parent: FAIL fork of rank %d: %s\n", r, strerror(errno));
-      break;
-    }
-    if (pid == 0) {
-      signal(SIGALRM, SIG_DFL);
-      alarm(TIMEOUT_SECONDS + 5); /* in case the parent itself goes away */
-      run_rank(r, nranks, id);
-      child_exit(1); /* not reached */
-    }
-    g_children[r] = pid;
-    g_nchildren = r + 1;
-  }
-  if (g_nchildren < nranks) kill_children(); /* fork failed: the others cannot complete */
-
-  for (r = 0; r < nranks; r++) {
-    int st = 0;
-    pid_t got;
-    if (r >= g_nchildren) {
-      printf("rank %d: FAILED (not started)\n", r);
-      status[r] = 1;
-      continue;
-    }
-    do {
-      got = waitpid(g_children[r], &st, 0);
-    } while (got < 0 && errno == EINTR);
-    if (got < 0) {
-      printf("rank %d: FAILED (waitpid: %s)\n", r, strerror(errno));
-      status[r] = 1;
-    } else if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
-      status[r] = 0;
-    } else if (WIFEXITED(st)) {
-      printf("rank %d: FAILED (exit code %d)\n", r, WEXITSTATUS(st));
-      status[r] = 1;
-    } else if (WIFSIGNALED(st)) {
-      if (g_timed_out && WTERMSIG(st) == SIGKILL)
-        printf("rank %d: FAILED (timed out after %d s, killed)\n", r, TIMEOUT_SECONDS);
-      else
-        printf("rank %d: FAILED (killed by signal %d)\n", r, WTERMSIG(st));
-      status[r] = 1;
-    } else {
-      printf("rank %d: FAILED (status 0x%x)\n", r, (unsigned)st);
-      status[r] = 1;
-    }
-    g_children[r] = 0;
-  }
-  alarm(0);
-
-  for (r = 0; r < nranks; r++) {
-    if (status[r] == 0) passed++;
-    else failed++;
-  }
-  printf("%d passed, %d failed\n", passed, failed);
-  return (failed || parentFailed) ? 1 : 0;
+  return fork_ranks(nranks, rank_entry, &id, parentFailed);
 }

@@ -1342,21 +1342,7 @@ static void run_rank(int rank, int nranks, swcclUniqueId id, swcclUniqueId errId
 /* Parent                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
-static volatile pid_t g_children[MAX_RANKS];
-static volatile int g_nchildren = 0;
-static volatile sig_atomic_t g_timed_out = 0;
-
-static void kill_children(void) { /* async-signal-safe */
-  int i;
-  for (i = 0; i < g_nchildren; i++)
-    if (g_children[i] > 0) kill(g_children[i], SIGKILL);
-}
-
-static void on_alarm(int sig) {
-  (void)sig;
-  g_timed_out = 1;
-  kill_children();
-}
+#include "fork_ranks.h"
 
 /* Memory shared by the children (one int per rank), from an unlinked temporary file. NULL on failure. */
 static volatile int* shared_slots(void) {
@@ -1377,12 +1363,16 @@ static volatile int* shared_slots(void) {
   return (volatile int*)p;
 }
 
+typedef struct { swcclUniqueId id, errId; } rank_ids;
+static void rank_entry(int rank, int nranks, void* arg) {
+  rank_ids* ids = (rank_ids*)arg;
+  run_rank(rank, nranks, ids->id, ids->errId);
+}
+
 int main(int argc, char** argv) {
-  int nranks = 3, r, passed = 0, failed = 0, parentFailed = 0;
-  int status[MAX_RANKS];
+  int nranks = 3, parentFailed = 0;
   swcclUniqueId id, errId;
   swcclResult_t res;
-  struct sigaction sa;
   const char* verbose = getenv("SWCCL_TEST_VERBOSE");
   const char* nullMix = getenv("SWCCL_TEST_P2P_NULL_MIX");
 
@@ -1429,70 +1419,11 @@ int main(int argc, char** argv) {
     }
   }
 
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_alarm;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;
-  sigaction(SIGALRM, &sa, NULL);
-  alarm(TIMEOUT_SECONDS);
-
-  printf("collectives_test: nranks=%d\n", nranks);
-  fflush(stdout);
-  fflush(stderr);
-  for (r = 0; r < nranks; r++) {
-    pid_t pid = fork();
-    if (pid < 0) {
-      printf("parent: FAIL fork of rank %d: %s\n", r, strerror(errno));
-      break;
-    }
-    if (pid == 0) {
-      signal(SIGALRM, SIG_DFL);
-      alarm(TIMEOUT_SECONDS + 5); /* in case the parent itself goes away */
-      run_rank(r, nranks, id, errId);
-      child_exit(1); /* not reached */
-    }
-    g_children[r] = pid;
-    g_nchildren = r + 1;
+  {
+    static rank_ids ids;
+    ids.id = id;
+    ids.errId = errId;
+    printf("collectives_test: nranks=%d\n", nranks);
+    return fork_ranks(nranks, rank_entry, &ids, parentFailed);
   }
-  if (g_nchildren < nranks) kill_children(); /* fork failed: the others cannot complete */
-
-  for (r = 0; r < nranks; r++) {
-    int st = 0;
-    pid_t got;
-    if (r >= g_nchildren) {
-      printf("rank %d: FAILED (not started)\n", r);
-      status[r] = 1;
-      continue;
-    }
-    do {
-      got = waitpid(g_children[r], &st, 0);
-    } while (got < 0 && errno == EINTR);
-    if (got < 0) {
-      printf("rank %d: FAILED (waitpid: %s)\n", r, strerror(errno));
-      status[r] = 1;
-    } else if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
-      status[r] = 0;
-    } else if (WIFEXITED(st)) {
-      printf("rank %d: FAILED (exit code %d)\n", r, WEXITSTATUS(st));
-      status[r] = 1;
-    } else if (WIFSIGNALED(st)) {
-      if (g_timed_out && WTERMSIG(st) == SIGKILL)
-        printf("rank %d: FAILED (timed out after %d s, killed)\n", r, TIMEOUT_SECONDS);
-      else
-        printf("rank %d: FAILED (killed by signal %d)\n", r, WTERMSIG(st));
-      status[r] = 1;
-    } else {
-      printf("rank %d: FAILED (status 0x%x)\n", r, (unsigned)st);
-      status[r] = 1;
-    }
-    g_children[r] = 0;
-  }
-  alarm(0);
-
-  for (r = 0; r < nranks; r++) {
-    if (status[r] == 0) passed++;
-    else failed++;
-  }
-  printf("%d passed, %d failed\n", passed, failed);
-  return (failed || parentFailed) ? 1 : 0;
 }
