@@ -83,42 +83,7 @@ static const op_info kOps[] = {
 static const size_t kCounts[] = { 0, 1, 7, 1000, 1048577 };
 #define NCOUNTS (sizeof kCounts / sizeof kCounts[0])
 
-static int g_rank = -1;
-static int g_nranks = 0;
-static int g_verbose = 0;
-static int g_failures = 0;  /* failed checks in this child */
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Output                                                                                         */
-/* ---------------------------------------------------------------------------------------------- */
-
-#ifdef __GNUC__
-static void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-#endif
-
-static void fail(const char* fmt, ...) {
-  va_list ap;
-  g_failures++;
-  if (g_failures > MAX_FAIL_LINES) {
-    if (g_failures == MAX_FAIL_LINES + 1) printf("rank %d: FAIL (further failures not shown)\n", g_rank);
-    return;
-  }
-  printf("rank %d: FAIL ", g_rank);
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  printf("\n");
-  fflush(stdout);
-}
-
-static const char* str_or_null(const char* s) { return s ? s : "(null)"; }
-
-/* Leaves the child without running atexit handlers inherited from the parent. */
-static void child_exit(int code) {
-  fflush(stdout);
-  fflush(stderr);
-  _exit(code);
-}
+#include "fork_ranks.h"
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Values                                                                                         */
@@ -576,7 +541,6 @@ static void run_rank(int rank, int nranks, swcclUniqueId id) {
 /* Parent                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
-#include "fork_ranks.h"
 
 static int self_check_encoders(void) {
   /* Known bit patterns: half 1 = 0x3c00, 2 = 0x4000, -2 = 0xc000, 3 = 0x4200, 100 = 0x5640;

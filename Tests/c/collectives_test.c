@@ -133,47 +133,13 @@ static const op_info kOps[] = { { "sum", swcclSum }, { "max", swcclMax }, { "pro
 static const size_t kCounts[] = { 0, 1, 7, 1000, 65537 };
 #define NCOUNTS (sizeof kCounts / sizeof kCounts[0])
 
-static int g_rank = -1;
-static int g_nranks = 0;
-static int g_verbose = 0;
-static int g_failures = 0;   /* failed checks in this child */
+#include "fork_ranks.h"
+
 static unsigned g_salt = 0;  /* advanced identically on every rank, once per call */
 static swcclComm_t g_comm = NULL;
 static volatile int* g_slots = NULL; /* shared between the processes: barrier round reached by each rank */
 static int g_round = 0;
 static int g_p2pNullMix = 1;         /* SWCCL_TEST_P2P_NULL_MIX=0 turns it off: see test_sendrecv */
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Output                                                                                         */
-/* ---------------------------------------------------------------------------------------------- */
-
-#ifdef __GNUC__
-static void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-#endif
-
-static void fail(const char* fmt, ...) {
-  va_list ap;
-  g_failures++;
-  if (g_failures > MAX_FAIL_LINES) {
-    if (g_failures == MAX_FAIL_LINES + 1) printf("rank %d: FAIL (further failures not shown)\n", g_rank);
-    return;
-  }
-  printf("rank %d: FAIL ", g_rank);
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  printf("\n");
-  fflush(stdout);
-}
-
-static const char* str_or_null(const char* s) { return s ? s : "(null)"; }
-
-/* Leaves the child without running atexit handlers inherited from the parent. */
-static void child_exit(int code) {
-  fflush(stdout);
-  fflush(stderr);
-  _exit(code);
-}
 
 /* What a check is about: printed in front of every failure. */
 typedef struct {
@@ -1342,7 +1308,6 @@ static void run_rank(int rank, int nranks, swcclUniqueId id, swcclUniqueId errId
 /* Parent                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
-#include "fork_ranks.h"
 
 /* Memory shared by the children (one int per rank), from an unlinked temporary file. NULL on failure. */
 static volatile int* shared_slots(void) {

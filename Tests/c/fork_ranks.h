@@ -1,11 +1,51 @@
-/* Tests/c/fork_ranks.h - the parent side shared by the forking C tests: start one child process per
- * rank, wait for all of them under one overall alarm (children still running then are SIGKILLed),
- * print a line per failed rank and the closing "N passed, M failed" line (counting ranks).
+/* Tests/c/fork_ranks.h - what the forking C tests share.
+ * Rank side: the rank's identity, failure lines (at most MAX_FAIL_LINES per rank), leaving the child.
+ * Parent side: start one child process per rank, wait for all of them under one overall alarm
+ * (children still running then are SIGKILLed), print a line per failed rank and the closing
+ * "N passed, M failed" line (counting ranks).
  *
- * The including file defines MAX_RANKS and TIMEOUT_SECONDS and includes <errno.h>, <signal.h>,
- * <stdio.h>, <string.h>, <sys/types.h>, <sys/wait.h> and <unistd.h>. */
+ * The including file defines MAX_RANKS, MAX_FAIL_LINES and TIMEOUT_SECONDS and includes <errno.h>,
+ * <signal.h>, <stdarg.h>, <stdio.h>, <string.h>, <sys/types.h>, <sys/wait.h> and <unistd.h>. */
 #ifndef SWCCL_TEST_FORK_RANKS_H
 #define SWCCL_TEST_FORK_RANKS_H
+
+/* ---- rank side ------------------------------------------------------------------------------ */
+
+static int g_rank = -1;
+static int g_nranks = 0;
+static int g_verbose = 0;
+static int g_failures = 0; /* failed checks in this child */
+
+#ifdef __GNUC__
+static void fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+#endif
+
+/* Counts a failed check and prints it as one line "rank R: FAIL ...". */
+static void fail(const char* fmt, ...) {
+  va_list ap;
+  g_failures++;
+  if (g_failures > MAX_FAIL_LINES) {
+    if (g_failures == MAX_FAIL_LINES + 1) printf("rank %d: FAIL (further failures not shown)\n", g_rank);
+    return;
+  }
+  printf("rank %d: FAIL ", g_rank);
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  printf("\n");
+  fflush(stdout);
+}
+
+static const char* str_or_null(const char* s) { return s ? s : "(null)"; }
+
+/* Leaves the child without running atexit handlers inherited from the parent. */
+static void child_exit(int code) {
+  fflush(stdout);
+  fflush(stderr);
+  _exit(code);
+}
+
+/* ---- parent side ---------------------------------------------------------------------------- */
 
 static volatile pid_t g_children[MAX_RANKS];
 static volatile int g_nchildren = 0;
@@ -52,8 +92,7 @@ static int fork_ranks(int nranks, rank_main_fn rank_main, void* arg, int parentF
       signal(SIGALRM, SIG_DFL);
       alarm(TIMEOUT_SECONDS + 5); /* in case the parent itself goes away */
       rank_main(r, nranks, arg);
-      fflush(NULL);
-      _exit(1); /* not reached */
+      child_exit(1); /* not reached */
     }
     g_children[r] = pid;
     g_nchildren = r + 1;
