@@ -15,7 +15,8 @@ public struct CommConfig: Sendable {
     public var transports: String?
     /// Shown in logs and errors.
     public var name: String?
-    /// Forces an algorithm (`ring`, `recdbl`); nil: `SWCCL_ALGO`, else the built-in choice.
+    /// Forces algorithms, in `SWCCL_ALGO`'s syntax (`ring`, `allreduce:tree`,
+    /// `allreduce:0-4K:recdbl;4K-inf:ring`); nil: `SWCCL_ALGO`, else the cost model's choice.
     public var algorithm: String?
 
     public init(timeoutMs: Int? = nil, transports: String? = nil, name: String? = nil, algorithm: String? = nil) {
@@ -54,6 +55,8 @@ public final class Communicator: @unchecked Sendable {
     let transport: any Transport
     let bootstrap: Bootstrap
     let forcedAlgorithm: String?
+    /// Picks each collective's algorithm (forced rules, else the cost model).
+    let selector: AlgorithmSelector
     private let wakeFD: Int32
     private let state = Mutex<State>(State())
     /// Serialises collectives issued on this communicator from several threads.
@@ -203,9 +206,14 @@ public final class Communicator: @unchecked Sendable {
             Sys.close(wakeFD)
             throw error.with(operation: "init", rank: rank)
         }
+        selector = AlgorithmSelector(caps: transport.capabilities, forced: forcedAlgorithm, ranks: size)
         if rank == 0 {
             let sameHost = hosts.allSatisfy { $0.sameHost(as: hosts[0]) }
             Log.info(.initialization, "\(name): \(size) ranks\(source.map { " from \($0)" } ?? ""), \(sameHost ? "all on one host" : "several hosts"), transport \(transport.capabilities), timeout \(timeoutMs) ms")
+            for problem in selector.rules.problems { Log.warn(.tuning, "SWCCL_ALGO: ignoring \(problem)") }
+            if Log.enabled(.info, .tuning) {
+                for kind in CollectiveKind.allCases where kind.algorithms.count > 1 { Log.info(.tuning, "algorithm table: " + selector.table(kind)) }
+            }
         }
     }
 
@@ -304,8 +312,8 @@ public final class Communicator: @unchecked Sendable {
             try Validate.buffers(send: send, recv: recv, count: count, type: type)
             try preMulSum?.check(type)
             let op = preMulSum == nil ? op : .sum
-            let algo = AllReduce.choose(forced: forcedAlgorithm, bytes: count * type.size, nranks: size)
-            try collective("allreduce", [1, count, Int(type.rawValue), Int(op.rawValue), algo == .ring ? 0 : 1, preMulSum == nil ? 0 : 1]) { (ctx) throws(CCLError) in
+            let algo = selector.choose(.allreduce, bytes: count * type.size)
+            try collective("allreduce", [1, count, Int(type.rawValue), Int(op.rawValue), algo.code, preMulSum == nil ? 0 : 1]) { (ctx) throws(CCLError) in
                 guard count > 0, let send, let recv else { return }
                 var input = send
                 if let pm = preMulSum {
@@ -367,9 +375,10 @@ extension Communicator {
         try run("allgather") { () throws(CCLError) in
             try Validate.buffers(send: send, sendBytes: sendCount, recv: recv, recvBytes: sendCount * size, type: type,
                                  inPlaceOffset: rank * sendCount)
-            try collective("allgather", [3, sendCount, Int(type.rawValue)]) { (ctx) throws(CCLError) in
+            let algo = selector.choose(.allgather, bytes: sendCount * size * type.size)
+            try collective("allgather", [3, sendCount, Int(type.rawValue), algo.code]) { (ctx) throws(CCLError) in
                 guard sendCount > 0, let send, let recv else { return }
-                try Collectives.allGather(ctx, send: send, recv: recv, bytes: sendCount * type.size)
+                try Collectives.allGather(algo, ctx, send: send, recv: recv, bytes: sendCount * type.size)
             }
         }
     }
@@ -383,7 +392,8 @@ extension Communicator {
                                  inPlaceOffset: -rank * recvCount)
             try preMulSum?.check(type)
             let op = preMulSum == nil ? op : .sum
-            try collective("reducescatter", [4, recvCount, Int(type.rawValue), Int(op.rawValue), preMulSum == nil ? 0 : 1]) { (ctx) throws(CCLError) in
+            let algo = selector.choose(.reducescatter, bytes: recvCount * size * type.size)
+            try collective("reducescatter", [4, recvCount, Int(type.rawValue), Int(op.rawValue), preMulSum == nil ? 0 : 1, algo.code]) { (ctx) throws(CCLError) in
                 guard recvCount > 0, let send, let recv else { return }
                 var input = send
                 if let pm = preMulSum {
@@ -391,7 +401,7 @@ extension Communicator {
                     pm.scale(into: tmp, from: send, count: recvCount * self.size)
                     input = UnsafeRawPointer(tmp)
                 }
-                try Collectives.reduceScatter(ctx, send: input, recv: recv, count: recvCount, type: type, op: op)
+                try Collectives.reduceScatter(algo, ctx, send: input, recv: recv, count: recvCount, type: type, op: op)
             }
         }
     }
@@ -402,10 +412,11 @@ extension Communicator {
         try run("broadcast") { () throws(CCLError) in
             try checkRoot(root)
             try Validate.buffers(send: rank == root ? send : nil, sendBytes: rank == root ? count : 0, recv: recv, recvBytes: count, type: type, inPlaceOffset: 0)
-            try collective("broadcast", [5, count, Int(type.rawValue), root]) { (ctx) throws(CCLError) in
+            let algo = selector.choose(.broadcast, bytes: count * type.size)
+            try collective("broadcast", [5, count, Int(type.rawValue), root, algo.code]) { (ctx) throws(CCLError) in
                 guard count > 0, let recv else { return }
                 if self.rank == root, let send, send != UnsafeRawPointer(recv) { recv.copyMemory(from: send, byteCount: count * type.size) }
-                try Collectives.broadcast(ctx, buffer: recv, bytes: count * type.size, root: root)
+                try Collectives.broadcast(algo, ctx, buffer: recv, bytes: count * type.size, root: root)
             }
         }
     }
@@ -419,7 +430,8 @@ extension Communicator {
             try Validate.buffers(send: send, sendBytes: count, recv: rank == root ? recv : nil, recvBytes: rank == root ? count : 0, type: type, inPlaceOffset: 0)
             try preMulSum?.check(type)
             let op = preMulSum == nil ? op : .sum
-            try collective("reduce", [6, count, Int(type.rawValue), Int(op.rawValue), root, preMulSum == nil ? 0 : 1]) { (ctx) throws(CCLError) in
+            let algo = selector.choose(.reduce, bytes: count * type.size)
+            try collective("reduce", [6, count, Int(type.rawValue), Int(op.rawValue), root, preMulSum == nil ? 0 : 1, algo.code]) { (ctx) throws(CCLError) in
                 guard count > 0, let send else { return }
                 var input = send
                 if let pm = preMulSum {
@@ -427,7 +439,7 @@ extension Communicator {
                     pm.scale(into: tmp, from: send, count: count)
                     input = UnsafeRawPointer(tmp)
                 }
-                try Collectives.reduce(ctx, send: input, recv: self.rank == root ? recv : nil, count: count, type: type, op: op, root: root)
+                try Collectives.reduce(algo, ctx, send: input, recv: self.rank == root ? recv : nil, count: count, type: type, op: op, root: root)
             }
         }
     }

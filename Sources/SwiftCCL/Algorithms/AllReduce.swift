@@ -2,26 +2,6 @@ import Glibc
 
 /// Allreduce algorithms, written only against the transport protocol.
 enum AllReduce {
-    enum Algorithm: String, CaseIterable { case ring, recdbl }
-
-    /// Recursive doubling for small messages on power-of-two rank counts (one exchange per doubling);
-    /// the pipelined ring otherwise. `SWCCL_ALGO` / `CommConfig.algorithm` override.
-    static func choose(forced: String?, bytes: Int, nranks: Int) -> Algorithm {
-        let pow2 = nranks & (nranks - 1) == 0
-        if let f = forced {
-            // Accept "ring", "allreduce:ring", or a list of "collective:algo".
-            for item in f.split(separator: ",") {
-                let parts = item.split(separator: ":").map { String($0).trimmingSpaces.lowercased() }
-                let name = parts.count == 2 ? (parts[0] == "allreduce" ? parts[1] : nil) : parts.first
-                if let name, let a = Algorithm(rawValue: name) {
-                    if a == .recdbl && !pow2 { Log.warn(.coll, "recdbl needs a power-of-two rank count; using ring"); return .ring }
-                    return a
-                }
-            }
-        }
-        return pow2 && bytes <= 64 << 10 ? .recdbl : .ring
-    }
-
     static func run(_ algo: Algorithm, _ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
                     count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         if ctx.size == 1 {
@@ -29,33 +9,133 @@ enum AllReduce {
             return
         }
         switch algo {
-        case .ring: try ring(ctx, send: send, recv: recv, count: count, type: type, op: op)
+        case .tree: try DoubleTree.allReduce(ctx, send: send, recv: recv, count: count, type: type, op: op)
         case .recdbl: try recursiveDoubling(ctx, send: send, recv: recv, count: count, type: type, op: op)
+        case .rabenseifner: try rabenseifner(ctx, send: send, recv: recv, count: count, type: type, op: op)
+        default: try ring(ctx, send: send, recv: recv, count: count, type: type, op: op)
         }
     }
 
-    /// log2(n) exchanges of the whole buffer with rank ^ 2^k. Operands are combined lower group first,
-    /// so every rank computes bit-identical results.
+    /// Folds a rank count onto the largest power of two p ≤ n (MPICH's scheme): among the first
+    /// 2(n − p) ranks, each even rank hands its data to the odd rank after it and sits out; the odd
+    /// ranks and every rank from 2(n − p) on form p "virtual" ranks.
+    struct Fold {
+        let p: Int
+        let extra: Int
+        /// This rank's virtual rank, or -1 if it sits out.
+        let virtual: Int
+
+        init(rank: Int, size: Int) {
+            p = 1 << (Int.bitWidth - 1 - size.leadingZeroBitCount)
+            extra = size - p
+            if rank < 2 * extra { virtual = rank % 2 == 1 ? rank / 2 : -1 } else { virtual = rank - extra }
+        }
+
+        /// True for an even rank among the first 2(n − p): it gives its data away and waits.
+        var sitsOut: Bool { virtual < 0 }
+        /// True for an odd rank among the first 2(n − p): it reduces its partner's data into its own.
+        func takes(_ rank: Int) -> Bool { rank < 2 * extra && rank % 2 == 1 }
+        /// The real rank of virtual rank `v`.
+        func real(_ v: Int) -> Int { v < extra ? 2 * v + 1 : v + extra }
+    }
+
+    /// Runs the fold's first half. Returns the buffer holding this rank's (possibly combined) input, or
+    /// nil for a rank that sits out (after it has sent its input away).
+    static func foldIn(_ ctx: CollectiveContext, _ fold: Fold, send: UnsafeRawPointer, into acc: UnsafeMutableRawPointer,
+                       count: Int, type: DataType, op: ReduceOp, tmp: UnsafeMutableRawPointer) throws(CCLError) -> UnsafeRawPointer? {
+        let bytes = count * type.size
+        if fold.sitsOut {
+            let s = try ctx.send(ctx.rank + 1, lane: 0, send, bytes)
+            try ctx.wait(s, peer: ctx.rank + 1)
+            return nil
+        }
+        guard fold.takes(ctx.rank) else { return send }
+        let r = try ctx.recv(ctx.rank - 1, lane: 0, tmp, bytes)
+        try ctx.wait(r, peer: ctx.rank - 1)
+        Reduction.kernel(type, op)(acc, UnsafeRawPointer(tmp), send, count)
+        return UnsafeRawPointer(acc)
+    }
+
+    /// The fold's second half: the odd rank sends the finished result to the even one.
+    static func foldOut(_ ctx: CollectiveContext, _ fold: Fold, result: UnsafeMutableRawPointer, bytes: Int) throws(CCLError) {
+        if fold.sitsOut {
+            let r = try ctx.recv(ctx.rank + 1, lane: 255, result, bytes)
+            try ctx.wait(r, peer: ctx.rank + 1)
+        } else if fold.takes(ctx.rank) {
+            let s = try ctx.send(ctx.rank - 1, lane: 255, UnsafeRawPointer(result), bytes)
+            try ctx.wait(s, peer: ctx.rank - 1)
+        }
+    }
+
+    /// Rabenseifner: fold to a power of two p, recursive-halving reduce-scatter (log₂ p exchanges of
+    /// halving size, each rank ending with 1/p of the result), then recursive-doubling all-gather;
+    /// unfold. Moves 2(p−1)/p of the buffer per rank in 2·log₂ p steps.
+    static func rabenseifner(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
+                             count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+        let es = type.size, bytes = count * es
+        let fold = Fold(rank: ctx.rank, size: ctx.size)
+        let kernel = Reduction.kernel(type, op)
+        let tmp = ctx.scratch.get(max(bytes, 1))
+        guard var input = try foldIn(ctx, fold, send: send, into: recv, count: count, type: type, op: op, tmp: tmp) else {
+            try foldOut(ctx, fold, result: recv, bytes: bytes)
+            return
+        }
+        let p = fold.p, v = fold.virtual
+        @inline(__always) func start(_ b: Int) -> Int { Int(Int64(count) * Int64(b) / Int64(p)) }
+        // Reduce-scatter: keep the half of the block range named by this bit of the virtual rank.
+        var lo = 0, hi = p, mask = p >> 1, step = 1
+        while mask > 0 {
+            let partner = fold.real(v ^ mask)
+            let mid = lo + mask
+            let (klo, khi, glo, ghi) = v & mask == 0 ? (lo, mid, mid, hi) : (mid, hi, lo, mid)
+            let keepCount = start(khi) - start(klo)
+            try ctx.exchange(lane: step, to: partner, input + start(glo) * es, (start(ghi) - start(glo)) * es,
+                             from: partner, tmp, keepCount * es)
+            kernel(recv + start(klo) * es, input + start(klo) * es, UnsafeRawPointer(tmp), keepCount)
+            input = UnsafeRawPointer(recv)
+            (lo, hi) = (klo, khi)
+            mask >>= 1; step += 1
+        }
+        if op == .avg { Reduction.divide(recv + start(lo) * es, count: start(hi) - start(lo), type: type, by: ctx.size) }
+        // All-gather: exchange the range held so far with the partner's adjacent range.
+        mask = 1
+        while mask < p {
+            let partner = fold.real(v ^ mask)
+            let width = hi - lo
+            let (plo, phi) = v & mask == 0 ? (hi, hi + width) : (lo - width, lo)
+            try ctx.exchange(lane: step, to: partner, UnsafeRawPointer(recv + start(lo) * es), (start(hi) - start(lo)) * es,
+                             from: partner, recv + start(plo) * es, (start(phi) - start(plo)) * es)
+            (lo, hi) = (min(lo, plo), max(hi, phi))
+            mask <<= 1; step += 1
+        }
+        try foldOut(ctx, fold, result: recv, bytes: bytes)
+    }
+
+    /// Recursive doubling: log₂ p exchanges of the whole buffer with virtual rank v ^ 2^k (folding
+    /// non-powers of two). Operands are combined lower virtual rank first, so every rank computes
+    /// bit-identical results.
     static func recursiveDoubling(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
                                   count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         let bytes = count * type.size
-        let tmp = ctx.scratch.get(bytes)
+        let fold = Fold(rank: ctx.rank, size: ctx.size)
+        let tmp = ctx.scratch.get(max(bytes, 1))
         let kernel = Reduction.kernel(type, op)
-        var mine = send
-        var distance = 1
-        var step = 0
-        while distance < ctx.size {
-            let partner = ctx.rank ^ distance
-            let r = try ctx.recv(partner, lane: step, tmp, bytes)
-            let s = try ctx.send(partner, lane: step, mine, bytes)
-            try ctx.wait(r, peer: partner)
-            try ctx.wait(s, peer: partner)
-            if ctx.rank < partner { kernel(recv, mine, tmp, count) } else { kernel(recv, tmp, mine, count) }
+        guard var mine = try foldIn(ctx, fold, send: send, into: recv, count: count, type: type, op: op, tmp: tmp) else {
+            try foldOut(ctx, fold, result: recv, bytes: bytes)
+            return
+        }
+        let v = fold.virtual
+        var distance = 1, step = 1
+        while distance < fold.p {
+            let partner = fold.real(v ^ distance)
+            try ctx.exchange(lane: step, to: partner, mine, bytes, from: partner, tmp, bytes)
+            if v < v ^ distance { kernel(recv, mine, UnsafeRawPointer(tmp), count) } else { kernel(recv, UnsafeRawPointer(tmp), mine, count) }
             mine = UnsafeRawPointer(recv)
             distance <<= 1
             step += 1
         }
         if op == .avg { Reduction.divide(recv, count: count, type: type, by: ctx.size) }
+        try foldOut(ctx, fold, result: recv, bytes: bytes)
     }
 
     /// Ring allreduce: reduce-scatter then all-gather over n segments, pipelined in chunks. Chunk rounds
@@ -141,8 +221,7 @@ enum AllReduce {
         var active = [Bool](repeating: true, count: lanes)
         var remaining = lanes
         for l in 0..<lanes { try post(l) }
-        var idleSince = Sys.monotonicNanos()
-        var spinUntil = idleSince &+ Knobs.spinNanos
+        var progress = CollectiveContext.Progress()
         while remaining > 0 {
             var advanced = false
             for l in 0..<lanes where active[l] {
@@ -150,14 +229,9 @@ enum AllReduce {
                 advanced = true
                 if finish(l) { try post(l) } else { active[l] = false; remaining -= 1 }
             }
-            let now = Sys.monotonicNanos()
-            if advanced {
-                idleSince = now
-                spinUntil = now &+ Knobs.spinNanos
-            } else if now > spinUntil && remaining > 0 {
-                try driver.block(ctx, idleSince: &idleSince)
-            } else {
-                Sys.yield()  // spinning: give a rank that shares this core its turn
+            if remaining > 0 {
+                let w = driver.waitingOn()
+                try ctx.idle(advanced: advanced, progress: &progress, waitingOn: w.peer, receiving: w.receiving)
             }
         }
     }
@@ -173,12 +247,7 @@ enum Barrier {
         while distance < n {
             let to = (ctx.rank + distance) % n, from = (ctx.rank - distance + n) % n
             try withUnsafeMutablePointer(to: &byte) { p in
-                catching { () throws(CCLError) in
-                    let r = try ctx.recv(from, lane: round, p, 0)
-                    let s = try ctx.send(to, lane: round, p, 0)
-                    try ctx.wait(r, peer: from)
-                    try ctx.wait(s, peer: to)
-                }
+                catching { () throws(CCLError) in try ctx.exchange(lane: round, to: to, p, 0, from: from, p, 0) }
             }.get()
             distance <<= 1
             round += 1

@@ -1,8 +1,3 @@
-extension Knobs {
-    static let algo = Knob.string("SWCCL_ALGO", default: "", "force an algorithm: ring or recdbl (allreduce)")
-    static let chunkBytes = Knob.int("SWCCL_CHUNK_SIZE", default: 512 << 10, "largest pipeline chunk of the ring algorithms, in bytes")
-}
-
 /// What an algorithm needs from its communicator: who it is, the transport, a fresh tag space and the
 /// deadline rule. Algorithms see nothing else, so they work over any backend.
 struct CollectiveContext {
@@ -46,6 +41,48 @@ struct CollectiveContext {
             throw error.kind == .timeout ? stalled(on: peer, error) : error
         }
     }
+
+    /// Sends `sendBytes` to `to` and receives `recvBytes` from `from` at once (either may be the same
+    /// peer), and waits for both.
+    func exchange(lane: Int, to: Int, _ s: UnsafeRawPointer, _ sendBytes: Int,
+                  from: Int, _ r: UnsafeMutableRawPointer, _ recvBytes: Int) throws(CCLError) {
+        let rq = try recv(from, lane: lane, r, recvBytes)
+        let sq = try send(to, lane: lane, s, sendBytes)
+        try wait(rq, peer: from)
+        try wait(sq, peer: to)
+    }
+
+    /// Tests a request slot: true when it is empty or its request completed (the slot is then cleared).
+    @inline(__always) func done(_ r: inout Request?) throws(CCLError) -> Bool {
+        guard let q = r else { return true }
+        if try transport.test(q) { r = nil; return true }
+        return false
+    }
+
+    /// For event-driven algorithms: call after each pass over the requests. Yields while spinning and
+    /// then blocks in the transport; throws a timeout naming `peer` once nothing has advanced for the
+    /// communicator's timeout.
+    func idle(advanced: Bool, progress: inout Progress, waitingOn peer: Int, receiving: Bool) throws(CCLError) {
+        let now = Sys.monotonicNanos()
+        if advanced {
+            progress.idleSince = now
+            progress.spinUntil = now &+ Knobs.spinNanos
+            return
+        }
+        if now <= progress.spinUntil { Sys.yield(); return }
+        // Socket events that complete nothing do not postpone the deadline.
+        let deadline = Deadline(nanos: progress.idleSince &+ UInt64(timeoutMs) &* 1_000_000)
+        if try transport.waitForProgress(deadline: deadline) { return }
+        if deadline.hasPassed {
+            throw stalled(on: peer, CCLError(.timeout, "no progress for \(timeoutMs) ms waiting for \(receiving ? "data from rank \(peer)" : "rank \(peer) to take data from this rank"); the peer is stopped, overloaded, or not in the same collective",
+                                             rank: rank, peer: peer))
+        }
+    }
+
+    struct Progress {
+        var idleSince = Sys.monotonicNanos()
+        var spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
+    }
 }
 
 /// Drives several independent pipelines ("lanes") of requests over one transport: polls every lane,
@@ -68,19 +105,9 @@ struct LaneDriver {
         return true
     }
 
-    /// Blocks until something may have completed; after `timeoutMs` without any event, throws a
-    /// timeout naming a peer the lanes are waiting on.
-    func block(_ ctx: CollectiveContext, idleSince: inout UInt64) throws(CCLError) {
-        // `idleSince` is when a lane last advanced (the caller resets it): socket events that complete
-        // nothing do not postpone the deadline.
-        let deadline = Deadline(nanos: idleSince &+ UInt64(ctx.timeoutMs) &* 1_000_000)
-        if try ctx.transport.waitForProgress(deadline: deadline) { return }
-        if deadline.hasPassed {
-            let l = (0..<recvs.count).first { recvs[$0] != nil } ?? (0..<sends.count).first { sends[$0] != nil } ?? 0
-            let p = peerOf[l]
-            let what = recvs[l] != nil ? "data from" : "rank \(p) to take data from"
-            throw ctx.stalled(on: p, CCLError(.timeout, "no progress for \(ctx.timeoutMs) ms waiting for \(recvs[l] != nil ? "\(what) rank \(p)" : what + " this rank"); the peer is stopped, overloaded, or not in the same collective",
-                           rank: ctx.rank, peer: p))
-        }
+    /// The peer an idle lane waits for, and whether it waits to receive (for timeout messages).
+    func waitingOn() -> (peer: Int, receiving: Bool) {
+        let l = (0..<recvs.count).first { recvs[$0] != nil } ?? (0..<sends.count).first { sends[$0] != nil } ?? 0
+        return (peerOf[l], recvs[l] != nil)
     }
 }

@@ -8,29 +8,103 @@ enum Collectives {
 
     // MARK: all-gather
 
-    /// Ring all-gather: n−1 steps; at step s a rank forwards block (r−s) to its right neighbour and
-    /// receives block (r−s−1) from its left one, straight into the output.
-    static func allGather(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer, bytes: Int) throws(CCLError) {
+    static func allGather(_ algo: Algorithm, _ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer, bytes: Int) throws(CCLError) {
         let n = ctx.size, r = ctx.rank
+        if algo == .recdbl && n & (n - 1) != 0 { return try bruck(ctx, send: send, recv: recv, bytes: bytes) }
         let mine = recv + r * bytes
         if UnsafeRawPointer(mine) != send { mine.copyMemory(from: send, byteCount: bytes) }
+        if algo == .recdbl {
+            // Power of two: at distance d, swap the d blocks held (aligned on d) with rank ^ d.
+            var d = 1
+            while d < n {
+                let partner = r ^ d
+                let lo = r & ~(d - 1), plo = partner & ~(d - 1)
+                try ctx.exchange(lane: 0, to: partner, UnsafeRawPointer(recv + lo * bytes), d * bytes, from: partner, recv + plo * bytes, d * bytes)
+                d <<= 1
+            }
+            return
+        }
+        // Ring: n−1 steps; at step s a rank forwards block (r−s) to its right neighbour and receives
+        // block (r−s−1) from its left one, straight into the output.
         let right = (r + 1) % n, left = (r + n - 1) % n
         for s in 0..<(n - 1) {
             let sb = ((r - s) % n + n) % n, rb = ((r - s - 1) % n + n) % n
-            let rq = try ctx.recv(left, lane: 0, recv + rb * bytes, bytes)
-            let sq = try ctx.send(right, lane: 0, UnsafeRawPointer(recv + sb * bytes), bytes)
-            try ctx.wait(rq, peer: left)
-            try ctx.wait(sq, peer: right)
+            try ctx.exchange(lane: 0, to: right, UnsafeRawPointer(recv + sb * bytes), bytes, from: left, recv + rb * bytes, bytes)
         }
+    }
+
+    /// Bruck's all-gather for any rank count: ⌈log₂ n⌉ steps; after the step at distance d a rank holds
+    /// blocks r … r+2d−1 (mod n) in a scratch buffer (it sends its first min(d, n−d) to r−d and receives
+    /// as many from r+d); one rotation puts them in rank order.
+    static func bruck(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer, bytes: Int) throws(CCLError) {
+        let n = ctx.size, r = ctx.rank
+        let tmp = ctx.scratch.get(n * bytes)
+        tmp.copyMemory(from: send, byteCount: bytes)
+        var d = 1
+        while d < n {
+            let c = min(d, n - d)
+            try ctx.exchange(lane: 0, to: (r - d + n) % n, UnsafeRawPointer(tmp), c * bytes, from: (r + d) % n, tmp + d * bytes, c * bytes)
+            d <<= 1
+        }
+        // tmp[i] is block (r + i) mod n: two copies put it in place.
+        let head = n - r  // blocks r … n−1
+        (recv + r * bytes).copyMemory(from: tmp, byteCount: head * bytes)
+        recv.copyMemory(from: tmp + head * bytes, byteCount: r * bytes)
     }
 
     // MARK: reduce-scatter
 
+    static func reduceScatter(_ algo: Algorithm, _ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
+                              count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+        if ctx.size > 1 && algo == .halving { return try halving(ctx, send: send, recv: recv, count: count, type: type, op: op) }
+        try reduceScatterRing(ctx, send: send, recv: recv, count: count, type: type, op: op)
+    }
+
+    /// Recursive halving (with the power-of-two fold of `AllReduce.Fold`): virtual rank v owns a run of
+    /// whole blocks — its two ranks' blocks if it took a partner's data, else its own — and at distance
+    /// p/2, p/4, … 1 a rank keeps the half of the runs its bit selects, sends the other half and adds the
+    /// partner's copy of the kept half. A rank that took a partner's data sends it its block at the end.
+    static func halving(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
+                        count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+        let n = ctx.size, es = type.size, blockBytes = count * es
+        let fold = AllReduce.Fold(rank: ctx.rank, size: n)
+        let kernel = Reduction.kernel(type, op)
+        let scratch = ctx.scratch.get(2 * n * blockBytes)
+        let acc = scratch, tmp = scratch + n * blockBytes
+        guard var input = try AllReduce.foldIn(ctx, fold, send: send, into: acc, count: n * count, type: type, op: op, tmp: tmp) else {
+            let q = try ctx.recv(ctx.rank + 1, lane: 255, recv, blockBytes)
+            try ctx.wait(q, peer: ctx.rank + 1)
+            if op == .avg { Reduction.divide(recv, count: count, type: type, by: n) }
+            return
+        }
+        let p = fold.p, v = fold.virtual
+        @inline(__always) func block(_ j: Int) -> Int { j < fold.extra ? 2 * j : j + fold.extra }  // first block of run j
+        var lo = 0, hi = p, mask = p >> 1, step = 1
+        while mask > 0 {
+            let partner = fold.real(v ^ mask)
+            let mid = lo + mask
+            let (klo, khi, glo, ghi) = v & mask == 0 ? (lo, mid, mid, hi) : (mid, hi, lo, mid)
+            let keep = (block(khi) - block(klo)) * count
+            try ctx.exchange(lane: step, to: partner, input + block(glo) * blockBytes, (block(ghi) - block(glo)) * blockBytes,
+                             from: partner, tmp, keep * es)
+            kernel(acc + block(klo) * blockBytes, input + block(klo) * blockBytes, UnsafeRawPointer(tmp), keep)
+            input = UnsafeRawPointer(acc)
+            (lo, hi) = (klo, khi)
+            mask >>= 1; step += 1
+        }
+        if fold.takes(ctx.rank) {
+            let s = try ctx.send(ctx.rank - 1, lane: 255, acc + (ctx.rank - 1) * blockBytes, blockBytes)
+            try ctx.wait(s, peer: ctx.rank - 1)
+        }
+        recv.copyMemory(from: acc + ctx.rank * blockBytes, byteCount: blockBytes)
+        if op == .avg { Reduction.divide(recv, count: count, type: type, by: n) }
+    }
+
     /// Ring reduce-scatter: block b ends on rank b. At step s a rank sends its running partial of block
     /// (r−s−1) and receives the left neighbour's partial of block (r−s−2), which it combines with its
     /// own input; the last step lands in `recv`.
-    static func reduceScatter(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
-                              count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+    static func reduceScatterRing(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
+                                  count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         let n = ctx.size, r = ctx.rank
         let bytes = count * type.size
         if n == 1 {
@@ -45,10 +119,7 @@ enum Collectives {
         for s in 0..<(n - 1) {
             let sendBlock = block(r - s - 1), recvBlock = block(r - s - 2)
             let src = s == 0 ? send + sendBlock * bytes : UnsafeRawPointer(acc)
-            let rq = try ctx.recv(left, lane: 0, tmp, bytes)
-            let sq = try ctx.send(right, lane: 0, src, bytes)
-            try ctx.wait(rq, peer: left)
-            try ctx.wait(sq, peer: right)
+            try ctx.exchange(lane: 0, to: right, src, bytes, from: left, tmp, bytes)
             let dst = s == n - 2 ? recv : acc
             kernel(dst, send + recvBlock * bytes, tmp, count)
         }
@@ -57,14 +128,14 @@ enum Collectives {
 
     // MARK: broadcast
 
-    /// Small messages: binomial tree from the root (⌈log₂ n⌉ rounds). Large ones: a chain from the
-    /// root, pipelined in chunks so every link carries a chunk at once.
-    static func broadcast(_ ctx: CollectiveContext, buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(CCLError) {
+    /// Binomial: a binomial tree from the root (⌈log₂ n⌉ rounds, the whole buffer per message).
+    /// Chain: from the root along the ranks, pipelined in chunks so every link carries a chunk at once.
+    static func broadcast(_ algo: Algorithm, _ ctx: CollectiveContext, buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(CCLError) {
         let n = ctx.size
         if n == 1 || bytes == 0 { return }
         let v = (ctx.rank - root + n) % n  // position relative to the root
-        if bytes <= 64 << 10 {
-            // Binomial: receive from the parent (clear the lowest set bit), then send to children.
+        if algo == .binomial {
+            // Receive from the parent (clear the lowest set bit), then send to the children.
             var mask = 1
             while mask < n {
                 if v & mask != 0 {
@@ -112,17 +183,54 @@ enum Collectives {
 
     // MARK: reduce
 
+    static func reduce(_ algo: Algorithm, _ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer?,
+                       count: Int, type: DataType, op: ReduceOp, root: Int) throws(CCLError) {
+        if ctx.size == 1 {
+            if let recv, UnsafeRawPointer(recv) != send { recv.copyMemory(from: send, byteCount: count * type.size) }
+            return
+        }
+        if algo == .binomial { return try reduceBinomial(ctx, send: send, recv: recv, count: count, type: type, op: op, root: root) }
+        try reduceChain(ctx, send: send, recv: recv, count: count, type: type, op: op, root: root)
+    }
+
+    /// Binomial tree towards the root: in round k a rank whose relative position has bit k set sends
+    /// its partial to position − 2^k and leaves; the others add the partial of position + 2^k.
+    static func reduceBinomial(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer?,
+                               count: Int, type: DataType, op: ReduceOp, root: Int) throws(CCLError) {
+        let n = ctx.size, bytes = count * type.size
+        let v = (ctx.rank - root + n) % n
+        let kernel = Reduction.kernel(type, op)
+        let scratch = ctx.scratch.get(2 * max(bytes, 1))
+        let tmp = scratch
+        let acc = v == 0 ? recv! : scratch + max(bytes, 1)
+        var partial = send
+        var mask = 1
+        while mask < n {
+            if v & mask != 0 {
+                let parent = (v - mask + root) % n
+                let s = try ctx.send(parent, lane: 0, partial, bytes)
+                try ctx.wait(s, peer: parent)
+                return
+            }
+            if v + mask < n {
+                let child = (v + mask + root) % n
+                let q = try ctx.recv(child, lane: 0, tmp, bytes)
+                try ctx.wait(q, peer: child)
+                kernel(acc, partial, UnsafeRawPointer(tmp), count)
+                partial = UnsafeRawPointer(acc)
+            }
+            mask <<= 1
+        }
+        if op == .avg { Reduction.divide(acc, count: count, type: type, by: n) }  // only the root gets here
+    }
+
     /// Chain towards the root, pipelined in chunks: the farthest rank sends its input; every other
     /// rank combines what arrives with its own input and passes it on; the root writes the result.
-    static func reduce(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer?,
-                       count: Int, type: DataType, op: ReduceOp, root: Int) throws(CCLError) {
+    static func reduceChain(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer?,
+                            count: Int, type: DataType, op: ReduceOp, root: Int) throws(CCLError) {
         let n = ctx.size, esize = type.size
         let bytes = count * esize
         let v = (ctx.rank - root + n) % n
-        if n == 1 {
-            if let recv, UnsafeRawPointer(recv) != send { recv.copyMemory(from: send, byteCount: bytes) }
-            return
-        }
         let kernel = Reduction.kernel(type, op)
         let chunkElems = max(1, (bytes <= 64 << 10 ? max(bytes, 1) : chunkBytes) / esize)
         let chunks = (count + chunkElems - 1) / chunkElems
@@ -173,10 +281,7 @@ enum Collectives {
         (recv + r * bytes).copyMemory(from: send + r * bytes, byteCount: bytes)
         for s in 1..<max(n, 1) {
             let to = (r + s) % n, from = (r - s + n) % n
-            let rq = try ctx.recv(from, lane: 0, recv + from * bytes, bytes)
-            let sq = try ctx.send(to, lane: 0, send + to * bytes, bytes)
-            try ctx.wait(rq, peer: from)
-            try ctx.wait(sq, peer: to)
+            try ctx.exchange(lane: 0, to: to, send + to * bytes, bytes, from: from, recv + from * bytes, bytes)
         }
     }
 

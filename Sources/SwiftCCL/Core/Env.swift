@@ -48,6 +48,12 @@ extension Knob where Value == Int {
     }
 }
 
+extension Knob where Value == Double {
+    static func double(_ name: String, default d: Double, _ help: String) -> Knob<Double> {
+        Knob(name, default: d, help, parse: { Double($0.trimmingSpaces).flatMap { $0.isFinite && $0 >= 0 ? $0 : nil } })
+    }
+}
+
 extension Knob where Value == String {
     static func string(_ name: String, default d: String, _ help: String) -> Knob<String> {
         Knob(name, default: d, help, parse: { $0 })
@@ -73,7 +79,8 @@ public enum Knobs {
         [Log.levelKnob.info, Log.subsysKnob.info, Log.fileKnob.info,
          Knobs.commID.info, Knobs.timeoutMs.info, Knobs.transports.info, Knobs.algo.info,
          Knobs.socketIfname.info, Knobs.socketFamily.info, Knobs.nsocksPerThread.info,
-         Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info, Knobs.chunkBytes.info, Knobs.spinMicroseconds.info,
+         Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info, Knobs.chunkBytes.info, Knobs.alphaMicros.info, Knobs.bandwidthGBs.info, Knobs.reduceGBs.info,
+         Knobs.spinMicroseconds.info,
          Knobs.spinYield.info,
          Knobs.shmDisable.info, Knobs.ibDisable.info, Knobs.ibHCA.info, Knobs.ibGidIndex.info,
          Knobs.rank.info, Knobs.size.info]

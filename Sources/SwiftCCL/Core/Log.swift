@@ -10,7 +10,7 @@ public enum Log {
     }
 
     public enum Subsystem: String, Sendable {
-        case initialization = "INIT", bootstrap = "BOOTSTRAP", net = "NET", coll = "COLL", env = "ENV", api = "API"
+        case initialization = "INIT", bootstrap = "BOOTSTRAP", net = "NET", coll = "COLL", env = "ENV", api = "API", tuning = "TUNING"
     }
 
     static let levelKnob = Knob<Level>("SWCCL_DEBUG", default: .warn, "log level: WARN, INFO or TRACE (VERSION prints the version)", parse: { t in

@@ -1,0 +1,292 @@
+import Glibc
+
+extension Knobs {
+    static let algo = Knob.string("SWCCL_ALGO", default: "",
+        "force algorithms: `ring`, `allreduce:tree`, `allreduce:0-4K:recdbl;4K-inf:ring,broadcast:chain` (see docs/ENVIRONMENT.md)")
+    static let chunkBytes = Knob.int("SWCCL_CHUNK_SIZE", default: 512 << 10, "largest pipeline chunk of the ring algorithms, in bytes")
+    static let alphaMicros = Knob.double("SWCCL_MODEL_ALPHA_US", default: 0,
+        "cost model: latency of one message step in microseconds (0: the transport's measured value)")
+    static let bandwidthGBs = Knob.double("SWCCL_MODEL_BW_GBS", default: 0,
+        "cost model: bandwidth of one link in GB/s (0: the transport's measured value)")
+    static let reduceGBs = Knob.double("SWCCL_MODEL_REDUCE_GBS", default: 0,
+        "cost model: reduction kernel throughput in GB/s of output (0: the built-in measured value)")
+}
+
+/// The collectives that have a choice of algorithm.
+public enum CollectiveKind: String, CaseIterable, Sendable {
+    case allreduce, allgather, reducescatter, broadcast, reduce, alltoall
+
+    /// The algorithms implemented for this collective, in the order tables show them.
+    public var algorithms: [Algorithm] {
+        switch self {
+        case .allreduce: [.ring, .tree, .recdbl, .rabenseifner]
+        case .allgather: [.ring, .recdbl]
+        case .reducescatter: [.ring, .halving]
+        case .broadcast: [.chain, .binomial]
+        case .reduce: [.chain, .binomial]
+        case .alltoall: [.pairwise]
+        }
+    }
+}
+
+/// Algorithm names, as `SWCCL_ALGO`, `swccl-perf -a` and the INFO table spell them.
+public enum Algorithm: String, CaseIterable, Sendable {
+    /// Pipelined ring (allreduce: reduce-scatter then all-gather, four lanes in both directions).
+    case ring
+    /// Double binary tree (allreduce), each half of the data reduced up and broadcast down one tree.
+    case tree
+    /// Recursive doubling (allreduce: whole-buffer exchanges; all-gather: Bruck's algorithm when the
+    /// rank count is not a power of two).
+    case recdbl
+    /// Recursive-halving reduce-scatter then recursive-doubling all-gather (allreduce).
+    case rabenseifner
+    /// Recursive halving (reduce-scatter).
+    case halving
+    /// Pipelined chain (broadcast, reduce).
+    case chain
+    /// Binomial tree (broadcast, reduce).
+    case binomial
+    /// Pairwise exchange (all-to-all).
+    case pairwise
+
+    /// Parses a name or an alias (`bruck`, `rhd`, `rechalving`, `pipeline`).
+    public init?(name: String) {
+        switch name {
+        case "bruck": self = .recdbl
+        case "rhd", "rabenseifner": self = .rabenseifner
+        case "rechalving", "halving", "rechalv": self = .halving
+        case "pipeline", "chain": self = .chain
+        default: self.init(rawValue: name)
+        }
+    }
+
+    /// A small number identifying the algorithm in a collective's fingerprint.
+    var code: Int { Algorithm.allCases.firstIndex(of: self)! }
+}
+
+/// The latency/bandwidth cost model (Hockney: a step that moves `b` bytes costs α + b·β, a reduction
+/// of `b` bytes costs b·γ) and the rule that picks an algorithm from it. Every rank evaluates the same
+/// model on the same inputs, so every rank picks the same algorithm; forced choices come first.
+public struct CostModel: Sendable, CustomStringConvertible {
+    /// Seconds per message step (latency plus per-message overhead).
+    public var alpha: Double
+    /// Seconds per byte on one link.
+    public var beta: Double
+    /// Seconds per byte of reduction output.
+    public var gamma: Double
+    /// Pipeline chunk of the ring and chain algorithms, bytes.
+    public var chunkBytes: Int
+    /// Pipeline chunk of the tree algorithm, bytes.
+    public var treeChunkBytes: Int
+
+    public init(alpha: Double, beta: Double, gamma: Double, chunkBytes: Int = 512 << 10, treeChunkBytes: Int = 128 << 10) {
+        self.alpha = alpha; self.beta = beta; self.gamma = gamma
+        self.chunkBytes = chunkBytes; self.treeChunkBytes = treeChunkBytes
+    }
+
+    /// The reduction throughput measured for float sum with the library's kernels on the reference
+    /// machine (docs/PERFORMANCE.md), used when nothing better is known.
+    public static let defaultGamma = 1.0 / 4.0e9
+
+    /// The model for a transport: its advertised α and β, overridden by the `SWCCL_MODEL_*` knobs.
+    public static func forTransport(_ caps: TransportCapabilities) -> CostModel {
+        let a = Knobs.alphaMicros.value > 0 ? Knobs.alphaMicros.value * 1e-6 : caps.alphaNanos * 1e-9
+        let b = Knobs.bandwidthGBs.value > 0 ? 1 / (Knobs.bandwidthGBs.value * 1e9) : caps.betaNanosPerByte * 1e-9
+        let g = Knobs.reduceGBs.value > 0 ? 1 / (Knobs.reduceGBs.value * 1e9) : defaultGamma
+        return CostModel(alpha: a, beta: b, gamma: g, chunkBytes: Knobs.chunkBytes.value)
+    }
+
+    public var description: String {
+        "α \(fixed(alpha * 1e6, 1)) µs, β \(fixed(1 / beta / 1e9, 2)) GB/s, γ \(fixed(1 / gamma / 1e9, 2)) GB/s"
+    }
+
+    /// Predicted seconds for `kind` with `algorithm` moving `bytes` (the collective's size as
+    /// swccl-perf counts it) over `n` ranks; nil if the algorithm does not implement `kind`.
+    public func predict(_ kind: CollectiveKind, _ algorithm: Algorithm, bytes: Int, ranks n: Int) -> Double? {
+        guard kind.algorithms.contains(algorithm) else { return nil }
+        if n <= 1 { return 0 }
+        let S = Double(bytes), N = Double(n)
+        let p = 1 << (Int.bitWidth - 1 - n.leadingZeroBitCount)  // largest power of two <= n
+        let P = Double(p), logP = Double(p.trailingZeroBitCount)
+        let logN = ceil(log2(N))
+        let folded = p != n
+        let a = alpha, b = beta, g = gamma
+        // Fold and unfold of the ranks beyond the power of two: the whole buffer there and back.
+        func fold(_ reduces: Bool) -> Double { folded ? 2 * (a + S * b) + (reduces ? S * g : 0) : 0 }
+        switch (kind, algorithm) {
+        case (.allreduce, .ring):
+            // 2(n−1) steps of S/n each; the reductions of a step overlap the next transfer except at the
+            // pipeline's ends; small chunks cost one α each per lane.
+            let seg = S / N
+            let chunks = max(1, ceil(seg / Double(chunkBytes)))
+            return 2 * (N - 1) * a * max(1, chunks / 4) + 2 * (N - 1) * seg * b + (N - 1) * seg * g
+        case (.allreduce, .tree):
+            // Two trees, each carrying S/2 in chunks; a chunk climbs and descends the depth, and the
+            // busiest rank (interior in one tree, leaf in the other) moves 2S each way.
+            let depth = Double(DoubleTree.depth(n))
+            let half = S / 2
+            let c = min(max(half, 1), Double(treeChunkBytes))
+            let chunks = max(1, ceil(half / c))
+            return 2 * depth * (a + c * (b + g)) + chunks * a + 2 * S * b + S * g
+        case (.allreduce, .recdbl):
+            return logP * (a + S * b + S * g) + fold(true)
+        case (.allreduce, .rabenseifner):
+            return 2 * logP * a + 2 * (P - 1) / P * S * b + (P - 1) / P * S * g + fold(true)
+        case (.allgather, .ring):
+            return (N - 1) * (a + S / N * b)
+        case (.allgather, .recdbl):
+            // ⌈log₂ n⌉ steps with doubling blocks; Bruck's variant also rotates the result once.
+            return logN * a + (N - 1) / N * S * b + (p == n ? 0 : S * b / 4)
+        case (.reducescatter, .ring):
+            return (N - 1) * (a + S / N * (b + g))
+        case (.reducescatter, .halving):
+            return logP * a + (P - 1) / P * S * (b + g) + fold(true)
+        case (.broadcast, .chain), (.reduce, .chain):
+            let c = min(max(S, 1), Double(chunkBytes))
+            let chunks = max(1, ceil(S / c))
+            let red = kind == .reduce ? g : 0
+            return (N - 1 + chunks - 1) * (a + c * (b + red))
+        case (.broadcast, .binomial), (.reduce, .binomial):
+            let red = kind == .reduce ? g : 0
+            return logN * (a + S * (b + red))
+        case (.alltoall, .pairwise):
+            return (N - 1) * (a + S / N * b)
+        default:
+            return nil
+        }
+    }
+
+    /// The algorithm with the lowest predicted time (ties go to the earlier one in `kind.algorithms`).
+    public func best(_ kind: CollectiveKind, bytes: Int, ranks n: Int) -> Algorithm {
+        var best = kind.algorithms[0], bestTime = Double.infinity
+        for a in kind.algorithms {
+            if let t = predict(kind, a, bytes: bytes, ranks: n), t < bestTime { best = a; bestTime = t }
+        }
+        return best
+    }
+}
+
+/// A parsed `SWCCL_ALGO`: entries `[collective:][lo-hi:]algorithm`, separated by `,` or `;`. An entry
+/// without a collective but after one with a collective continues it (`allreduce:0-4K:recdbl;4K-inf:ring`);
+/// a bare algorithm applies to every collective that has it (`ring`). Ranges are in bytes, half-open
+/// [lo, hi), with K/M/G suffixes (powers of 1024) and `inf`.
+public struct AlgorithmRules: Sendable, Equatable {
+    public struct Rule: Sendable, Equatable {
+        public var kind: CollectiveKind?
+        public var lo: Int
+        public var hi: Int
+        public var algorithm: Algorithm
+    }
+    public var rules: [Rule] = []
+    public var problems: [String] = []
+
+    public init(_ text: String) {
+        var current: CollectiveKind?
+        for raw in text.split(whereSeparator: { $0 == "," || $0 == ";" }) {
+            let item = String(raw).trimmingSpaces.lowercased()
+            if item.isEmpty { continue }
+            var parts = item.split(separator: ":").map(String.init)
+            var kind: CollectiveKind?
+            if let k = CollectiveKind(rawValue: parts[0].replacingDashes) {
+                kind = k; parts.removeFirst()
+                current = k
+            } else if parts.count > 1 || item.contains("-") {
+                kind = current
+            }
+            var lo = 0, hi = Int.max
+            if parts.count == 2 {
+                guard let r = AlgorithmRules.range(parts[0]) else { problems.append("\"\(item)\": cannot read the size range \"\(parts[0])\""); continue }
+                (lo, hi) = r
+                parts.removeFirst()
+            }
+            guard parts.count == 1, let a = Algorithm(name: parts[0]) else {
+                problems.append("\"\(item)\": unknown algorithm (known: \(Algorithm.allCases.map(\.rawValue).joined(separator: ", ")))")
+                continue
+            }
+            if let kind, !kind.algorithms.contains(a) {
+                problems.append("\"\(item)\": \(kind.rawValue) has no \(a.rawValue) algorithm (it has \(kind.algorithms.map(\.rawValue).joined(separator: ", ")))")
+                continue
+            }
+            rules.append(Rule(kind: kind, lo: lo, hi: hi, algorithm: a))
+        }
+    }
+
+    /// The forced algorithm for `kind` at `bytes`, if a rule covers it.
+    public func forced(_ kind: CollectiveKind, bytes: Int) -> Algorithm? {
+        for r in rules where (r.kind == nil || r.kind == kind) && bytes >= r.lo && bytes < r.hi && kind.algorithms.contains(r.algorithm) {
+            return r.algorithm
+        }
+        return nil
+    }
+
+    static func range(_ s: String) -> (Int, Int)? {
+        let ends = s.split(separator: "-", omittingEmptySubsequences: false).map(String.init)
+        guard ends.count == 2, let lo = size(ends[0]), let hi = size(ends[1]), lo < hi else { return nil }
+        return (lo, hi)
+    }
+
+    static func size(_ s: String) -> Int? {
+        if s == "inf" || s == "max" { return Int.max }
+        var digits = s, shift = 0
+        if let last = s.last, let k = ["k": 10, "m": 20, "g": 30][String(last)] { shift = k; digits = String(s.dropLast()) }
+        guard let v = Int(digits), v >= 0 else { return nil }
+        return v << shift
+    }
+}
+
+/// Per communicator: the model, the forced rules, and the choice for each call.
+struct AlgorithmSelector: Sendable {
+    let model: CostModel
+    let rules: AlgorithmRules
+    let ranks: Int
+
+    init(caps: TransportCapabilities, forced: String?, ranks: Int) {
+        model = CostModel.forTransport(caps)
+        rules = AlgorithmRules(forced ?? "")
+        self.ranks = ranks
+    }
+
+    func choose(_ kind: CollectiveKind, bytes: Int) -> Algorithm {
+        rules.forced(kind, bytes: bytes) ?? model.best(kind, bytes: bytes, ranks: ranks)
+    }
+
+    /// The table rank 0 prints at INFO: predicted time of every algorithm at sizes 8 B … 1 GiB.
+    func table(_ kind: CollectiveKind) -> String {
+        let algos = kind.algorithms
+        var out = "\(kind.rawValue), \(ranks) ranks, \(model):\n"
+        out += pad("size", 10) + algos.map { pad($0.rawValue + " µs", 14) }.joined() + "  chosen\n"
+        var bytes = 8
+        while bytes <= 1 << 30 {
+            out += pad(formatBytes(bytes), 10)
+            for a in algos { out += pad(model.predict(kind, a, bytes: bytes, ranks: ranks).map { fixed($0 * 1e6, 1) } ?? "-", 14) }
+            out += "  \(choose(kind, bytes: bytes).rawValue)\(rules.forced(kind, bytes: bytes) != nil ? " (forced)" : "")\n"
+            bytes <<= 2
+        }
+        return out
+    }
+}
+
+func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
+
+func fixed(_ v: Double, _ decimals: Int) -> String {
+    guard v.isFinite else { return "\(v)" }
+    var scale = 1.0
+    for _ in 0..<decimals { scale *= 10 }
+    let r = (abs(v) * scale).rounded()
+    let whole = Int(r / scale), frac = Int(r) - whole * Int(scale)
+    let f = String(frac)
+    return (v < 0 ? "-" : "") + "\(whole)" + (decimals > 0 ? "." + String(repeating: "0", count: decimals - f.count) + f : "")
+}
+
+/// 8 B, 4 KiB, 1 MiB … as in the INFO table and docs.
+public func formatBytes(_ b: Int) -> String {
+    if b >= 1 << 30 && b % (1 << 30) == 0 { return "\(b >> 30) GiB" }
+    if b >= 1 << 20 && b % (1 << 20) == 0 { return "\(b >> 20) MiB" }
+    if b >= 1 << 10 && b % (1 << 10) == 0 { return "\(b >> 10) KiB" }
+    return "\(b) B"
+}
+
+extension String {
+    /// "all_reduce", "all-reduce" → "allreduce".
+    var replacingDashes: String { String(filter { $0 != "-" && $0 != "_" && !$0.isWhitespace }) }
+}
