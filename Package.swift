@@ -31,6 +31,8 @@ let package = Package(
         // Test-data patterns and exact checking shared by swccl-perf and the tests.
         .target(name: "SwcclVerify", dependencies: ["SwiftCCL"]),
         .executableTarget(name: "swccl-perf", dependencies: ["SwiftCCL", "SwcclVerify"]),
+        // The cost model's simulator: which algorithm wins, and its predicted busbw, for any rank count.
+        .executableTarget(name: "swccl-model", dependencies: ["SwiftCCL"]),
         // The rank process that multi-process tests spawn.
         .executableTarget(name: "swccl-test-rank", dependencies: ["SwiftCCL", "SwcclVerify"], path: "Tests/swccl-test-rank"),
         .testTarget(name: "SwiftCCLTests", dependencies: ["SwiftCCL", "SwcclVerify", "swccl-test-rank"]),

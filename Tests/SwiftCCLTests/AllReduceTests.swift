@@ -10,6 +10,7 @@ final class AllReduceTests: XCTestCase {
         XCTAssertTrue(r.allPassed, r.summary)
         for out in r.outputs { XCTAssertTrue(out.contains("PASS allreduce"), out) }
         print("allreduce with \(n) ranks\(algo.map { " (\($0))" } ?? ""): \(String(format: "%.1f", r.seconds)) s")
+        for line in r.outputs[0].split(separator: "\n") where line.contains("cases in") { print("  " + line) }
     }
 
     func testOneRank() throws { try runAllReduce(1) }
@@ -20,7 +21,15 @@ final class AllReduceTests: XCTestCase {
     func testSevenRanks() throws { try runAllReduce(7) }
     func testEightRanksOversubscribed() throws { try runAllReduce(8) }
     func testThirteenRanksOversubscribed() throws { try runAllReduce(13) }
-    func testFourRanksForcedRing() throws { try runAllReduce(4, algo: "ring") }
+    func testFourRanksForcedRangesFromEnvironment() throws { try runAllReduce(4, algo: "allreduce:0-8K:recdbl;8K-1M:rabenseifner;1M-inf:ring") }
+
+    /// Ranks forced to different algorithms: the fingerprint in the tags differs, so the error names
+    /// the mismatch instead of mixing the algorithms' messages.
+    func testDifferentAlgorithmsFailCleanly() throws {
+        let r = try Ranks.run("mismatch", ranks: 3, timeoutMs: 2000, env: ["SWCCL_TEST_COUNT": "5000", "SWCCL_TEST_MISMATCH": "algorithm"])
+        XCTAssertTrue(r.allPassed, r.summary)
+        XCTAssertTrue(r.outputs.joined().contains("different arguments"), r.summary)
+    }
 
     /// A rank in another collective than its peers: an error naming the mismatch, not a hang.
     func testDifferentCollectiveFailsCleanly() throws {

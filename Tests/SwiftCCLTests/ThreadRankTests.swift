@@ -78,4 +78,64 @@ final class ThreadRankTests: XCTestCase {
         XCTAssertEqual(box.wrong, 0)
         comms.forEach { $0.destroy() }
     }
+
+    /// Every algorithm of every collective that has a choice, ranks as threads driven through one
+    /// stream each: allreduce, all-gather, reduce-scatter, broadcast and reduce, exact.
+    func testEveryAlgorithmAsThreads() throws {
+        let settings = ["allreduce:ring,allgather:ring,reducescatter:ring,broadcast:chain,reduce:chain",
+                        "allreduce:tree,allgather:recdbl,reducescatter:halving,broadcast:binomial,reduce:binomial",
+                        "allreduce:recdbl", "allreduce:rabenseifner"]
+        for n in [2, 3, 5] {
+            for setting in settings {
+                let comms = try Communicator.initAll(count: n, config: CommConfig(timeoutMs: 20_000, algorithm: setting))
+                let streams = try comms.map { _ in try ExecutionStream() }
+                for count in [0, 1, 7, 1000, 65_537] {
+                    let bytes = count * n * 8 + 64
+                    let ins = (0..<n).map { _ in UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64) }
+                    let outs = (0..<n).map { _ in UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64) }
+                    let want = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+                    defer { (ins + outs + [want]).forEach { $0.deallocate() } }
+                    let what = "\(n) threads, \(setting), count \(count)"
+                    func runAll(_ body: @escaping @Sendable (Communicator, UnsafeMutableRawPointer, UnsafeMutableRawPointer) throws(CCLError) -> Void) throws {
+                        for (r, c) in comms.enumerated() {
+                            let i = ins[r], o = outs[r]
+                            try streams[r].submit { () throws(CCLError) in try body(c, i, o) }
+                        }
+                        for s in streams { try s.synchronize() }
+                    }
+                    // allreduce, int64 max
+                    for r in 0..<n { Pattern.fill(ins[r], count: count, type: .int64, op: .max, seed: 21, rank: r) }
+                    try runAll { (c, i, o) throws(CCLError) in try c.allReduce(send: i, recv: o, count: count, type: .int64, op: .max) }
+                    Pattern.expected(want, count: count, type: .int64, op: .max, seed: 21, nranks: n)
+                    for r in 0..<n { XCTAssertEqual(Pattern.countWrong(outs[r], want, count: count, type: .int64, op: .max), 0, "allreduce, \(what), rank \(r)") }
+                    // all-gather, float32
+                    for r in 0..<n { Pattern.fill(ins[r], count: count, type: .float32, op: .max, seed: 22, rank: r) }
+                    try runAll { (c, i, o) throws(CCLError) in try c.allGather(send: i, recv: o, sendCount: count, type: .float32) }
+                    for q in 0..<n { Pattern.fill(want + q * count * 4, count: count, type: .float32, op: .max, seed: 22, rank: q) }
+                    for r in 0..<n { XCTAssertEqual(Pattern.countWrong(outs[r], want, count: count * n, type: .float32, op: .max), 0, "allgather, \(what), rank \(r)") }
+                    // reduce-scatter, float64 sum
+                    for r in 0..<n { Pattern.fill(ins[r], count: count * n, type: .float64, op: .sum, seed: 23, rank: r) }
+                    try runAll { (c, i, o) throws(CCLError) in try c.reduceScatter(send: i, recv: o, recvCount: count, type: .float64, op: .sum) }
+                    for r in 0..<n {
+                        Pattern.expected(want, count: count, type: .float64, op: .sum, seed: 23, nranks: n, offset: r * count)
+                        XCTAssertEqual(Pattern.countWrong(outs[r], want, count: count, type: .float64, op: .sum), 0, "reducescatter, \(what), rank \(r)")
+                    }
+                    // broadcast from the last rank, in place, int8
+                    let root = n - 1
+                    Pattern.fill(outs[root], count: count, type: .int8, op: .max, seed: 24, rank: root)
+                    try runAll { (c, _, o) throws(CCLError) in try c.broadcast(send: o, recv: o, count: count, type: .int8, root: root) }
+                    Pattern.fill(want, count: count, type: .int8, op: .max, seed: 24, rank: root)
+                    for r in 0..<n { XCTAssertEqual(Pattern.countWrong(outs[r], want, count: count, type: .int8, op: .max), 0, "broadcast, \(what), rank \(r)") }
+                    // reduce to rank 1 % n, bfloat16 sum
+                    let rroot = 1 % n
+                    for r in 0..<n { Pattern.fill(ins[r], count: count, type: .bfloat16, op: .sum, seed: 25, rank: r) }
+                    try runAll { (c, i, o) throws(CCLError) in try c.reduce(send: i, recv: o, count: count, type: .bfloat16, op: .sum, root: rroot) }
+                    Pattern.expected(want, count: count, type: .bfloat16, op: .sum, seed: 25, nranks: n)
+                    XCTAssertEqual(Pattern.countWrong(outs[rroot], want, count: count, type: .bfloat16, op: .sum), 0, "reduce, \(what)")
+                }
+                for s in streams { try s.destroy() }
+                comms.forEach { $0.destroy() }
+            }
+        }
+    }
 }

@@ -31,13 +31,16 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
 
 // MARK: - collective scenarios
 
-/// Every type × op × count × in/out of place, exact. Counts of 1 Mi+1 run a deterministic sample of ops
-/// per type (all of them with SWCCL_TEST_FULL=1).
+/// Every type × op × count × in/out of place, exact, with the cost model's choice and with every
+/// algorithm forced (each on a communicator split off with that setting). The model's choice runs
+/// every small case; forced algorithms run a deterministic third of them, and counts of 1 Mi+1 run a
+/// sample of types and ops — everything with SWCCL_TEST_FULL=1. SWCCL_TEST_ALGO runs one setting only.
 @MainActor func allreduceScenario() {
     let comm: Communicator
-    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs, algorithm: env("SWCCL_TEST_ALGO"))) }
+    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
     catch { say("FAIL init: \(error)"); exit(1) }
     let full = env("SWCCL_TEST_FULL") == "1"
+    let settings: [String?] = env("SWCCL_TEST_ALGO").map { [$0] } ?? [nil] + CollectiveKind.allreduce.algorithms.map { "allreduce:\($0.rawValue)" }
     let counts = [0, 1, 7, 1000, (1 << 20) + 1]
     let maxBytes = counts.max()! * 8 + 64
     let send = UnsafeMutableRawPointer.allocate(byteCount: maxBytes, alignment: 64)
@@ -45,30 +48,46 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     let want = UnsafeMutableRawPointer.allocate(byteCount: maxBytes, alignment: 64)
     var checked = 0
     var seed: UInt64 = 7
-    for (ti, type) in DataType.allCases.enumerated() {
-        for (oi, op) in ReduceOp.allCases.enumerated() {
-            for count in counts {
-                if count > 4096 && !full && (ti + oi) % 3 != 0 && op != .sum { continue }
-                for inPlace in [false, true] {
-                    // Misaligned: shift by one byte on alternate runs (elements stay packed).
-                    let shift = (checked % 2 == 1) ? 1 : 0
-                    let s = send + shift, r = recv + shift
-                    seed &+= 1
-                    Pattern.fill(inPlace ? r : s, count: count, type: type, op: op, seed: seed, rank: rank)
-                    if !inPlace { memset(r, 0xA5, count * type.size) }
-                    do {
-                        try comm.allReduce(send: inPlace ? UnsafeRawPointer(r) : UnsafeRawPointer(s), recv: r, count: count, type: type, op: op)
-                    } catch {
-                        check(false, "allreduce \(type) \(op) count \(count) inPlace \(inPlace): \(error)")
-                        exit(1)
+    for (ai, setting) in settings.enumerated() {
+        let t0 = Clock.nanos(), before = checked
+        defer { say("\(setting ?? "auto"): \(checked - before) cases in \(Double((Clock.nanos() - t0) / 1_000_000) / 1000) s") }
+        let c: Communicator
+        if let setting {
+            do { c = try comm.split(color: 0, key: rank, config: CommConfig(timeoutMs: timeoutMs, algorithm: setting))! }
+            catch { say("FAIL split for \(setting): \(error)"); exit(1) }
+        } else { c = comm }
+        let forced = setting != nil
+        for (ti, type) in DataType.allCases.enumerated() {
+            for (oi, op) in ReduceOp.allCases.enumerated() {
+                for (ci, count) in counts.enumerated() {
+                    if !full {
+                        if count > 4096 {
+                            if forced ? (ti != (ai * 5) % DataType.allCases.count || oi != (ai * 2) % 5) : ((ti + oi) % 3 != 0 && op != .sum) { continue }
+                        } else if forced && (ti + oi + ci + ai) % 3 != 0 { continue }
                     }
-                    Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: size)
-                    let wrong = Pattern.countWrong(r, want, count: count, type: type, op: op)
-                    check(wrong == 0, "allreduce \(type) \(op) count \(count) \(inPlace ? "in place" : "out of place") shift \(shift): \(wrong) wrong elements")
-                    checked += 1
+                    for inPlace in [false, true] {
+                        // Misaligned: shift by one byte on alternate runs (elements stay packed).
+                        let shift = (checked % 2 == 1) ? 1 : 0
+                        let s = send + shift, r = recv + shift
+                        seed &+= 1
+                        Pattern.fill(inPlace ? r : s, count: count, type: type, op: op, seed: seed, rank: rank)
+                        if !inPlace { memset(r, 0xA5, count * type.size) }
+                        let what = "allreduce \(setting ?? "auto") \(type) \(op) count \(count) \(inPlace ? "in place" : "out of place") shift \(shift)"
+                        do {
+                            try c.allReduce(send: inPlace ? UnsafeRawPointer(r) : UnsafeRawPointer(s), recv: r, count: count, type: type, op: op)
+                        } catch {
+                            check(false, "\(what): \(error)")
+                            exit(1)
+                        }
+                        Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: size)
+                        let wrong = Pattern.countWrong(r, want, count: count, type: type, op: op)
+                        check(wrong == 0, "\(what): \(wrong) wrong elements")
+                        checked += 1
+                    }
                 }
             }
         }
+        if forced { c.destroy() }
     }
     // The typed Swift API.
     var xs = (0..<1001).map { Float($0 % 7) + Float(rank) }
@@ -351,15 +370,18 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     finish()
 }
 
-/// Ranks disagree on the count: every rank gets an error that names the mismatch (no hang, no wrong
-/// data reported as success), and the communicator is broken afterwards.
+/// Ranks disagree on the count (or, with SWCCL_TEST_MISMATCH, on the collective or the forced
+/// algorithm): every rank gets an error that names the mismatch (no hang, no wrong data reported as
+/// success), and the communicator is broken afterwards.
 @MainActor func mismatchScenario() {
+    let mismatch = env("SWCCL_TEST_MISMATCH") ?? "count"
+    let algorithm = mismatch == "algorithm" ? (rank == 1 ? "allreduce:ring" : "allreduce:tree") : nil
     let comm: Communicator
-    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
+    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs, algorithm: algorithm)) }
     catch { say("FAIL init: \(error)"); exit(1) }
     let base = Int(env("SWCCL_TEST_COUNT") ?? "1000") ?? 1000
-    let otherCollective = env("SWCCL_TEST_MISMATCH") == "collective"
-    var xs = [Float](repeating: 1, count: base * (rank == 1 && !otherCollective ? 2 : 1))
+    let otherCollective = mismatch == "collective"
+    var xs = [Float](repeating: 1, count: base * (rank == 1 && mismatch == "count" ? 2 : 1))
     let t0 = Clock.nanos()
     do {
         if otherCollective && rank == 1 {
@@ -404,81 +426,95 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     func run(_ what: String, _ body: () throws(CCLError) -> Void) {
         do { try body() } catch { check(false, "\(what): \(error)"); exit(1) }
     }
-    for (ti, type) in types.enumerated() {
-        let es = type.size
-        let ops = ReduceOp.allCases
-        for (ci, count) in counts.enumerated() {
-            let op = ops[(ti + ci) % ops.count]
-            let root = (ti + ci) % n
-            for inPlace in [false, true] {
-                seed &+= 1
-                let tag = "\(type) count \(count) \(inPlace ? "in place" : "out of place")"
-                // broadcast
-                Pattern.fill(sbuf, count: count, type: type, op: .max, seed: seed, rank: root)
-                if rank != root { memset(rbuf, 0, count * es) } else if inPlace { rbuf.copyMemory(from: sbuf, byteCount: count * es) }
-                run("broadcast \(tag)") { () throws(CCLError) in
-                    try comm.broadcast(send: inPlace ? UnsafeRawPointer(rbuf) : UnsafeRawPointer(sbuf), recv: rbuf, count: count, type: type, root: root)
-                }
-                Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: root)
-                check(Pattern.countWrong(rbuf, want, count: count, type: type, op: .max) == 0, "broadcast \(tag) root \(root)")
-                // reduce
-                Pattern.fill(inPlace ? rbuf : sbuf, count: count, type: type, op: op, seed: seed, rank: rank)
-                run("reduce \(tag)") { () throws(CCLError) in
-                    try comm.reduce(send: inPlace ? UnsafeRawPointer(rbuf) : UnsafeRawPointer(sbuf), recv: rbuf, count: count, type: type, op: op, root: root)
-                }
-                if rank == root {
-                    Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: n)
-                    check(Pattern.countWrong(rbuf, want, count: count, type: type, op: op) == 0, "reduce \(op) \(tag) root \(root)")
-                }
-                // all-gather: block r of the output is rank r's input
-                let mine = inPlace ? rbuf + rank * count * es : sbuf
-                Pattern.fill(mine, count: count, type: type, op: .max, seed: seed, rank: rank)
-                run("allgather \(tag)") { () throws(CCLError) in
-                    try comm.allGather(send: UnsafeRawPointer(mine), recv: rbuf, sendCount: count, type: type)
-                }
-                for r in 0..<n { Pattern.fill(want + r * count * es, count: count, type: type, op: .max, seed: seed, rank: r) }
-                check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "allgather \(tag)")
-                // reduce-scatter: block r of the reduced array lands on rank r
-                Pattern.fill(sbuf, count: count * n, type: type, op: op, seed: seed, rank: rank)
-                let out = inPlace ? sbuf + rank * count * es : rbuf
-                run("reducescatter \(tag)") { () throws(CCLError) in
-                    try comm.reduceScatter(send: UnsafeRawPointer(sbuf), recv: out, recvCount: count, type: type, op: op)
-                }
-                Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: n, offset: rank * count)
-                check(Pattern.countWrong(out, want, count: count, type: type, op: op) == 0, "reducescatter \(op) \(tag)")
-                // gather / scatter (in place: the root's own block already sits in the big buffer)
-                let gmine = inPlace && rank == root ? rbuf + root * count * es : sbuf
-                Pattern.fill(gmine, count: count, type: type, op: .max, seed: seed, rank: rank)
-                run("gather \(tag)") { () throws(CCLError) in
-                    try comm.gather(send: UnsafeRawPointer(gmine), recv: rbuf, count: count, type: type, root: root)
-                }
-                if rank == root {
-                    for r in 0..<n { Pattern.fill(want + r * count * es, count: count, type: type, op: .max, seed: seed, rank: r) }
-                    check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "gather \(tag) root \(root)")
-                }
-                if rank == root { Pattern.fill(sbuf, count: count * n, type: type, op: .max, seed: seed, rank: root) }
-                let sout = inPlace && rank == root ? sbuf + root * count * es : rbuf
-                run("scatter \(tag)") { () throws(CCLError) in
-                    try comm.scatter(send: UnsafeRawPointer(sbuf), recv: sout, count: count, type: type, root: root)
-                }
-                Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: root, offset: rank * count)
-                check(Pattern.countWrong(sout, want, count: count, type: type, op: .max) == 0, "scatter \(tag) root \(root)")
-                // all-to-all: block j of rank r's input is (seed, r, offset j*count); r receives j's block r
-                if !inPlace {
-                    Pattern.fill(sbuf, count: count * n, type: type, op: .max, seed: seed, rank: rank)
-                    run("alltoall \(tag)") { () throws(CCLError) in try comm.allToAll(send: sbuf, recv: rbuf, count: count, type: type) }
-                    for j in 0..<n { Pattern.fill(want + j * count * es, count: count, type: type, op: .max, seed: seed, rank: j, offset: rank * count) }
-                    check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "alltoall \(tag)")
-                    // send/recv ring shift
-                    Pattern.fill(sbuf, count: count, type: type, op: .max, seed: seed, rank: rank)
-                    let right = (rank + 1) % n, left = (rank + n - 1) % n
-                    run("sendrecv \(tag)") { () throws(CCLError) in
-                        try comm.sendRecv(send: sbuf, count: count, type: type, to: right, recv: rbuf, recvCount: count, from: left)
+    // The model's choice, then every algorithm forced (on communicators split off with that setting);
+    // forced settings run half of the types unless SWCCL_TEST_FULL=1.
+    let settings: [String?] = [nil, "allgather:ring,reducescatter:ring,broadcast:chain,reduce:chain",
+                               "allgather:recdbl,reducescatter:halving,broadcast:binomial,reduce:binomial"]
+    let full = env("SWCCL_TEST_FULL") == "1"
+    for (ai, setting) in settings.enumerated() {
+        let base = comm
+        let comm: Communicator
+        if let setting {
+            do { comm = try base.split(color: 0, key: rank, config: CommConfig(timeoutMs: timeoutMs, algorithm: setting))! }
+            catch { say("FAIL split for \(setting): \(error)"); exit(1) }
+        } else { comm = base }
+        defer { if setting != nil { comm.destroy() } }
+        for (ti, type) in types.enumerated() where full || setting == nil || (ti + ai) % 2 == 0 {
+            let es = type.size
+            let ops = ReduceOp.allCases
+            for (ci, count) in counts.enumerated() {
+                let op = ops[(ti + ci) % ops.count]
+                let root = (ti + ci) % n
+                for inPlace in [false, true] {
+                    seed &+= 1
+                    let tag = "[\(setting ?? "auto")] \(type) count \(count) \(inPlace ? "in place" : "out of place")"
+                    // broadcast
+                    Pattern.fill(sbuf, count: count, type: type, op: .max, seed: seed, rank: root)
+                    if rank != root { memset(rbuf, 0, count * es) } else if inPlace { rbuf.copyMemory(from: sbuf, byteCount: count * es) }
+                    run("broadcast \(tag)") { () throws(CCLError) in
+                        try comm.broadcast(send: inPlace ? UnsafeRawPointer(rbuf) : UnsafeRawPointer(sbuf), recv: rbuf, count: count, type: type, root: root)
                     }
-                    Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: left)
-                    check(Pattern.countWrong(rbuf, want, count: count, type: type, op: .max) == 0, "sendrecv \(tag)")
+                    Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: root)
+                    check(Pattern.countWrong(rbuf, want, count: count, type: type, op: .max) == 0, "broadcast \(tag) root \(root)")
+                    // reduce
+                    Pattern.fill(inPlace ? rbuf : sbuf, count: count, type: type, op: op, seed: seed, rank: rank)
+                    run("reduce \(tag)") { () throws(CCLError) in
+                        try comm.reduce(send: inPlace ? UnsafeRawPointer(rbuf) : UnsafeRawPointer(sbuf), recv: rbuf, count: count, type: type, op: op, root: root)
+                    }
+                    if rank == root {
+                        Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: n)
+                        check(Pattern.countWrong(rbuf, want, count: count, type: type, op: op) == 0, "reduce \(op) \(tag) root \(root)")
+                    }
+                    // all-gather: block r of the output is rank r's input
+                    let mine = inPlace ? rbuf + rank * count * es : sbuf
+                    Pattern.fill(mine, count: count, type: type, op: .max, seed: seed, rank: rank)
+                    run("allgather \(tag)") { () throws(CCLError) in
+                        try comm.allGather(send: UnsafeRawPointer(mine), recv: rbuf, sendCount: count, type: type)
+                    }
+                    for r in 0..<n { Pattern.fill(want + r * count * es, count: count, type: type, op: .max, seed: seed, rank: r) }
+                    check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "allgather \(tag)")
+                    // reduce-scatter: block r of the reduced array lands on rank r
+                    Pattern.fill(sbuf, count: count * n, type: type, op: op, seed: seed, rank: rank)
+                    let out = inPlace ? sbuf + rank * count * es : rbuf
+                    run("reducescatter \(tag)") { () throws(CCLError) in
+                        try comm.reduceScatter(send: UnsafeRawPointer(sbuf), recv: out, recvCount: count, type: type, op: op)
+                    }
+                    Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: n, offset: rank * count)
+                    check(Pattern.countWrong(out, want, count: count, type: type, op: op) == 0, "reducescatter \(op) \(tag)")
+                    // gather / scatter (in place: the root's own block already sits in the big buffer)
+                    let gmine = inPlace && rank == root ? rbuf + root * count * es : sbuf
+                    Pattern.fill(gmine, count: count, type: type, op: .max, seed: seed, rank: rank)
+                    run("gather \(tag)") { () throws(CCLError) in
+                        try comm.gather(send: UnsafeRawPointer(gmine), recv: rbuf, count: count, type: type, root: root)
+                    }
+                    if rank == root {
+                        for r in 0..<n { Pattern.fill(want + r * count * es, count: count, type: type, op: .max, seed: seed, rank: r) }
+                        check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "gather \(tag) root \(root)")
+                    }
+                    if rank == root { Pattern.fill(sbuf, count: count * n, type: type, op: .max, seed: seed, rank: root) }
+                    let sout = inPlace && rank == root ? sbuf + root * count * es : rbuf
+                    run("scatter \(tag)") { () throws(CCLError) in
+                        try comm.scatter(send: UnsafeRawPointer(sbuf), recv: sout, count: count, type: type, root: root)
+                    }
+                    Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: root, offset: rank * count)
+                    check(Pattern.countWrong(sout, want, count: count, type: type, op: .max) == 0, "scatter \(tag) root \(root)")
+                    // all-to-all: block j of rank r's input is (seed, r, offset j*count); r receives j's block r
+                    if !inPlace {
+                        Pattern.fill(sbuf, count: count * n, type: type, op: .max, seed: seed, rank: rank)
+                        run("alltoall \(tag)") { () throws(CCLError) in try comm.allToAll(send: sbuf, recv: rbuf, count: count, type: type) }
+                        for j in 0..<n { Pattern.fill(want + j * count * es, count: count, type: type, op: .max, seed: seed, rank: j, offset: rank * count) }
+                        check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "alltoall \(tag)")
+                        // send/recv ring shift
+                        Pattern.fill(sbuf, count: count, type: type, op: .max, seed: seed, rank: rank)
+                        let right = (rank + 1) % n, left = (rank + n - 1) % n
+                        run("sendrecv \(tag)") { () throws(CCLError) in
+                            try comm.sendRecv(send: sbuf, count: count, type: type, to: right, recv: rbuf, recvCount: count, from: left)
+                        }
+                        Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: left)
+                        check(Pattern.countWrong(rbuf, want, count: count, type: type, op: .max) == 0, "sendrecv \(tag)")
+                    }
+                    cases += 1
                 }
-                cases += 1
             }
         }
     }

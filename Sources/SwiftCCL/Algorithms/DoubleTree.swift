@@ -8,20 +8,20 @@ extension Knobs {
 /// even rank count, every rank is a leaf in one and interior in the other, so both trees together
 /// load every rank about equally. Each tree carries half the buffer: chunks are reduced up towards the
 /// root and broadcast back down, pipelined.
-enum DoubleTree {
+public enum DoubleTree {
     /// One rank's place in one tree: its parent (-1 at the root) and up to two children (-1 for none).
-    struct Node: Equatable, CustomStringConvertible {
-        var parent: Int
-        var children: (Int, Int)
-        static func == (a: Node, b: Node) -> Bool { a.parent == b.parent && a.children == b.children }
-        var kids: [Int] { [children.0, children.1].filter { $0 >= 0 } }
-        var description: String { "parent \(parent) children \(kids)" }
+    public struct Node: Equatable, CustomStringConvertible, Sendable {
+        public var parent: Int
+        public var children: (Int, Int)
+        public static func == (a: Node, b: Node) -> Bool { a.parent == b.parent && a.children == b.children }
+        public var kids: [Int] { [children.0, children.1].filter { $0 >= 0 } }
+        public var description: String { "parent \(parent) children \(kids)" }
     }
 
     /// Tree 0: an in-order binary tree rooted at rank 0 whose leaves are the odd ranks. A rank's lowest
     /// set bit b gives its level: its parent is (rank ^ b) | 2b (or rank ^ b when that is out of range),
     /// its children rank ± b/2 (the upper one shrunk until it is in range).
-    static func btree(rank: Int, size n: Int) -> Node {
+    public static func btree(rank: Int, size n: Int) -> Node {
         if n <= 1 { return Node(parent: -1, children: (-1, -1)) }
         var bit = 1
         while bit < n && rank & bit == 0 { bit <<= 1 }
@@ -40,7 +40,7 @@ enum DoubleTree {
 
     /// Both trees for `rank`: tree 1 is tree 0 mirrored (rank ↦ n−1−rank) for an even rank count, and
     /// shifted by one for an odd count.
-    static func trees(rank: Int, size n: Int) -> (Node, Node) {
+    public static func trees(rank: Int, size n: Int) -> (Node, Node) {
         let t0 = btree(rank: rank, size: n)
         let map: (Int) -> Int, unmap: (Int) -> Int
         if n % 2 == 0 { map = { n - 1 - $0 }; unmap = map } else { map = { ($0 - 1 + n) % n }; unmap = { ($0 + 1) % n } }
@@ -52,7 +52,7 @@ enum DoubleTree {
     /// Levels below the root, the same in both trees: the root's only child is the largest power of
     /// two 2^k < n, whose subtree has k levels of halving bits below it (out-of-range parents only
     /// shorten paths).
-    static func depth(_ n: Int) -> Int {
+    public static func depth(_ n: Int) -> Int {
         n <= 1 ? 0 : (Int.bitWidth - (n - 1).leadingZeroBitCount - 1) + 1
     }
 

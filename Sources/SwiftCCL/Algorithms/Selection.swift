@@ -16,6 +16,19 @@ extension Knobs {
 public enum CollectiveKind: String, CaseIterable, Sendable {
     case allreduce, allgather, reducescatter, broadcast, reduce, alltoall
 
+    /// Accepts the library's and swccl-perf's spellings (`allreduce`, `all_reduce`).
+    public init?(name: String) { self.init(rawValue: name.lowercased().replacingDashes) }
+
+    /// nccl-tests' bus bandwidth factor: busbw = algbw × factor.
+    public func busFactor(_ n: Int) -> Double {
+        let N = Double(n)
+        switch self {
+        case .allreduce: return n > 1 ? 2 * (N - 1) / N : 0
+        case .allgather, .reducescatter, .alltoall: return (N - 1) / N
+        case .broadcast, .reduce: return 1
+        }
+    }
+
     /// The algorithms implemented for this collective, in the order tables show them.
     public var algorithms: [Algorithm] {
         switch self {
@@ -78,10 +91,17 @@ public struct CostModel: Sendable, CustomStringConvertible {
     public var chunkBytes: Int
     /// Pipeline chunk of the tree algorithm, bytes.
     public var treeChunkBytes: Int
+    /// Blocks up to this size stay in cache between a step's transfer and its reduction.
+    public var cacheBytes: Int
+    /// Seconds per byte of a reduction whose block did not stay in cache (read back from memory).
+    /// Pipelined algorithms (ring, tree, chain) reduce chunk by chunk and never pay it.
+    public var memoryBeta: Double
 
-    public init(alpha: Double, beta: Double, gamma: Double, chunkBytes: Int = 512 << 10, treeChunkBytes: Int = 128 << 10) {
+    public init(alpha: Double, beta: Double, gamma: Double, chunkBytes: Int = 512 << 10, treeChunkBytes: Int = 128 << 10,
+                cacheBytes: Int = 1 << 20, memoryBeta: Double = 0.5e-9) {
         self.alpha = alpha; self.beta = beta; self.gamma = gamma
         self.chunkBytes = chunkBytes; self.treeChunkBytes = treeChunkBytes
+        self.cacheBytes = cacheBytes; self.memoryBeta = memoryBeta
     }
 
     /// The reduction throughput measured for float sum with the library's kernels on the reference
@@ -93,11 +113,21 @@ public struct CostModel: Sendable, CustomStringConvertible {
         let a = Knobs.alphaMicros.value > 0 ? Knobs.alphaMicros.value * 1e-6 : caps.alphaNanos * 1e-9
         let b = Knobs.bandwidthGBs.value > 0 ? 1 / (Knobs.bandwidthGBs.value * 1e9) : caps.betaNanosPerByte * 1e-9
         let g = Knobs.reduceGBs.value > 0 ? 1 / (Knobs.reduceGBs.value * 1e9) : defaultGamma
-        return CostModel(alpha: a, beta: b, gamma: g, chunkBytes: Knobs.chunkBytes.value)
+        return CostModel(alpha: a, beta: b, gamma: g, chunkBytes: Knobs.chunkBytes.value, treeChunkBytes: Knobs.treeChunkBytes.value)
+    }
+
+    /// The model for a transport by name, from the figures that transport advertises.
+    public static func named(_ transport: String) -> CostModel? {
+        switch transport {
+        case "tcp": return CostModel(alpha: TCPTransport.modelAlphaNanos * 1e-9, beta: TCPTransport.modelBetaNanosPerByte * 1e-9,
+                                     gamma: defaultGamma, chunkBytes: Knobs.chunkBytes.value, treeChunkBytes: Knobs.treeChunkBytes.value)
+        default: return nil
+        }
     }
 
     public var description: String {
-        "α \(fixed(alpha * 1e6, 1)) µs, β \(fixed(1 / beta / 1e9, 2)) GB/s, γ \(fixed(1 / gamma / 1e9, 2)) GB/s"
+        "α \(fixed(alpha * 1e6, 1)) µs, β \(fixed(1 / beta / 1e9, 2)) GB/s, γ \(fixed(1 / gamma / 1e9, 2)) GB/s, "
+            + "blocks above \(formatBytes(cacheBytes)) reduced at \(fixed(1 / memoryBeta / 1e9, 2)) GB/s"
     }
 
     /// Predicted seconds for `kind` with `algorithm` moving `bytes` (the collective's size as
@@ -111,8 +141,14 @@ public struct CostModel: Sendable, CustomStringConvertible {
         let logN = ceil(log2(N))
         let folded = p != n
         let a = alpha, b = beta, g = gamma
+        // A reduction of a block too large for the cache reads it back from memory.
+        func spill(_ block: Double) -> Double { block > Double(cacheBytes) ? block * memoryBeta : 0 }
+        // Recursive halving then doubling: blocks S/2, S/4, … S/p, reduced on the way down.
+        var halvingSpill = 0.0
+        var blk = S / 2
+        for _ in 0..<Int(logP) { halvingSpill += spill(blk); blk /= 2 }
         // Fold and unfold of the ranks beyond the power of two: the whole buffer there and back.
-        func fold(_ reduces: Bool) -> Double { folded ? 2 * (a + S * b) + (reduces ? S * g : 0) : 0 }
+        func fold(_ reduces: Bool) -> Double { folded ? 2 * (a + S * b) + (reduces ? S * g + spill(S) : 0) : 0 }
         switch (kind, algorithm) {
         case (.allreduce, .ring):
             // 2(n−1) steps of S/n each; the reductions of a step overlap the next transfer except at the
@@ -129,9 +165,9 @@ public struct CostModel: Sendable, CustomStringConvertible {
             let chunks = max(1, ceil(half / c))
             return 2 * depth * (a + c * (b + g)) + chunks * a + 2 * S * b + S * g
         case (.allreduce, .recdbl):
-            return logP * (a + S * b + S * g) + fold(true)
+            return logP * (a + S * b + S * g + spill(S)) + fold(true)
         case (.allreduce, .rabenseifner):
-            return 2 * logP * a + 2 * (P - 1) / P * S * b + (P - 1) / P * S * g + fold(true)
+            return 2 * logP * a + 2 * (P - 1) / P * S * b + (P - 1) / P * S * g + 2 * halvingSpill + fold(true)
         case (.allgather, .ring):
             return (N - 1) * (a + S / N * b)
         case (.allgather, .recdbl):
@@ -140,7 +176,7 @@ public struct CostModel: Sendable, CustomStringConvertible {
         case (.reducescatter, .ring):
             return (N - 1) * (a + S / N * (b + g))
         case (.reducescatter, .halving):
-            return logP * a + (P - 1) / P * S * (b + g) + fold(true)
+            return logP * a + (P - 1) / P * S * (b + g) + halvingSpill + fold(true)
         case (.broadcast, .chain), (.reduce, .chain):
             let c = min(max(S, 1), Double(chunkBytes))
             let chunks = max(1, ceil(S / c))
@@ -148,7 +184,7 @@ public struct CostModel: Sendable, CustomStringConvertible {
             return (N - 1 + chunks - 1) * (a + c * (b + red))
         case (.broadcast, .binomial), (.reduce, .binomial):
             let red = kind == .reduce ? g : 0
-            return logN * (a + S * (b + red))
+            return logN * (a + S * (b + red) + (kind == .reduce ? spill(S) : 0))
         case (.alltoall, .pairwise):
             return (N - 1) * (a + S / N * b)
         default:
@@ -163,6 +199,19 @@ public struct CostModel: Sendable, CustomStringConvertible {
             if let t = predict(kind, a, bytes: bytes, ranks: n), t < bestTime { best = a; bestTime = t }
         }
         return best
+    }
+}
+
+extension CostModel {
+    /// The algorithm a communicator of `ranks` ranks over `transport` would pick for `bytes`, with this
+    /// process's `SWCCL_ALGO` and `SWCCL_MODEL_*` settings (for tools and tests).
+    public static func selectionForTesting(_ kind: CollectiveKind, bytes: Int, ranks: Int, transport: String) -> String {
+        guard var m = CostModel.named(transport) else { return "?" }
+        if Knobs.alphaMicros.value > 0 { m.alpha = Knobs.alphaMicros.value * 1e-6 }
+        if Knobs.bandwidthGBs.value > 0 { m.beta = 1 / (Knobs.bandwidthGBs.value * 1e9) }
+        if Knobs.reduceGBs.value > 0 { m.gamma = 1 / (Knobs.reduceGBs.value * 1e9) }
+        let rules = AlgorithmRules(Knobs.algo.value)
+        return (rules.forced(kind, bytes: bytes) ?? m.best(kind, bytes: bytes, ranks: ranks)).rawValue
     }
 }
 

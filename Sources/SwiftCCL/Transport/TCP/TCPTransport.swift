@@ -60,6 +60,12 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     static let maxEagerBytes = 1 << 20
     static let stagingBytes = 8192
 
+    /// Cost model inputs, fitted to forced-algorithm runs of swccl-perf over loopback on the reference
+    /// machine, 4 ranks on 2 cores (docs/PERFORMANCE.md, "Algorithm choice"): per message step, and per
+    /// byte on one link (both include the kernel's copies and the sharing of cores).
+    public static let modelAlphaNanos = 25_000.0
+    public static let modelBetaNanosPerByte = 0.9
+
     public init(rank: Int, nranks: Int, secret: [UInt8], maxOutstanding: Int = 4096) throws(CCLError) {
         self.rank = rank
         self.nranks = nranks
@@ -86,7 +92,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         capabilities = TransportCapabilities(
             name: "tcp", eagerThreshold: eagerThreshold, maxMessageBytes: Int(Int64.max), oneSidedWrites: false,
             needsRegistration: false, maxOutstandingRequests: maxOutstanding, sameHostOnly: false,
-            alphaNanos: 15_000, betaNanosPerByte: 0.5)
+            alphaNanos: TCPTransport.modelAlphaNanos, betaNanosPerByte: TCPTransport.modelBetaNanosPerByte)
         peers = Array(repeating: nil, count: nranks)
         slots = Array(repeating: Slot(), count: maxOutstanding)
         freeSlots = (0..<Int32(maxOutstanding)).reversed()
