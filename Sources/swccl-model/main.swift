@@ -24,7 +24,9 @@ options:
   --alpha-us A          latency per step in µs (default: the transport's)
   --bw-gbs B            link bandwidth in GB/s (default: the transport's)
   --reduce-gbs G        reduction throughput in GB/s (default: the library's)
+  --overlap             pipelined algorithms overlap transfers with reductions (NIC or DMA moves data)
   --markdown            markdown tables (for docs/SCALING.md)
+  --matrix              one markdown table: sizes down, rank counts across, "winner busbw" in each cell
   --all-algorithms      also the predicted time of every algorithm
 """
 
@@ -59,7 +61,7 @@ var minBytes = 8, maxBytes = 1 << 30
 var factor = 8
 var transport = "tcp"
 var alphaUs: Double?, bwGBs: Double?, reduceGBs: Double?
-var markdown = false, everyAlgorithm = false
+var markdown = false, everyAlgorithm = false, overlap = false, matrix = false
 
 if args.first == "--algorithms" {
     guard args.count == 2 else { fail("--algorithms COLL") }
@@ -94,6 +96,8 @@ while i < args.count {
     case "--bw-gbs": bwGBs = Double(value())
     case "--reduce-gbs": reduceGBs = Double(value())
     case "--markdown": markdown = true
+    case "--matrix": matrix = true
+    case "--overlap": overlap = true
     case "--all-algorithms": everyAlgorithm = true
     default: fail("unknown option \(args[i])\n\(usage)")
     }
@@ -104,10 +108,33 @@ guard var model = CostModel.named(transport) else { fail("no cost figures for tr
 if let a = alphaUs { model.alpha = a * 1e-6 }
 if let b = bwGBs { model.beta = 1 / (b * 1e9) }
 if let g = reduceGBs { model.gamma = 1 / (g * 1e9) }
+if overlap { model.overlapsReduction = true }
 
 if let (k, n, b) = choose {
     // The library's own rule, including SWCCL_ALGO and the SWCCL_MODEL_* knobs of this environment.
     print(CostModel.selectionForTesting(k, bytes: b, ranks: n, transport: transport))
+    exit(0)
+}
+
+if matrix {
+    for k in collectives {
+        print("### \(k.rawValue): winner and predicted busbw (GB/s); model: \(model)\n")
+        print("| size |" + ranks.map { " \($0) ranks |" }.joined())
+        print("|---:|" + ranks.map { _ in "---|" }.joined())
+        var b = minBytes
+        while b <= maxBytes {
+            var row = "| \(formatBytes(b)) |"
+            for n in ranks {
+                let w = model.best(k, bytes: b, ranks: n)
+                let t = model.predict(k, w, bytes: b, ranks: n) ?? 0
+                row += " \(w.rawValue) \(fmt(t > 0 ? Double(b) / t / 1e9 * k.busFactor(n) : 0, 2)) |"
+            }
+            print(row)
+            if b > maxBytes / factor { break }
+            b *= factor
+        }
+        print("")
+    }
     exit(0)
 }
 

@@ -35,6 +35,24 @@ final class PerfTests: XCTestCase {
         }
     }
 
+    /// `-a` forces each algorithm of each collective that has a choice; rows still check exactly, and
+    /// an algorithm the collective lacks is refused.
+    func testEveryForcedAlgorithmChecksExactly() throws {
+        for kind in CollectiveKind.allCases where kind.algorithms.count > 1 {
+            let name = ["allreduce": "all_reduce", "allgather": "all_gather", "reducescatter": "reduce_scatter"][kind.rawValue] ?? kind.rawValue
+            for algo in kind.algorithms {
+                let (code, text) = try runPerf([name, "-np", "3", "-a", algo.rawValue, "-b", "4", "-e", "1M", "-f", "16", "-n", "1", "-w", "0",
+                                                "-d", "all", "-o", "all", "-r", "1", "-T", "60"])
+                XCTAssertEqual(code, 0, "\(name) -a \(algo):\n\(text)")
+                XCTAssertTrue(text.contains("# Out of bounds values : 0 OK"), "\(name) -a \(algo):\n\(text)")
+                XCTAssertTrue(text.contains("algo \(algo.rawValue)"), text)
+            }
+        }
+        let (code, text) = try runPerf(["all_gather", "-np", "2", "-a", "tree"])
+        XCTAssertNotEqual(code, 0)
+        XCTAssertTrue(text.contains("all_gather has no tree algorithm"), text)
+    }
+
     func testBadInvocationFails() throws {
         let (code, text) = try runPerf(["no_such_collective"])
         XCTAssertNotEqual(code, 0)

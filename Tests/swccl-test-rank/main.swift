@@ -415,8 +415,10 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
     catch { say("FAIL init: \(error)"); exit(1) }
     let n = size
-    let counts = [0, 1, 7, 1000, 100_003]
-    let types: [DataType] = [.int8, .uint32, .int64, .float16, .float32, .float64, .bfloat16, .float8e4m3]
+    let full = env("SWCCL_TEST_FULL") == "1"
+    // Sampled: 8 types, one op per (type, count); SWCCL_TEST_FULL=1: every type and op, up to 1 Mi+1.
+    let counts = full ? [0, 1, 7, 1000, (1 << 20) + 1] : [0, 1, 7, 1000, 100_003]
+    let types: [DataType] = full ? DataType.allCases : [.int8, .uint32, .int64, .float16, .float32, .float64, .bfloat16, .float8e4m3]
     let cap = counts.max()! * n * 8 + 64
     let sbuf = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 64)
     let rbuf = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 64)
@@ -430,7 +432,6 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     // forced settings run half of the types unless SWCCL_TEST_FULL=1.
     let settings: [String?] = [nil, "allgather:ring,reducescatter:ring,broadcast:chain,reduce:chain",
                                "allgather:recdbl,reducescatter:halving,broadcast:binomial,reduce:binomial"]
-    let full = env("SWCCL_TEST_FULL") == "1"
     for (ai, setting) in settings.enumerated() {
         let base = comm
         let comm: Communicator
@@ -443,78 +444,82 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
             let es = type.size
             let ops = ReduceOp.allCases
             for (ci, count) in counts.enumerated() {
-                let op = ops[(ti + ci) % ops.count]
+              for op in (full ? ops : [ops[(ti + ci) % ops.count]]) {
                 let root = (ti + ci) % n
                 for inPlace in [false, true] {
                     seed &+= 1
-                    let tag = "[\(setting ?? "auto")] \(type) count \(count) \(inPlace ? "in place" : "out of place")"
+                    // Misaligned by one byte on alternate cases (elements stay packed).
+                    let shift = ((cases >> 1) ^ cases) & 1  // both placements see both alignments
+                    let sb = sbuf + shift, rb = rbuf + shift
+                    let tag = "[\(setting ?? "auto")] \(type) count \(count) \(inPlace ? "in place" : "out of place") shift \(shift)"
                     // broadcast
-                    Pattern.fill(sbuf, count: count, type: type, op: .max, seed: seed, rank: root)
-                    if rank != root { memset(rbuf, 0, count * es) } else if inPlace { rbuf.copyMemory(from: sbuf, byteCount: count * es) }
+                    Pattern.fill(sb, count: count, type: type, op: .max, seed: seed, rank: root)
+                    if rank != root { memset(rb, 0, count * es) } else if inPlace { rb.copyMemory(from: sb, byteCount: count * es) }
                     run("broadcast \(tag)") { () throws(CCLError) in
-                        try comm.broadcast(send: inPlace ? UnsafeRawPointer(rbuf) : UnsafeRawPointer(sbuf), recv: rbuf, count: count, type: type, root: root)
+                        try comm.broadcast(send: inPlace ? UnsafeRawPointer(rb) : UnsafeRawPointer(sb), recv: rb, count: count, type: type, root: root)
                     }
                     Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: root)
-                    check(Pattern.countWrong(rbuf, want, count: count, type: type, op: .max) == 0, "broadcast \(tag) root \(root)")
+                    check(Pattern.countWrong(rb, want, count: count, type: type, op: .max) == 0, "broadcast \(tag) root \(root)")
                     // reduce
-                    Pattern.fill(inPlace ? rbuf : sbuf, count: count, type: type, op: op, seed: seed, rank: rank)
+                    Pattern.fill(inPlace ? rb : sb, count: count, type: type, op: op, seed: seed, rank: rank)
                     run("reduce \(tag)") { () throws(CCLError) in
-                        try comm.reduce(send: inPlace ? UnsafeRawPointer(rbuf) : UnsafeRawPointer(sbuf), recv: rbuf, count: count, type: type, op: op, root: root)
+                        try comm.reduce(send: inPlace ? UnsafeRawPointer(rb) : UnsafeRawPointer(sb), recv: rb, count: count, type: type, op: op, root: root)
                     }
                     if rank == root {
                         Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: n)
-                        check(Pattern.countWrong(rbuf, want, count: count, type: type, op: op) == 0, "reduce \(op) \(tag) root \(root)")
+                        check(Pattern.countWrong(rb, want, count: count, type: type, op: op) == 0, "reduce \(op) \(tag) root \(root)")
                     }
                     // all-gather: block r of the output is rank r's input
-                    let mine = inPlace ? rbuf + rank * count * es : sbuf
+                    let mine = inPlace ? rb + rank * count * es : sb
                     Pattern.fill(mine, count: count, type: type, op: .max, seed: seed, rank: rank)
                     run("allgather \(tag)") { () throws(CCLError) in
-                        try comm.allGather(send: UnsafeRawPointer(mine), recv: rbuf, sendCount: count, type: type)
+                        try comm.allGather(send: UnsafeRawPointer(mine), recv: rb, sendCount: count, type: type)
                     }
                     for r in 0..<n { Pattern.fill(want + r * count * es, count: count, type: type, op: .max, seed: seed, rank: r) }
-                    check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "allgather \(tag)")
+                    check(Pattern.countWrong(rb, want, count: count * n, type: type, op: .max) == 0, "allgather \(tag)")
                     // reduce-scatter: block r of the reduced array lands on rank r
-                    Pattern.fill(sbuf, count: count * n, type: type, op: op, seed: seed, rank: rank)
-                    let out = inPlace ? sbuf + rank * count * es : rbuf
+                    Pattern.fill(sb, count: count * n, type: type, op: op, seed: seed, rank: rank)
+                    let out = inPlace ? sb + rank * count * es : rb
                     run("reducescatter \(tag)") { () throws(CCLError) in
-                        try comm.reduceScatter(send: UnsafeRawPointer(sbuf), recv: out, recvCount: count, type: type, op: op)
+                        try comm.reduceScatter(send: UnsafeRawPointer(sb), recv: out, recvCount: count, type: type, op: op)
                     }
                     Pattern.expected(want, count: count, type: type, op: op, seed: seed, nranks: n, offset: rank * count)
                     check(Pattern.countWrong(out, want, count: count, type: type, op: op) == 0, "reducescatter \(op) \(tag)")
                     // gather / scatter (in place: the root's own block already sits in the big buffer)
-                    let gmine = inPlace && rank == root ? rbuf + root * count * es : sbuf
+                    let gmine = inPlace && rank == root ? rb + root * count * es : sb
                     Pattern.fill(gmine, count: count, type: type, op: .max, seed: seed, rank: rank)
                     run("gather \(tag)") { () throws(CCLError) in
-                        try comm.gather(send: UnsafeRawPointer(gmine), recv: rbuf, count: count, type: type, root: root)
+                        try comm.gather(send: UnsafeRawPointer(gmine), recv: rb, count: count, type: type, root: root)
                     }
                     if rank == root {
                         for r in 0..<n { Pattern.fill(want + r * count * es, count: count, type: type, op: .max, seed: seed, rank: r) }
-                        check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "gather \(tag) root \(root)")
+                        check(Pattern.countWrong(rb, want, count: count * n, type: type, op: .max) == 0, "gather \(tag) root \(root)")
                     }
-                    if rank == root { Pattern.fill(sbuf, count: count * n, type: type, op: .max, seed: seed, rank: root) }
-                    let sout = inPlace && rank == root ? sbuf + root * count * es : rbuf
+                    if rank == root { Pattern.fill(sb, count: count * n, type: type, op: .max, seed: seed, rank: root) }
+                    let sout = inPlace && rank == root ? sb + root * count * es : rb
                     run("scatter \(tag)") { () throws(CCLError) in
-                        try comm.scatter(send: UnsafeRawPointer(sbuf), recv: sout, count: count, type: type, root: root)
+                        try comm.scatter(send: UnsafeRawPointer(sb), recv: sout, count: count, type: type, root: root)
                     }
                     Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: root, offset: rank * count)
                     check(Pattern.countWrong(sout, want, count: count, type: type, op: .max) == 0, "scatter \(tag) root \(root)")
                     // all-to-all: block j of rank r's input is (seed, r, offset j*count); r receives j's block r
                     if !inPlace {
-                        Pattern.fill(sbuf, count: count * n, type: type, op: .max, seed: seed, rank: rank)
-                        run("alltoall \(tag)") { () throws(CCLError) in try comm.allToAll(send: sbuf, recv: rbuf, count: count, type: type) }
+                        Pattern.fill(sb, count: count * n, type: type, op: .max, seed: seed, rank: rank)
+                        run("alltoall \(tag)") { () throws(CCLError) in try comm.allToAll(send: sb, recv: rb, count: count, type: type) }
                         for j in 0..<n { Pattern.fill(want + j * count * es, count: count, type: type, op: .max, seed: seed, rank: j, offset: rank * count) }
-                        check(Pattern.countWrong(rbuf, want, count: count * n, type: type, op: .max) == 0, "alltoall \(tag)")
+                        check(Pattern.countWrong(rb, want, count: count * n, type: type, op: .max) == 0, "alltoall \(tag)")
                         // send/recv ring shift
-                        Pattern.fill(sbuf, count: count, type: type, op: .max, seed: seed, rank: rank)
+                        Pattern.fill(sb, count: count, type: type, op: .max, seed: seed, rank: rank)
                         let right = (rank + 1) % n, left = (rank + n - 1) % n
                         run("sendrecv \(tag)") { () throws(CCLError) in
-                            try comm.sendRecv(send: sbuf, count: count, type: type, to: right, recv: rbuf, recvCount: count, from: left)
+                            try comm.sendRecv(send: sb, count: count, type: type, to: right, recv: rb, recvCount: count, from: left)
                         }
                         Pattern.fill(want, count: count, type: type, op: .max, seed: seed, rank: left)
-                        check(Pattern.countWrong(rbuf, want, count: count, type: type, op: .max) == 0, "sendrecv \(tag)")
+                        check(Pattern.countWrong(rb, want, count: count, type: type, op: .max) == 0, "sendrecv \(tag)")
                     }
                     cases += 1
                 }
+              }
             }
         }
     }

@@ -13,9 +13,16 @@ struct CollectiveContext {
 
     @inline(__always) func tag(_ lane: Int) -> UInt64 { Tag.collective(sequence: sequence, fingerprint: fingerprint, lane: lane) }
 
-    /// A timeout waiting on `peer`, or a clearer error if that peer has sent messages for this very
-    /// operation with other arguments.
+    /// A timeout waiting on `peer`, or a clearer error if that peer — or any other — has sent
+    /// messages for this very operation with other arguments.
     func stalled(on peer: Int, _ timeout: CCLError) -> CCLError {
+        mismatch(peer) ?? (0..<size).lazy.compactMap { mismatch($0) }.first ?? timeout
+    }
+
+    /// An error if `peer` sent messages tagged with this operation's sequence number but another
+    /// fingerprint: it called this operation with other arguments (a definite error, not a delay).
+    func mismatch(_ peer: Int) -> CCLError? {
+        guard peer != rank, peer >= 0, peer < size else { return nil }
         let seq = sequence & 0x3f_ffff
         for t in transport.unexpectedTags(from: peer) where t >> 62 == 0 {
             let d = Tag.decode(t)
@@ -24,8 +31,12 @@ struct CollectiveContext {
                                 rank: rank, peer: peer)
             }
         }
-        return timeout
+        return nil
     }
+
+    /// Every `mismatchScanNanos` of blocking, waiting ranks look for a peer in the same operation
+    /// with other arguments, so a wrong call fails within a fraction of a second, not at the timeout.
+    static let mismatchScanNanos: UInt64 = 100_000_000
     var deadline: Deadline { .after(milliseconds: timeoutMs) }
 
     func send(_ peer: Int, lane: Int, _ p: UnsafeRawPointer, _ bytes: Int) throws(CCLError) -> Request {
@@ -36,9 +47,13 @@ struct CollectiveContext {
         try transport.irecv(from: peer, tag: tag(lane), into: UnsafeMutableRawBufferPointer(start: p, count: bytes))
     }
 
+    /// Waits for one request: polls, yields while spinning, then sleeps in the transport (see `idle`).
     func wait(_ r: Request, peer: Int) throws(CCLError) {
-        do throws(CCLError) { try transport.wait(r, deadline: deadline) } catch {
-            throw error.kind == .timeout ? stalled(on: peer, error) : error
+        var req: Request? = r
+        var progress = Progress()
+        while true {
+            if try done(&req) { return }
+            try idle(advanced: false, progress: &progress, waitingOn: peer, receiving: nil)
         }
     }
 
@@ -62,7 +77,7 @@ struct CollectiveContext {
     /// For event-driven algorithms: call after each pass over the requests. Yields while spinning and
     /// then blocks in the transport; throws a timeout naming `peer` once nothing has advanced for the
     /// communicator's timeout.
-    func idle(advanced: Bool, progress: inout Progress, waitingOn peer: Int, receiving: Bool) throws(CCLError) {
+    func idle(advanced: Bool, progress: inout Progress, waitingOn peer: Int, receiving: Bool?) throws(CCLError) {
         let now = Sys.monotonicNanos()
         if advanced {
             progress.idleSince = now
@@ -70,11 +85,20 @@ struct CollectiveContext {
             return
         }
         if now <= progress.spinUntil { Sys.yield(); return }
-        // Socket events that complete nothing do not postpone the deadline.
+        if now &- progress.lastScan >= CollectiveContext.mismatchScanNanos {
+            progress.lastScan = now
+            if now &- progress.idleSince >= CollectiveContext.mismatchScanNanos, let e = mismatch(peer) ?? (0..<size).lazy.compactMap({ mismatch($0) }).first {
+                throw e
+            }
+        }
+        // Socket events that complete nothing do not postpone the deadline; the sleep is cut into
+        // slices so that the mismatch scan above runs while blocked.
         let deadline = Deadline(nanos: progress.idleSince &+ UInt64(timeoutMs) &* 1_000_000)
-        if try transport.waitForProgress(deadline: deadline) { return }
+        let slice = Deadline(nanos: min(deadline.nanos, now &+ CollectiveContext.mismatchScanNanos))
+        if try transport.waitForProgress(deadline: slice) { return }
         if deadline.hasPassed {
-            throw stalled(on: peer, CCLError(.timeout, "no progress for \(timeoutMs) ms waiting for \(receiving ? "data from rank \(peer)" : "rank \(peer) to take data from this rank"); the peer is stopped, overloaded, or not in the same collective",
+            let what = receiving.map { $0 ? "data from rank \(peer)" : "rank \(peer) to take data from this rank" } ?? "rank \(peer)"
+            throw stalled(on: peer, CCLError(.timeout, "no progress for \(timeoutMs) ms waiting for \(what); the peer is stopped, overloaded, or not in the same collective",
                                              rank: rank, peer: peer))
         }
     }
@@ -82,6 +106,7 @@ struct CollectiveContext {
     struct Progress {
         var idleSince = Sys.monotonicNanos()
         var spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
+        var lastScan = Sys.monotonicNanos()
     }
 }
 

@@ -96,12 +96,15 @@ public struct CostModel: Sendable, CustomStringConvertible {
     /// Seconds per byte of a reduction whose block did not stay in cache (read back from memory).
     /// Pipelined algorithms (ring, tree, chain) reduce chunk by chunk and never pay it.
     public var memoryBeta: Double
+    /// Whether pipelined algorithms overlap transfers with reductions (a NIC or DMA engine moves the
+    /// data) rather than share the cores with them (TCP, copy-based shared memory).
+    public var overlapsReduction: Bool
 
     public init(alpha: Double, beta: Double, gamma: Double, chunkBytes: Int = 512 << 10, treeChunkBytes: Int = 128 << 10,
-                cacheBytes: Int = 1 << 20, memoryBeta: Double = 0.5e-9) {
+                cacheBytes: Int = 1 << 20, memoryBeta: Double = 0.5e-9, overlapsReduction: Bool = false) {
         self.alpha = alpha; self.beta = beta; self.gamma = gamma
         self.chunkBytes = chunkBytes; self.treeChunkBytes = treeChunkBytes
-        self.cacheBytes = cacheBytes; self.memoryBeta = memoryBeta
+        self.cacheBytes = cacheBytes; self.memoryBeta = memoryBeta; self.overlapsReduction = overlapsReduction
     }
 
     /// The reduction throughput measured for float sum with the library's kernels on the reference
@@ -128,6 +131,7 @@ public struct CostModel: Sendable, CustomStringConvertible {
     public var description: String {
         "α \(fixed(alpha * 1e6, 1)) µs, β \(fixed(1 / beta / 1e9, 2)) GB/s, γ \(fixed(1 / gamma / 1e9, 2)) GB/s, "
             + "blocks above \(formatBytes(cacheBytes)) reduced at \(fixed(1 / memoryBeta / 1e9, 2)) GB/s"
+            + (overlapsReduction ? ", transfers overlap reductions" : "")
     }
 
     /// Predicted seconds for `kind` with `algorithm` moving `bytes` (the collective's size as
@@ -141,6 +145,9 @@ public struct CostModel: Sendable, CustomStringConvertible {
         let logN = ceil(log2(N))
         let folded = p != n
         let a = alpha, b = beta, g = gamma
+        // Transfers and reductions of a pipeline: serial when the transport's copies use the same
+        // cores as the reductions (TCP), concurrent when a NIC or DMA engine moves the data.
+        func pipelined(_ transfer: Double, _ reduce: Double) -> Double { overlapsReduction ? max(transfer, reduce) : transfer + reduce }
         // A reduction of a block too large for the cache reads it back from memory.
         func spill(_ block: Double) -> Double { block > Double(cacheBytes) ? block * memoryBeta : 0 }
         // Recursive halving then doubling: blocks S/2, S/4, … S/p, reduced on the way down.
@@ -151,11 +158,10 @@ public struct CostModel: Sendable, CustomStringConvertible {
         func fold(_ reduces: Bool) -> Double { folded ? 2 * (a + S * b) + (reduces ? S * g + spill(S) : 0) : 0 }
         switch (kind, algorithm) {
         case (.allreduce, .ring):
-            // 2(n−1) steps of S/n each; the reductions of a step overlap the next transfer except at the
-            // pipeline's ends; small chunks cost one α each per lane.
+            // 2(n−1) steps of S/n each; every chunk round of a lane costs its own α (4 lanes).
             let seg = S / N
             let chunks = max(1, ceil(seg / Double(chunkBytes)))
-            return 2 * (N - 1) * a * max(1, chunks / 4) + 2 * (N - 1) * seg * b + (N - 1) * seg * g
+            return 2 * (N - 1) * a * max(1, chunks / 4) + pipelined(2 * (N - 1) * seg * b, (N - 1) * seg * g)
         case (.allreduce, .tree):
             // Two trees, each carrying S/2 in chunks; a chunk climbs and descends the depth, and the
             // busiest rank (interior in one tree, leaf in the other) moves 2S each way.
@@ -163,7 +169,7 @@ public struct CostModel: Sendable, CustomStringConvertible {
             let half = S / 2
             let c = min(max(half, 1), Double(treeChunkBytes))
             let chunks = max(1, ceil(half / c))
-            return 2 * depth * (a + c * (b + g)) + chunks * a + 2 * S * b + S * g
+            return 2 * depth * (a + c * (b + g)) + chunks * a + pipelined(2 * S * b, S * g)
         case (.allreduce, .recdbl):
             return logP * (a + S * b + S * g + spill(S)) + fold(true)
         case (.allreduce, .rabenseifner):
@@ -181,7 +187,7 @@ public struct CostModel: Sendable, CustomStringConvertible {
             let c = min(max(S, 1), Double(chunkBytes))
             let chunks = max(1, ceil(S / c))
             let red = kind == .reduce ? g : 0
-            return (N - 1 + chunks - 1) * (a + c * (b + red))
+            return (N - 1) * (a + c * (b + red)) + (chunks - 1) * a + pipelined((chunks - 1) * c * b, (chunks - 1) * c * red)
         case (.broadcast, .binomial), (.reduce, .binomial):
             let red = kind == .reduce ? g : 0
             return logN * (a + S * (b + red) + (kind == .reduce ? spill(S) : 0))
@@ -303,13 +309,13 @@ struct AlgorithmSelector: Sendable {
     func table(_ kind: CollectiveKind) -> String {
         let algos = kind.algorithms
         var out = "\(kind.rawValue), \(ranks) ranks, \(model):\n"
-        out += pad("size", 10) + algos.map { pad($0.rawValue + " µs", 14) }.joined() + "  chosen\n"
+        out += pad("size", 10) + algos.map { pad($0.rawValue + " µs", 17) }.joined() + "  chosen\n"
         var bytes = 8
         while bytes <= 1 << 30 {
             out += pad(formatBytes(bytes), 10)
-            for a in algos { out += pad(model.predict(kind, a, bytes: bytes, ranks: ranks).map { fixed($0 * 1e6, 1) } ?? "-", 14) }
+            for a in algos { out += pad(model.predict(kind, a, bytes: bytes, ranks: ranks).map { fixed($0 * 1e6, 1) } ?? "-", 17) }
             out += "  \(choose(kind, bytes: bytes).rawValue)\(rules.forced(kind, bytes: bytes) != nil ? " (forced)" : "")\n"
-            bytes <<= 2
+            bytes <<= 3
         }
         return out
     }
