@@ -10,6 +10,9 @@
 #include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <linux/futex.h>
 
 static inline int cshim_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
     return (int)syscall(SYS_accept4, fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -22,5 +25,29 @@ static inline int cshim_stat_dev(const char *path, uint64_t *dev) {
     if (stat(path, &st) != 0) return -1;
     *dev = (uint64_t)st.st_dev;
     return 0;
+}
+
+/* Futexes on words in shared mappings (not FUTEX_PRIVATE: the waker is another process). */
+static inline int cshim_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts = { (time_t)(timeout_ns / 1000000000), (long)(timeout_ns % 1000000000) };
+    return (int)syscall(SYS_futex, addr, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+static inline int cshim_futex_wake(uint32_t *addr) {
+    return (int)syscall(SYS_futex, addr, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+}
+static inline int cshim_shm_open(const char *name, int oflag, unsigned mode) { return shm_open(name, oflag, (mode_t)mode); }
+
+/* Atomics on words of a mapping shared between processes (Swift's Atomic cannot be placed there). */
+static inline uint64_t cshim_load_acquire_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void cshim_store_release_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint32_t cshim_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void cshim_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline uint32_t cshim_fetch_add_u32(uint32_t *p, uint32_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static inline void cshim_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
 }
 #endif

@@ -228,6 +228,53 @@ enum Sys {
         return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
+    // MARK: shared memory and futexes
+
+    /// Creates (exclusively, mode 0600) and maps a POSIX shared-memory segment of `bytes`.
+    static func createSharedMemory(name: String, bytes: Int) throws(Errno) -> UnsafeMutableRawPointer {
+        let fd = try retrying { cshim_shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600) }
+        defer { _ = Glibc.close(fd) }
+        do {
+            _ = try retrying { ftruncate(fd, off_t(bytes)) }
+            return try map(fd, bytes)
+        } catch {
+            _ = shm_unlink(name)
+            throw error
+        }
+    }
+
+    /// Maps an existing segment; nil if it does not exist.
+    static func openSharedMemory(name: String, bytes: Int) throws(Errno) -> UnsafeMutableRawPointer? {
+        let fd: Int32
+        do { fd = try retrying { cshim_shm_open(name, O_RDWR | O_CLOEXEC, 0) } } catch {
+            if error == Errno(ENOENT) { return nil }
+            throw error
+        }
+        defer { _ = Glibc.close(fd) }
+        var st = stat()
+        _ = try check(fstat(fd, &st))
+        guard Int(st.st_size) >= bytes else { throw Errno(EINVAL) }
+        return try map(fd, bytes)
+    }
+
+    private static func map(_ fd: Int32, _ bytes: Int) throws(Errno) -> UnsafeMutableRawPointer {
+        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else { throw Errno.current }
+        return p
+    }
+
+    static func unmap(_ p: UnsafeMutableRawPointer, bytes: Int) { _ = munmap(p, bytes) }
+    static func unlinkSharedMemory(name: String) { _ = shm_unlink(name) }
+
+    /// Whether process `pid` exists (signal 0). A process of another user counts as alive.
+    static func processAlive(_ pid: Int32) -> Bool { kill(pid, 0) == 0 || errno != ESRCH }
+
+    /// Sleeps while `*word == expected`, at most `nanos`, or until a wake (spurious returns allowed).
+    static func futexWait(_ word: UnsafeMutablePointer<UInt32>, expected: UInt32, nanos: UInt64) {
+        _ = cshim_futex_wait(word, expected, Int64(min(nanos, UInt64(Int64.max))))
+    }
+
+    static func futexWake(_ word: UnsafeMutablePointer<UInt32>) { _ = cshim_futex_wake(word) }
+
     static func getpid() -> Int32 { Glibc.getpid() }
     static func yield() { if Knobs.spinYield.value { _ = sched_yield() } }
     static func gettid() -> Int32 { cshim_gettid() }

@@ -6,6 +6,7 @@ public enum TransportRegistry {
 
     public static let backends: [String: Factory] = [
         "tcp": { (rank, nranks, secret) throws(CCLError) in try TCPTransport(rank: rank, nranks: nranks, secret: secret) },
+        "shm": { (rank, nranks, secret) throws(CCLError) in try SHMTransport(rank: rank, nranks: nranks, secret: secret) },
     ]
 
     public static var names: [String] { backends.keys.sorted() }

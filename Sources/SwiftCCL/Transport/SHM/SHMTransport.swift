@@ -1,0 +1,565 @@
+import Glibc
+import CSwcclShims
+import Synchronization
+
+extension Knobs {
+    static let shmSlots = Knob.int("SWCCL_SHM_SLOTS", default: 16, "slots of each shared-memory FIFO (per ordered pair of ranks)")
+}
+
+/// The shared-memory backend of the transport protocol, for ranks on one host.
+///
+/// Each rank creates one POSIX shared-memory segment, named after the communicator's secret and its
+/// rank (unguessable, so concurrent jobs and communicators never collide, and strangers cannot open
+/// it), holding one inbound FIFO per peer: the peer writes, the owner reads. Every peer maps every
+/// other's segment in `connect`; each owner unlinks its segment as soon as all peers have mapped it, so
+/// a crash afterwards leaves nothing in /dev/shm.
+///
+/// A FIFO is `slots` fixed-size slots; a slot's first word is its sequence number, written last (store
+/// release) and polled by the reader (load acquire), so a small message costs one cache-line round
+/// trip. The reader's consumed count (`tail`, its own cache line) is the writer's flow control.
+/// Messages up to a slot's payload go eagerly in one slot; larger ones as a request to send (RTS), a
+/// clear to send (CTS) from the receiver once a matching receive is posted, then DATA slots copied
+/// straight from the sender's buffer and into the receiver's — so the FIFO never carries bulk data that
+/// nobody is waiting for, and it always drains. Progress is driven by the calling thread (test, wait).
+///
+/// Waiting: poll briefly with a pause instruction (yielding between polls), then sleep on a futex:
+/// the segment's doorbell word, which any writer bumps (and wakes, if the owner sleeps) after
+/// writing to one of its FIFOs or freeing slots of one of the owner's FIFOs. While blocked, a rank
+/// checks every 100 ms whether its peers are alive (`kill(pid, 0)`) and not closed.
+public final class SHMTransport: Transport, @unchecked Sendable {
+    static let magic: UInt64 = 0x5357_4343_5348_4d31  // "SWCCSHM1"
+    static let slotBytes = 32 << 10
+    static let slotHeader = 64
+    static var payloadBytes: Int { slotBytes - slotHeader }
+    static let segmentHeader = 4096
+    // Offsets in the segment header (each word on its own cache line where others write it).
+    static let offMagic = 0, offRanks = 8, offOwner = 16, offPid = 24
+    static let offDoorbell = 64, offSleepers = 128, offMapped = 192, offClosed = 256
+
+    // Slot kinds.
+    static let eager: UInt32 = 1, rts: UInt32 = 2, cts: UInt32 = 3, data: UInt32 = 4
+
+    public let capabilities: TransportCapabilities
+    public let localAddress: EndpointAddress
+    let rank: Int
+    let nranks: Int
+    let slotsPerFIFO: Int
+    let channelBytes: Int
+    let segmentBytes: Int
+    let name: String
+    let base: UnsafeMutableRawPointer
+    private var unlinked = false
+    private let aborted = Atomic<Bool>(false)
+    private let abortReason = Mutex<String>("")
+    private let lock = Lock()
+
+    // Progress state; touched only by the thread holding `lock`.
+    private var peerBase: [UnsafeMutableRawPointer?]
+    private var peerPid: [Int32]
+    private var peerError: [CCLError?]
+    private var produced: [UInt64]   // slots written into my FIFO in the peer's segment
+    private var consumed: [UInt64]   // slots read from the peer's FIFO in my segment
+    private var control: [[(msgID: UInt64, reject: Bool)]]  // CTS to send, per peer
+    private var outbox: [[Work]]     // eager/RTS/DATA to send, per peer, in posting order
+    private var posted: [[Int32]]    // receives not yet matched, per peer, in posting order
+    private var unexpected: [[Unexpected]]
+    private var receiving: [[UInt64: Int32]]  // per peer: the sender's message id → receive
+    private var awaitingCTS: [[UInt64: Int32]]  // per peer: my message id → send
+    private var requests: [ShmRequest]
+    private var order: [[(index: Int32, generation: UInt32)]]  // per peer × direction (2p: receives, 2p+1: sends)
+    private var blockedTags: [UInt64] = []
+    private var free: [Int32]
+    private var nextMessageID: UInt64 = 1
+    private var closed = false
+    private var lastLivenessCheck: UInt64 = 0
+
+    enum Work { case eager(Int32), rts(Int32), data(Int32) }
+    struct Unexpected { var tag: UInt64; var bytes: [UInt8]?; var messageID: UInt64; var total: Int }
+
+    struct ShmRequest {
+        var generation: UInt32 = 0
+        var inUse = false
+        var isSend = false
+        /// All bytes moved; `done` follows once every earlier request of the same peer, direction and
+        /// tag is done (messages of one tag complete in posting order).
+        var ready = false
+        var done = false
+        var error: CCLError?
+        var peer = -1
+        var tag: UInt64 = 0
+        var buffer: UnsafeMutableRawPointer?
+        var length = 0
+        var moved = 0
+        var messageID: UInt64 = 0
+    }
+
+    public init(rank: Int, nranks: Int, secret: [UInt8], maxOutstanding: Int = 4096) throws(CCLError) {
+        self.rank = rank
+        self.nranks = nranks
+        // Keep a segment near 16 MiB for large rank counts: fewer slots per FIFO, at least 4.
+        let wanted = max(4, Knobs.shmSlots.value)
+        slotsPerFIFO = max(4, min(wanted, (16 << 20) / max(1, nranks * SHMTransport.slotBytes)))
+        channelBytes = 128 + slotsPerFIFO * SHMTransport.slotBytes
+        segmentBytes = SHMTransport.segmentHeader + nranks * channelBytes
+        var hex = ""
+        for b in secret.prefix(16) { hex += String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
+        name = "/swccl-\(hex)-r\(rank)"
+        do { base = try Sys.createSharedMemory(name: name, bytes: segmentBytes) } catch {
+            throw CCLError.system("cannot create shared memory segment \(name) of \(segmentBytes) bytes", error)
+        }
+        base.storeBytes(of: UInt64(nranks), toByteOffset: SHMTransport.offRanks, as: UInt64.self)
+        base.storeBytes(of: UInt64(rank), toByteOffset: SHMTransport.offOwner, as: UInt64.self)
+        base.storeBytes(of: UInt64(UInt32(bitPattern: Sys.getpid())), toByteOffset: SHMTransport.offPid, as: UInt64.self)
+        cshim_store_release_u64((base + SHMTransport.offMagic).assumingMemoryBound(to: UInt64.self), SHMTransport.magic)
+        var addr = Array(name.utf8)
+        addr.insert(UInt8(addr.count), at: 0)
+        localAddress = EndpointAddress(addr)
+        capabilities = TransportCapabilities(
+            name: "shm", eagerThreshold: SHMTransport.payloadBytes, maxMessageBytes: Int(Int64.max), oneSidedWrites: false,
+            needsRegistration: false, maxOutstandingRequests: maxOutstanding, sameHostOnly: true,
+            alphaNanos: 2_000, betaNanosPerByte: 0.15)
+        peerBase = Array(repeating: nil, count: nranks)
+        peerPid = Array(repeating: 0, count: nranks)
+        peerError = Array(repeating: nil, count: nranks)
+        produced = Array(repeating: 0, count: nranks)
+        consumed = Array(repeating: 0, count: nranks)
+        control = Array(repeating: [], count: nranks)
+        outbox = Array(repeating: [], count: nranks)
+        posted = Array(repeating: [], count: nranks)
+        unexpected = Array(repeating: [], count: nranks)
+        receiving = Array(repeating: [:], count: nranks)
+        awaitingCTS = Array(repeating: [:], count: nranks)
+        requests = Array(repeating: ShmRequest(), count: maxOutstanding)
+        order = Array(repeating: [], count: 2 * nranks)
+        free = (0..<Int32(maxOutstanding)).reversed()
+        Log.info(.net, "rank \(rank): shared memory segment \(name), \(segmentBytes >> 10) KiB, \(slotsPerFIFO) slots of \(SHMTransport.slotBytes >> 10) KiB per peer")
+    }
+
+    deinit {
+        if !closed { close() }
+        Sys.unmap(base, bytes: segmentBytes)  // kept until here: abort() may still ring it
+    }
+
+    // MARK: words in shared memory
+
+    @inline(__always) private func word32(_ seg: UnsafeMutableRawPointer, _ off: Int) -> UnsafeMutablePointer<UInt32> {
+        (seg + off).assumingMemoryBound(to: UInt32.self)
+    }
+    @inline(__always) private func word64(_ p: UnsafeMutableRawPointer) -> UnsafeMutablePointer<UInt64> { p.assumingMemoryBound(to: UInt64.self) }
+    /// The FIFO in `seg` that `writer` fills.
+    @inline(__always) private func fifo(_ seg: UnsafeMutableRawPointer, writer: Int) -> UnsafeMutableRawPointer {
+        seg + SHMTransport.segmentHeader + writer * channelBytes
+    }
+    @inline(__always) private func slot(_ fifo: UnsafeMutableRawPointer, _ index: UInt64) -> UnsafeMutableRawPointer {
+        fifo + 128 + Int(index % UInt64(slotsPerFIFO)) * SHMTransport.slotBytes
+    }
+
+    /// Bumps a segment's doorbell and wakes its owner if it sleeps.
+    private func ring(_ seg: UnsafeMutableRawPointer) {
+        _ = cshim_fetch_add_u32(word32(seg, SHMTransport.offDoorbell), 1)
+        if cshim_load_u32(word32(seg, SHMTransport.offSleepers)) != 0 { Sys.futexWake(word32(seg, SHMTransport.offDoorbell)) }
+    }
+
+    // MARK: set-up
+
+    static func decode(_ address: EndpointAddress) -> String? {
+        guard let n = address.bytes.first, address.bytes.count == Int(n) + 1 else { return nil }
+        return String(decoding: address.bytes[1...], as: UTF8.self)
+    }
+
+    public func connect(_ peers: [PeerInfo], deadline: Deadline) throws(CCLError) {
+        lock.lock(); defer { lock.unlock() }
+        for p in peers {
+            guard p.rank >= 0, p.rank < nranks, p.rank != rank, let peerName = SHMTransport.decode(p.address) else {
+                throw CCLError(.invalidArgument, "bad shared-memory address for rank \(p.rank)", peer: p.rank)
+            }
+            guard p.host.sameHost(as: .local) else {
+                throw CCLError(.invalidUsage, "rank \(p.rank) is on host \(p.host.hostname), not this one: shared memory cannot reach it", peer: p.rank)
+            }
+            let seg: UnsafeMutableRawPointer?
+            do { seg = try Sys.openSharedMemory(name: peerName, bytes: segmentBytes) } catch {
+                throw CCLError.system("cannot map rank \(p.rank)'s segment \(peerName)", error, peer: p.rank)
+            }
+            guard let seg else { throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) does not exist (the peer exited?)", peer: p.rank) }
+            guard cshim_load_acquire_u64(word64(seg + SHMTransport.offMagic)) == SHMTransport.magic,
+                  seg.load(fromByteOffset: SHMTransport.offRanks, as: UInt64.self) == UInt64(nranks),
+                  seg.load(fromByteOffset: SHMTransport.offOwner, as: UInt64.self) == UInt64(p.rank) else {
+                Sys.unmap(seg, bytes: segmentBytes)
+                throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) has another layout or owner", peer: p.rank)
+            }
+            peerBase[p.rank] = seg
+            peerPid[p.rank] = Int32(truncatingIfNeeded: seg.load(fromByteOffset: SHMTransport.offPid, as: UInt64.self))
+            _ = cshim_fetch_add_u32(word32(seg, SHMTransport.offMapped), 1)
+            ring(seg)
+        }
+        // Unlink once every peer has mapped this segment: from then on nothing is left in /dev/shm.
+        while cshim_load_u32(word32(base, SHMTransport.offMapped)) < UInt32(peers.count) {
+            if deadline.hasPassed {
+                unlink()
+                throw CCLError(.timeout, "only \(cshim_load_u32(word32(base, SHMTransport.offMapped))) of \(peers.count) peers mapped this rank's segment in time")
+            }
+            if aborted.load(ordering: .acquiring) { unlink(); throw abortError() }
+            Sys.sleep(nanos: 200_000)
+        }
+        unlink()
+    }
+
+    private func unlink() {
+        if !unlinked { Sys.unlinkSharedMemory(name: name); unlinked = true }
+    }
+
+    public func register(_ buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> MemoryRegion {
+        MemoryRegion(base: buffer.baseAddress, length: buffer.count, key: 0)  // data is copied through the FIFOs
+    }
+
+    public func deregister(_ region: MemoryRegion) {}
+
+    // MARK: posting
+
+    private func checkUsable(_ peer: Int) throws(CCLError) {
+        if aborted.load(ordering: .acquiring) { throw abortError() }
+        if closed { throw CCLError(.invalidUsage, "the shared-memory transport is closed", rank: rank) }
+        guard peer >= 0, peer < nranks, peer != rank, peerBase[peer] != nil else {
+            throw CCLError(.invalidArgument, "rank \(peer) is not a connected peer of rank \(rank)", rank: rank, peer: peer)
+        }
+        if let e = peerError[peer] { throw e }
+    }
+
+    private func allocate(send: Bool, peer: Int, tag: UInt64, buffer: UnsafeMutableRawPointer?, length: Int) throws(CCLError) -> Int32 {
+        guard let i = free.popLast() else {
+            throw CCLError(.invalidUsage, "more than \(requests.count) outstanding requests", rank: rank, peer: peer)
+        }
+        let gen = requests[Int(i)].generation &+ 1
+        requests[Int(i)] = ShmRequest(generation: gen, inUse: true, isSend: send, peer: peer, tag: tag, buffer: buffer, length: length)
+        order[2 * peer + (send ? 1 : 0)].append((i, gen))
+        return i
+    }
+
+    public func isend(to peer: Int, tag: UInt64, _ data: UnsafeRawBufferPointer) throws(CCLError) -> Request {
+        lock.lock(); defer { lock.unlock() }
+        try checkUsable(peer)
+        let n = data.baseAddress == nil ? 0 : data.count
+        let i = try allocate(send: true, peer: peer, tag: tag, buffer: UnsafeMutableRawPointer(mutating: data.baseAddress), length: n)
+        if n <= SHMTransport.payloadBytes {
+            outbox[peer].append(.eager(i))
+        } else {
+            let id = nextMessageID
+            nextMessageID &+= 1
+            requests[Int(i)].messageID = id
+            awaitingCTS[peer][id] = i
+            outbox[peer].append(.rts(i))
+        }
+        flush(peer)
+        return Request(slot: UInt32(i), generation: requests[Int(i)].generation)
+    }
+
+    public func irecv(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> Request {
+        lock.lock(); defer { lock.unlock() }
+        try checkUsable(peer)
+        let i = try allocate(send: false, peer: peer, tag: tag, buffer: buffer.baseAddress, length: buffer.baseAddress == nil ? 0 : buffer.count)
+        drain(peer)
+        if let k = unexpected[peer].firstIndex(where: { $0.tag == tag }) {
+            let u = unexpected[peer].remove(at: k)
+            match(i, peer: peer, bytes: u.bytes, messageID: u.messageID, total: u.total, payload: nil)
+        } else {
+            posted[peer].append(i)
+        }
+        flush(peer)
+        return Request(slot: UInt32(i), generation: requests[Int(i)].generation)
+    }
+
+    /// A receive meets its message: an eager one (bytes, or payload still in the slot) completes now;
+    /// a large one is granted with a CTS.
+    private func match(_ i: Int32, peer: Int, bytes: [UInt8]?, messageID: UInt64, total: Int, payload: UnsafeRawPointer?) {
+        let want = requests[Int(i)].length
+        let isEager = bytes != nil || payload != nil
+        if total != want {
+            requests[Int(i)].error = CCLError(.invalidUsage, "rank \(peer) sent \(total) bytes with tag \(requests[Int(i)].tag) but the receive expected another size, \(want) bytes (size mismatch)",
+                                              rank: rank, peer: peer)
+            requests[Int(i)].done = true
+            if !isEager { control[peer].append((messageID, true)) }
+            return
+        }
+        if isEager {
+            if total > 0, let dst = requests[Int(i)].buffer {
+                if let payload { dst.copyMemory(from: payload, byteCount: total) }
+                else { bytes!.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: total) } }
+            }
+            requests[Int(i)].moved = total
+            finish(i)
+        } else {
+            requests[Int(i)].messageID = messageID
+            receiving[peer][messageID] = i
+            control[peer].append((messageID, false))
+        }
+    }
+
+    /// All bytes of request `i` moved: it is done as soon as no earlier request of its peer,
+    /// direction and tag is still pending.
+    private func finish(_ i: Int32) {
+        requests[Int(i)].ready = true
+        let r = requests[Int(i)]
+        let k = 2 * r.peer + (r.isSend ? 1 : 0)
+        blockedTags.removeAll(keepingCapacity: true)
+        var keep = 0
+        for j in 0..<order[k].count {
+            let e = order[k][j]
+            let q = requests[Int(e.index)]
+            if !q.inUse || q.generation != e.generation || q.done { continue }
+            if q.ready && !blockedTags.contains(q.tag) { requests[Int(e.index)].done = true; continue }
+            blockedTags.append(q.tag)
+            order[k][keep] = e
+            keep += 1
+        }
+        order[k].removeLast(order[k].count - keep)
+    }
+
+    // MARK: progress
+
+    /// Reads every complete slot of `peer`'s FIFO in this rank's segment.
+    @discardableResult
+    private func drain(_ peer: Int) -> Bool {
+        guard let pseg = peerBase[peer] else { return false }
+        let f = fifo(base, writer: peer)
+        var any = false
+        while true {
+            let s = slot(f, consumed[peer])
+            guard cshim_load_acquire_u64(word64(s)) == consumed[peer] &+ 1 else { break }
+            let kind = s.load(fromByteOffset: 8, as: UInt32.self)
+            let len = Int(s.load(fromByteOffset: 12, as: UInt32.self))
+            let tag = s.load(fromByteOffset: 16, as: UInt64.self)
+            let id = s.load(fromByteOffset: 24, as: UInt64.self)
+            let offset = Int(s.load(fromByteOffset: 32, as: UInt64.self))
+            let total = Int(s.load(fromByteOffset: 40, as: UInt64.self))
+            let payload = UnsafeRawPointer(s + SHMTransport.slotHeader)
+            switch kind {
+            case SHMTransport.eager, SHMTransport.rts:
+                if let k = posted[peer].firstIndex(where: { requests[Int($0)].tag == tag }) {
+                    let i = posted[peer].remove(at: k)
+                    match(i, peer: peer, bytes: nil, messageID: id, total: total, payload: kind == SHMTransport.eager ? payload : nil)
+                } else {
+                    let copy = kind == SHMTransport.eager ? Array(UnsafeRawBufferPointer(start: payload, count: len)) : nil
+                    unexpected[peer].append(Unexpected(tag: tag, bytes: copy, messageID: id, total: total))
+                }
+            case SHMTransport.cts:
+                if let i = awaitingCTS[peer].removeValue(forKey: id) {
+                    if offset != 0 {
+                        requests[Int(i)].error = CCLError(.invalidUsage, "rank \(peer) rejected a message of \(requests[Int(i)].length) bytes with tag \(requests[Int(i)].tag): its receive expected another size (size mismatch)",
+                                                          rank: rank, peer: peer)
+                        requests[Int(i)].done = true
+                    } else {
+                        outbox[peer].append(.data(i))
+                    }
+                }
+            case SHMTransport.data:
+                if let i = receiving[peer][id], let dst = requests[Int(i)].buffer {
+                    (dst + offset).copyMemory(from: payload, byteCount: len)
+                    requests[Int(i)].moved += len
+                    if requests[Int(i)].moved >= requests[Int(i)].length {
+                        receiving[peer][id] = nil
+                        finish(i)
+                    }
+                }
+            default:
+                peerError[peer] = CCLError(.remoteError, "garbage in the FIFO from rank \(peer) (slot kind \(kind))", rank: rank, peer: peer)
+            }
+            consumed[peer] &+= 1
+            cshim_store_release_u64(word64(f), consumed[peer])  // tail: frees the slot for the writer
+            any = true
+        }
+        if any { ring(pseg) }  // the writer may wait for free slots
+        return any
+    }
+
+    /// Writes what fits of `peer`'s control messages and outbox into its FIFO.
+    @discardableResult
+    private func flush(_ peer: Int) -> Bool {
+        guard let pseg = peerBase[peer], peerError[peer] == nil else { return false }
+        let f = fifo(pseg, writer: rank)
+        var wrote = false
+        func room() -> Bool { produced[peer] &- cshim_load_acquire_u64(word64(f)) < UInt64(slotsPerFIFO) }
+        func post(_ kind: UInt32, len: Int, tag: UInt64, id: UInt64, offset: Int, total: Int, from src: UnsafeRawPointer?) {
+            let s = slot(f, produced[peer])
+            s.storeBytes(of: kind, toByteOffset: 8, as: UInt32.self)
+            s.storeBytes(of: UInt32(len), toByteOffset: 12, as: UInt32.self)
+            s.storeBytes(of: tag, toByteOffset: 16, as: UInt64.self)
+            s.storeBytes(of: id, toByteOffset: 24, as: UInt64.self)
+            s.storeBytes(of: UInt64(offset), toByteOffset: 32, as: UInt64.self)
+            s.storeBytes(of: UInt64(total), toByteOffset: 40, as: UInt64.self)
+            if len > 0, let src { (s + SHMTransport.slotHeader).copyMemory(from: src, byteCount: len) }
+            produced[peer] &+= 1
+            cshim_store_release_u64(word64(s), produced[peer])
+            wrote = true
+        }
+        while !control[peer].isEmpty && room() {
+            let c = control[peer].removeFirst()
+            post(SHMTransport.cts, len: 0, tag: 0, id: c.msgID, offset: c.reject ? 1 : 0, total: 0, from: nil)
+        }
+        while let w = outbox[peer].first, room() {
+            switch w {
+            case .eager(let i):
+                let r = requests[Int(i)]
+                post(SHMTransport.eager, len: r.length, tag: r.tag, id: 0, offset: 0, total: r.length, from: r.buffer)
+                requests[Int(i)].moved = r.length
+                outbox[peer].removeFirst()
+                finish(i)
+            case .rts(let i):
+                let r = requests[Int(i)]
+                post(SHMTransport.rts, len: 0, tag: r.tag, id: r.messageID, offset: 0, total: r.length, from: nil)
+                outbox[peer].removeFirst()
+            case .data(let i):
+                let r = requests[Int(i)]
+                let n = min(SHMTransport.payloadBytes, r.length - r.moved)
+                post(SHMTransport.data, len: n, tag: r.tag, id: r.messageID, offset: r.moved, total: r.length, from: r.buffer.map { UnsafeRawPointer($0 + r.moved) })
+                requests[Int(i)].moved += n
+                if requests[Int(i)].moved >= r.length {
+                    outbox[peer].removeFirst()
+                    finish(i)
+                }
+            }
+        }
+        if wrote { ring(pseg) }
+        return wrote
+    }
+
+    /// One pass over every peer; true if anything moved.
+    private func progress() -> Bool {
+        var any = false
+        for p in 0..<nranks where peerBase[p] != nil {
+            if drain(p) { any = true }
+            if flush(p) { any = true }
+        }
+        return any
+    }
+
+    /// Fails the requests that wait on a peer that died or closed (after its FIFO was drained); true if
+    /// it failed any.
+    private func checkPeers(force: Bool) -> Bool {
+        let now = Sys.monotonicNanos()
+        guard force || now &- lastLivenessCheck >= 100_000_000 else { return false }
+        lastLivenessCheck = now
+        var failed = false
+        for p in 0..<nranks where peerBase[p] != nil && peerError[p] == nil {
+            let closedFlag = cshim_load_u32(word32(peerBase[p]!, SHMTransport.offClosed)) != 0
+            let alive = Sys.processAlive(peerPid[p])
+            guard closedFlag || !alive else { continue }
+            drain(p)
+            let why = closedFlag ? "rank \(p) closed its end of shared memory" : "rank \(p) (pid \(peerPid[p])) died"
+            peerError[p] = CCLError(.remoteError, "connection lost: \(why)", rank: rank, peer: p)
+            for i in requests.indices where requests[i].inUse && !requests[i].done && requests[i].peer == p {
+                requests[i].error = peerError[p]
+                requests[i].done = true
+                failed = true
+            }
+            posted[p].removeAll()
+            outbox[p].removeAll()
+            Log.warn(.net, "rank \(rank): \(why)")
+        }
+        return failed
+    }
+
+    private func index(_ r: Request) throws(CCLError) -> Int32 {
+        let i = Int(r.slot)
+        guard i < requests.count, requests[i].inUse, requests[i].generation == r.generation else {
+            throw CCLError(.invalidUsage, "stale or unknown request handle", rank: rank)
+        }
+        return Int32(i)
+    }
+
+    public func test(_ r: Request) throws(CCLError) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        let i = try index(r)
+        if aborted.load(ordering: .acquiring) { release(i); throw abortError() }
+        if !requests[Int(i)].done { _ = progress() }
+        guard requests[Int(i)].done else { return false }
+        let e = requests[Int(i)].error
+        release(i)
+        if let e { throw e }
+        return true
+    }
+
+    private func release(_ i: Int32) {
+        let peer = requests[Int(i)].peer
+        if peer >= 0 && !requests[Int(i)].done {
+            // Given up before completion (abort): forget it everywhere.
+            posted[peer].removeAll { $0 == i }
+            outbox[peer].removeAll { w in if case .eager(let j) = w { return j == i }; if case .rts(let j) = w { return j == i }; if case .data(let j) = w { return j == i }; return false }
+            awaitingCTS[peer] = awaitingCTS[peer].filter { $0.value != i }
+            receiving[peer] = receiving[peer].filter { $0.value != i }
+        }
+        requests[Int(i)].inUse = false
+        requests[Int(i)].buffer = nil
+        free.append(i)
+    }
+
+    public func wait(_ r: Request, deadline: Deadline) throws(CCLError) {
+        let peer: Int = lock.withLock { Int(r.slot) < requests.count ? requests[Int(r.slot)].peer : -1 }
+        while true {
+            if try test(r) { return }
+            if try !waitForProgress(deadline: deadline) && deadline.hasPassed {
+                throw CCLError(.timeout, "timed out waiting for rank \(peer) in shared memory; the peer is stopped, overloaded, or not in the same operation",
+                               rank: rank, peer: peer)
+            }
+        }
+    }
+
+    public func waitForProgress(deadline: Deadline) throws(CCLError) -> Bool {
+        let bell = word32(base, SHMTransport.offDoorbell)
+        let spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
+        while true {
+            if aborted.load(ordering: .acquiring) { throw abortError() }
+            if lock.withLock({ closed }) { throw CCLError(.invalidUsage, "the shared-memory transport is closed", rank: rank) }
+            let seen = cshim_load_u32(bell)
+            let moved: Bool = lock.withLock {
+                let m = progress()
+                return checkPeers(force: false) || m
+            }
+            if moved { return true }
+            let now = Sys.monotonicNanos()
+            if now >= deadline.nanos { return false }
+            if now < spinUntil {
+                for _ in 0..<64 where cshim_load_u32(bell) == seen { cshim_cpu_relax() }
+                if cshim_load_u32(bell) == seen { Sys.yield() }
+                continue
+            }
+            // Sleep on the doorbell until someone writes to or frees one of our FIFOs (or 100 ms pass,
+            // for the liveness check).
+            let sleepers = word32(base, SHMTransport.offSleepers)
+            _ = cshim_fetch_add_u32(sleepers, 1)
+            if cshim_load_u32(bell) == seen {
+                Sys.futexWait(bell, expected: seen, nanos: min(deadline.nanos &- now, 100_000_000))
+            }
+            _ = cshim_fetch_add_u32(sleepers, UInt32.max)  // −1
+            if cshim_load_u32(bell) != seen { return true }
+        }
+    }
+
+    public func unexpectedTags(from peer: Int) -> [UInt64] {
+        lock.lock(); defer { lock.unlock() }
+        guard peer >= 0, peer < nranks else { return [] }
+        return unexpected[peer].map(\.tag)
+    }
+
+    private func abortError() -> CCLError {
+        CCLError(.remoteError, abortReason.withLock { $0 }.isEmpty ? "aborted" : abortReason.withLock { $0 }, rank: rank)
+    }
+
+    public func abort(_ reason: String) {
+        abortReason.withLock { if $0.isEmpty { $0 = reason } }
+        aborted.store(true, ordering: .releasing)
+        ring(base)  // wakes a waiter of this process sleeping on its own doorbell
+    }
+
+    public func close() {
+        lock.lock(); defer { lock.unlock() }
+        if closed { return }
+        closed = true
+        cshim_store_u32(word32(base, SHMTransport.offClosed), 1)
+        for p in 0..<nranks { if let seg = peerBase[p] { ring(seg); Sys.unmap(seg, bytes: segmentBytes); peerBase[p] = nil } }
+        unlink()
+        for i in requests.indices where requests[i].inUse && !requests[i].done {
+            requests[i].error = CCLError(.invalidUsage, "the shared-memory transport was closed", rank: rank)
+            requests[i].done = true
+        }
+    }
+}
