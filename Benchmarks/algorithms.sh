@@ -6,7 +6,7 @@
 #
 # Usage: Benchmarks/algorithms.sh            (from the package root, after scripts/setup.sh)
 # Environment (all optional):
-#   COLL=all_reduce   NP=4   ROUNDS=3   MIN=8   MAX=256M   FACTOR=2   ITERS=5   WARMUP=2
+#   COLL=all_reduce   NP=4   ROUNDS=3   MIN=8   MAX=256M   FACTOR=2   ITERS=5   WARMUP=2   TRANSPORT=tcp
 #   ALGOS="auto ring tree recdbl rabenseifner"   (default: auto and every algorithm of COLL)
 #   SWCCL_PERF=.build/release/swccl-perf   OUT_DIR=<mktemp>
 #   ANALYZE_ONLY=1    skip the runs; print the table from OUT_DIR/times.tsv of an earlier run
@@ -22,6 +22,7 @@ MAX="${MAX:-256M}"
 FACTOR="${FACTOR:-2}"
 ITERS="${ITERS:-5}"
 WARMUP="${WARMUP:-2}"
+TRANSPORT="${TRANSPORT:-tcp}"
 PERF="${SWCCL_PERF:-$ROOT/.build/release/swccl-perf}"
 MODEL="${SWCCL_MODEL:-$ROOT/.build/release/swccl-model}"
 OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/swccl-algorithms.XXXXXX)}"
@@ -33,7 +34,7 @@ read -r -a ALGO_L <<<"$ALGOS"
 mkdir -p "$OUT_DIR"
 RAW="$OUT_DIR/times.tsv"
 [ "${ANALYZE_ONLY:-0}" = 1 ] && ROUNDS=0 || : >"$RAW"
-echo "# $COLL, $NP ranks, rounds $ROUNDS, sizes $MIN..$MAX x$FACTOR, $ITERS iterations; raw data in $RAW" >&2
+echo "# $COLL, $NP ranks over $TRANSPORT, rounds $ROUNDS, sizes $MIN..$MAX x$FACTOR, $ITERS iterations; raw data in $RAW" >&2
 
 for ((round = 1; round <= ROUNDS; round++)); do
     order=("${ALGO_L[@]}")
@@ -43,7 +44,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for algo in "${order[@]}"; do
         log="$OUT_DIR/$algo.$round.txt"
         echo "# round $round: $algo" >&2
-        if ! "$PERF" "$COLL" -np "$NP" -a "$algo" -b "$MIN" -e "$MAX" -f "$FACTOR" -n "$ITERS" -w "$WARMUP" -c 0 -T 600 >"$log" 2>&1; then
+        if ! "$PERF" "$COLL" -np "$NP" --transport "$TRANSPORT" -a "$algo" -b "$MIN" -e "$MAX" -f "$FACTOR" -n "$ITERS" -w "$WARMUP" -c 0 -T 600 >"$log" 2>&1; then
             echo "algorithms.sh: $algo failed in round $round, see $log" >&2
             exit 1
         fi

@@ -181,28 +181,64 @@ public final class Communicator: @unchecked Sendable {
         name = config.name ?? "comm"
         forcedAlgorithm = config.algorithm ?? (Knobs.algo.value.isEmpty ? nil : Knobs.algo.value)
         let transportSpec = (config.transports ?? Knobs.transports.value).lowercased()
-        let wanted = Set(transportSpec.split(separator: ",").map { String($0).trimmingSpaces })
-        guard transportSpec == "auto" || transportSpec.isEmpty || wanted.contains("tcp") else {
-            throw CCLError.invalidArgument("transports \"\(transportSpec)\": only tcp is available in this build").with(operation: "init", rank: rank)
+        let wanted = Set(transportSpec.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty })
+        let auto = wanted.isEmpty || wanted.contains("auto")
+        let known: Set<String> = ["auto", "tcp", "shm"]
+        guard wanted.isSubset(of: known) else {
+            throw CCLError.invalidArgument("transports \"\(transportSpec)\": this build has tcp and shm (ib comes with its issue)").with(operation: "init", rank: rank)
         }
+        // Candidates: both endpoints exist before the rendezvous (their addresses are published); once
+        // every rank's host is known, every rank makes the same choice and closes the other.
+        let tryShm = (auto && !Knobs.shmDisable.value) || wanted.contains("shm")
+        let tryTcp = auto || wanted.contains("tcp")
         do { wakeFD = try Sys.eventFD() } catch { throw CCLError.system("eventfd", error).with(operation: "init", rank: rank) }
         let parts = try id.parsed()
-        do {
-            let tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret)
-            transport = tcp
-            let me = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: [("tcp", tcp.localAddress)])
-            bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: me.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
+        var tcp: TCPTransport?
+        var shm: SHMTransport?
+        do throws(CCLError) {
+            if tryTcp { tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret) }
+            if tryShm && size > 1 {
+                do throws(CCLError) { shm = try SHMTransport(rank: rank, nranks: size, secret: parts.secret) } catch {
+                    if !auto { throw error }
+                    Log.warn(.net, "rank \(rank): no shared-memory transport (\(error.cause)); using TCP")
+                }
+            }
+            var published: [(name: String, address: EndpointAddress)] = []
+            if let shm { published.append(("shm", shm.localAddress)) }
+            if let tcp { published.append(("tcp", tcp.localAddress)) }
+            let info = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: published)
+            bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: info.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
             var infos: [RankInfo] = []
             for b in bootstrap.blobs { infos.append(try RankInfo.decode(b)) }
-            hosts = infos.map(\.host)
+            let hostList = infos.map(\.host)
+            hosts = hostList
+            let oneHost = hostList.allSatisfy { $0.sameHost(as: hostList[0]) }
+            let me = rank
+            let everyoneHasShm = infos.allSatisfy { i in i.rank == me || i.transports.contains { $0.name == "shm" } }
+            let chosen: String
+            if shm != nil && oneHost && everyoneHasShm && !(wanted.contains("tcp") && !auto && !wanted.contains("shm")) {
+                chosen = "shm"
+            } else if tcp != nil {
+                chosen = "tcp"
+            } else if size == 1 {
+                chosen = "tcp"
+                tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret)
+            } else {
+                throw CCLError.invalidUsage("SWCCL_TRANSPORTS=shm but the ranks are not all on one host (or shared memory failed on one of them)")
+            }
+            let t: any Transport = chosen == "shm" ? shm! : tcp!
+            if chosen == "shm" { tcp?.close() } else { shm?.close() }
+            transport = t
             let peers = infos.compactMap { info -> PeerInfo? in
-                guard info.rank != rank, let a = info.transports.first(where: { $0.name == "tcp" }) else { return nil }
+                guard info.rank != me, let a = info.transports.first(where: { $0.name == chosen }) else { return nil }
                 return PeerInfo(rank: info.rank, address: a.address, host: info.host)
             }
-            try tcp.connect(peers, deadline: .after(milliseconds: timeoutMs))
+            try t.connect(peers, deadline: .after(milliseconds: timeoutMs))
             // Everyone connected: a final barrier so no rank starts before all pairs exist.
             try bootstrap.barrier()
         } catch {
+            tcp?.close()
+            shm?.close()
             Sys.close(wakeFD)
             throw error.with(operation: "init", rank: rank)
         }

@@ -168,7 +168,7 @@ usage: swccl-perf <collective> [options]
     guard o.np >= 1 else { fail("-np must be at least 1") }
     guard o.iters >= 1, o.warmup >= 0, o.check >= 0, o.unalign >= 0 else { fail("iterations must be positive") }
     guard o.minBytes <= o.maxBytes else { fail("minbytes > maxbytes") }
-    guard ["auto", "tcp"].contains(o.transport) else { fail("transport \(o.transport) is not available in this build (tcp only)") }
+    guard ["auto", "tcp", "shm"].contains(o.transport) else { fail("transport \(o.transport) is not available in this build (auto, tcp, shm)") }
     if o.algo != "auto" {
         guard let a = Algorithm(name: o.algo.lowercased()) else {
             fail("unknown algorithm \(o.algo): auto, \(Algorithm.allCases.map(\.rawValue).joined(separator: ", "))")

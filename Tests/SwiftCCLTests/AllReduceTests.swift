@@ -5,11 +5,11 @@ import SwiftCCL
 /// out of place, misaligned buffers, exact results. Rank counts above the 2 cores check that waiting
 /// does not burn CPU (the suite would crawl otherwise).
 final class AllReduceTests: XCTestCase {
-    func runAllReduce(_ n: Int, algo: String? = nil) throws {
-        let r = try Ranks.run("allreduce", ranks: n, env: ["SWCCL_TEST_ALGO": algo])
+    func runAllReduce(_ n: Int, algo: String? = nil, transport: String? = nil) throws {
+        let r = try Ranks.run("allreduce", ranks: n, env: ["SWCCL_TEST_ALGO": algo, "SWCCL_TRANSPORTS": transport])
         XCTAssertTrue(r.allPassed, r.summary)
         for out in r.outputs { XCTAssertTrue(out.contains("PASS allreduce"), out) }
-        print("allreduce with \(n) ranks\(algo.map { " (\($0))" } ?? ""): \(String(format: "%.1f", r.seconds)) s")
+        print("allreduce with \(n) ranks\(algo.map { " (\($0))" } ?? "")\(transport.map { " over \($0)" } ?? ""): \(String(format: "%.1f", r.seconds)) s")
         for line in r.outputs[0].split(separator: "\n") where line.contains("cases in") { print("  " + line) }
     }
 
@@ -21,6 +21,11 @@ final class AllReduceTests: XCTestCase {
     func testSevenRanks() throws { try runAllReduce(7) }
     func testEightRanksOversubscribed() throws { try runAllReduce(8) }
     func testThirteenRanksOversubscribed() throws { try runAllReduce(13) }
+    // With every rank on this host the default transport is shared memory; these run TCP.
+    func testThreeRanksOverTCP() throws { try runAllReduce(3, transport: "tcp") }
+    func testFourRanksOverTCP() throws { try runAllReduce(4, transport: "tcp") }
+    func testEightRanksOverTCP() throws { try runAllReduce(8, transport: "tcp") }
+
     func testFourRanksForcedRangesFromEnvironment() throws { try runAllReduce(4, algo: "allreduce:0-8K:recdbl;8K-1M:rabenseifner;1M-inf:ring") }
 
     /// Ranks forced to different algorithms: the fingerprint in the tags differs, so the error names

@@ -3,12 +3,12 @@ import SwiftCCL
 
 /// Multi-process tests of every collective besides allreduce (see `collectivesScenario`).
 final class CollectiveTests: XCTestCase {
-    func runCollectives(_ n: Int) throws {
-        let r = try Ranks.run("collectives", ranks: n)
+    func runCollectives(_ n: Int, transport: String? = nil) throws {
+        let r = try Ranks.run("collectives", ranks: n, env: ["SWCCL_TRANSPORTS": transport])
         XCTAssertTrue(r.allPassed, r.summary)
         for out in r.outputs { XCTAssertTrue(out.contains("PASS collectives"), out) }
         let checked = r.outputs[0].split(separator: "\n").first { $0.contains("checked") } ?? "?"
-        print("collectives with \(n) ranks: \(checked), \(String(format: "%.1f", r.seconds)) s")
+        print("collectives with \(n) ranks\(transport.map { " over \($0)" } ?? ""): \(checked), \(String(format: "%.1f", r.seconds)) s")
     }
 
     func testOneRank() throws { try runCollectives(1) }
@@ -19,6 +19,9 @@ final class CollectiveTests: XCTestCase {
     func testSevenRanks() throws { try runCollectives(7) }
     func testEightRanks() throws { try runCollectives(8) }
     func testThirteenRanksOversubscribed() throws { try runCollectives(13) }
+    // The default transport here is shared memory; these run TCP.
+    func testThreeRanksOverTCP() throws { try runCollectives(3, transport: "tcp") }
+    func testFiveRanksOverTCP() throws { try runCollectives(5, transport: "tcp") }
 
     func testSplit() throws {
         for n in [1, 2, 5] {

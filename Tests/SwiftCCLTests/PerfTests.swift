@@ -4,7 +4,8 @@ import SwiftCCL
 import SwcclVerify
 
 /// swccl-perf itself: every collective runs and checks exactly (#wrong 0, exit 0) for 2, 3 and 4 local
-/// ranks, all types and ops, small sizes; a wrong invocation exits non-zero with a message.
+/// ranks over TCP and over shared memory, all types and ops, small sizes; a wrong invocation exits
+/// non-zero with a message.
 final class PerfTests: XCTestCase {
     var perf: String { Ranks.helper.replacingOccurrences(of: "swccl-test-rank", with: "swccl-perf") }
 
@@ -24,13 +25,15 @@ final class PerfTests: XCTestCase {
 
     func testEveryCollectiveChecksExactly() throws {
         let collectives = ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "alltoall", "sendrecv", "gather", "scatter", "barrier"]
-        for c in collectives {
-            for np in [2, 3, 4] {
-                let (code, text) = try runPerf([c, "-np", String(np), "-b", "8", "-e", "256K", "-f", "8", "-n", "2", "-w", "1",
-                                                "-d", "all", "-o", "all", "-r", String(np - 1), "-T", "60"])
-                XCTAssertEqual(code, 0, "\(c) -np \(np):\n\(text)")
-                XCTAssertTrue(text.contains("# Out of bounds values : 0 OK"), "\(c) -np \(np):\n\(text)")
-                XCTAssertTrue(text.contains("# swccl-perf \(c)"), text)
+        for transport in ["tcp", "shm"] {
+            for c in collectives {
+                for np in [2, 3, 4] {
+                    let (code, text) = try runPerf([c, "-np", String(np), "--transport", transport, "-b", "8", "-e", "256K", "-f", "8", "-n", "2", "-w", "1",
+                                                    "-d", "all", "-o", "all", "-r", String(np - 1), "-T", "60"])
+                    XCTAssertEqual(code, 0, "\(c) -np \(np) over \(transport):\n\(text)")
+                    XCTAssertTrue(text.contains("# Out of bounds values : 0 OK"), "\(c) -np \(np) over \(transport):\n\(text)")
+                    XCTAssertTrue(text.contains("# swccl-perf \(c)") && text.contains("transport \(transport)"), text)
+                }
             }
         }
     }

@@ -83,7 +83,7 @@ final class SetupTests: XCTestCase {
     /// SWCCL_RANK / SWCCL_SIZE / SWCCL_COMM_ID over IPv6 loopback.
     func testInitFromSwcclEnvironmentOverIPv6() throws {
         let port = freePort()
-        let r = try Ranks.run("fromenv", ranks: 2, env: ["SWCCL_COMM_ID": "[::1]:\(port)", "SWCCL_SOCKET_FAMILY": "AF_INET6"],
+        let r = try Ranks.run("fromenv", ranks: 2, env: ["SWCCL_COMM_ID": "[::1]:\(port)", "SWCCL_SOCKET_FAMILY": "AF_INET6", "SWCCL_TRANSPORTS": "tcp"],
                               perRankEnv: { ["SWCCL_RANK": String($0), "SWCCL_SIZE": "2"] })
         XCTAssertTrue(r.allPassed, r.summary)
     }
@@ -92,7 +92,7 @@ final class SetupTests: XCTestCase {
     func testSeveralSocketsPerPeer() throws {
         let r = try Ranks.run("sizes", ranks: 2, env: ["SWCCL_NSOCKS_PERTHREAD": "2", "SWCCL_SOCKET_NTHREADS": "2"])
         XCTAssertTrue(r.allPassed, r.summary)
-        let a = try Ranks.run("fromenv", ranks: 3, env: ["SWCCL_NSOCKS_PERTHREAD": "3", "SWCCL_COMM_ID": "127.0.0.1:\(freePort())"],
+        let a = try Ranks.run("fromenv", ranks: 3, env: ["SWCCL_NSOCKS_PERTHREAD": "3", "SWCCL_COMM_ID": "127.0.0.1:\(freePort())", "SWCCL_TRANSPORTS": "tcp"],
                               perRankEnv: { ["SWCCL_RANK": String($0), "SWCCL_SIZE": "3"] })
         XCTAssertTrue(a.allPassed, a.summary)
     }
