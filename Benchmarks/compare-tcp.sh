@@ -13,11 +13,13 @@
 #   SIZES="8 1M 64M"         sizes in bytes (K/M/G suffixes = powers of 1024)
 #   ITERS="2000 200 10"      timed iterations, one per size (missing: derived from the size)
 #   WARMUP="200 20 3"        warm-up iterations, one per size (missing: derived)
-#   PEERS="swccl ompi-tcp gloo ompi-shm"   which to run, in round-1 order. ompi-shm (Open MPI
+#   PEERS="swccl ompi-tcp gloo ompi-shm"   which to run, in round-1 order (also: swccl-shm, SwiftCCL
+#                            over shared memory). ompi-shm (Open MPI
 #                            over shared memory, vader) is a reference, not a TCP peer; drop it
 #                            to save time.
 #   LATENCY_MAX=65536        sizes below this are compared by time, the others by busbw
 #   SWCCL_PERF=.build/release/swccl-perf
+#   BASE=swccl               whose figures the ratios divide (swccl-shm to compare shared memory)
 #   SWCCL_PLACE=out          which swccl-perf columns to use: out (out-of-place) or in (in-place)
 #   SWCCL_PEERS_VENV=$HOME/.cache/swccl-peers-venv   venv with torch (Benchmarks/peers/setup.sh)
 #   MPIRUN_ARGS="--bind-to none"  extra mpirun arguments
@@ -114,7 +116,7 @@ check_peers() {
     local p
     for p in "${PEERS[@]}"; do
         case "$p" in
-            swccl)
+            swccl | swccl-shm)
                 if [ -x "$SWCCL_PERF" ]; then AVAILABLE[$p]=1
                 else WHY[$p]="swccl-perf not found at $SWCCL_PERF (build it: swift build -c release, or set SWCCL_PERF)"; fi ;;
             ompi-tcp | ompi-shm)
@@ -129,7 +131,7 @@ check_peers() {
                     'import torch.distributed as d; assert d.is_gloo_available()' >/dev/null 2>&1; then
                     AVAILABLE[$p]=1
                 else WHY[$p]="no torch with Gloo in $VENV (run Benchmarks/peers/setup.sh, or set SWCCL_PEERS_VENV)"; fi ;;
-            *) WHY[$p]="unknown peer '$p' (known: swccl ompi-tcp gloo ompi-shm)" ;;
+            *) WHY[$p]="unknown peer '$p' (known: swccl swccl-shm ompi-tcp gloo ompi-shm)" ;;
         esac
     done
 }
@@ -143,9 +145,11 @@ MPIRUN_BASE+=($MPIRUN_ARGS)
 run_peer() {
     local p="$1" b="$2" n="$3" w="$4" log="$5" rc
     case "$p" in
-        swccl)
+        swccl | swccl-shm)
+            local transport=tcp
+            [ "$p" = swccl-shm ] && transport=shm
             SWCCL_SOCKET_IFNAME=lo timeout -k 10 "$RUN_TIMEOUT" \
-                "$SWCCL_PERF" all_reduce -np "$NP" --transport tcp -b "$b" -e "$b" -n "$n" -w "$w" -c 0 \
+                "$SWCCL_PERF" all_reduce -np "$NP" --transport "$transport" -b "$b" -e "$b" -n "$n" -w "$w" -c 0 \
                 >"$log" 2>&1
             rc=$?
             # data rows: size count type redop root time algbw busbw #wrong time algbw busbw #wrong
@@ -226,10 +230,10 @@ echo "# end $(now)  load average $(loadavg)"
 echo
 
 # ---------------------------------------------------------------- summary
-"$PYTHON" - "$RESULTS" "$LATENCY_MAX" "$SWCCL_PLACE" <<'EOF'
+"$PYTHON" - "$RESULTS" "$LATENCY_MAX" "$SWCCL_PLACE" "${BASE:-swccl}" <<'EOF'
 import collections, statistics, sys
 
-path, latency_max, place = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+path, latency_max, place, base = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = [l.rstrip("\n").split("\t") for l in open(path)][1:]
 data = collections.defaultdict(dict)  # (size, peer) -> {round: (time, busbw)}
 peers, sizes = [], []
@@ -251,7 +255,7 @@ def med(xs):
 def fmt(x, d=2):
     return "–" if x is None else f"{x:.{d}f}"
 
-names = {"swccl": "SwiftCCL (tcp)", "ompi-tcp": "Open MPI TCP", "ompi-shm": "Open MPI shm (reference)",
+names = {"swccl": "SwiftCCL (tcp)", "swccl-shm": "SwiftCCL (shm)", "ompi-tcp": "Open MPI TCP", "ompi-shm": "Open MPI shm (reference)",
          "gloo": "Gloo (torch, TCP)"}
 for s in sorted(sizes):
     lat = s < latency_max
@@ -262,13 +266,13 @@ for s in sorted(sizes):
     else:
         print("| peer | time µs (median) | busbw GB/s (median) | swccl busbw / peer busbw (median of rounds) | rounds |")
     print("|---|---:|---:|---:|---:|")
-    sw = data.get((s, "swccl"), {})
+    sw = data.get((s, base), {})
     for p in peers:
         d = data.get((s, p), {})
         t = med([v[0] for v in d.values()])
         bw = med([v[1] for v in d.values()])
         ratios = []
-        if p != "swccl":
+        if p != base:
             for r, (pt, pbw) in d.items():
                 if r not in sw:
                     continue
@@ -277,7 +281,7 @@ for s in sorted(sizes):
                     ratios.append(st / pt)
                 elif not lat and pbw > 0:
                     ratios.append(sbw / pbw)
-        if p == "swccl":
+        if p == base:
             ratio = "—"
         elif not ratios:
             ratio = "n/a"
@@ -297,7 +301,8 @@ for s in sorted(sizes):
 print("Ratios are computed per round (peers run back to back, same minute); the table gives their")
 print("median in bold and their range over rounds in parentheses.")
 print("time ratio < 1: SwiftCCL is faster; busbw ratio > 1: SwiftCCL is faster.")
-if "swccl" in peers:
+print(f"Ratios are {names.get(base, base)} against each peer.")
+if base in peers:
     print(f"SwiftCCL figures are swccl-perf's {'in-place' if place == 'in' else 'out-of-place'} columns.")
 EOF
 echo
