@@ -29,6 +29,8 @@ OUT_DIR="${OUT_DIR:-$(mktemp -d /tmp/swccl-algorithms.XXXXXX)}"
 [ -x "$PERF" ] || { echo "algorithms.sh: $PERF not built (run scripts/setup.sh)" >&2; exit 2; }
 if [ -z "${ALGOS:-}" ]; then
     ALGOS="auto $("$MODEL" --algorithms "$COLL")" || { echo "algorithms.sh: cannot list algorithms of $COLL" >&2; exit 2; }
+    # oneshot needs shared memory; elsewhere forcing it falls back to the model's choice.
+    [ "$TRANSPORT" = shm ] || ALGOS="${ALGOS/ oneshot/}"
 fi
 read -r -a ALGO_L <<<"$ALGOS"
 mkdir -p "$OUT_DIR"

@@ -63,6 +63,7 @@ public final class Communicator: @unchecked Sendable {
     private let opLock = Lock()
     var sequence: UInt64 = 0
     let scratch = Scratch()
+    let oneShot = Counter()
     /// The scaled input of pre-multiplied reductions (apart from `scratch`, which the algorithms use).
     let preMulScratch = Scratch()
     let p2pCounters = Mutex<[UInt64]>([])
@@ -333,7 +334,8 @@ public final class Communicator: @unchecked Sendable {
 
     func context(_ sequence: UInt64, operation: String, fingerprint: [Int]) -> CollectiveContext {
         CollectiveContext(rank: rank, size: size, transport: transport, sequence: sequence,
-                          fingerprint: Tag.fingerprint(fingerprint), operation: operation, timeoutMs: timeoutMs, scratch: scratch)
+                          fingerprint: Tag.fingerprint(fingerprint), operation: operation, timeoutMs: timeoutMs, scratch: scratch,
+                          oneShot: oneShot)
     }
 
     // MARK: allreduce

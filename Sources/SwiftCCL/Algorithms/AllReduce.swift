@@ -12,6 +12,11 @@ enum AllReduce {
         case .tree: try DoubleTree.allReduce(ctx, send: send, recv: recv, count: count, type: type, op: op)
         case .recdbl: try recursiveDoubling(ctx, send: send, recv: recv, count: count, type: type, op: op)
         case .rabenseifner: try rabenseifner(ctx, send: send, recv: recv, count: count, type: type, op: op)
+        case .oneshot:
+            guard let arena = ctx.transport as? any SharedArena else {
+                return try recursiveDoubling(ctx, send: send, recv: recv, count: count, type: type, op: op)
+            }
+            try OneShot.allReduce(ctx, arena: arena, operation: ctx.oneShot.next(), send: send, recv: recv, count: count, type: type, op: op)
         default: try ring(ctx, send: send, recv: recv, count: count, type: type, op: op)
         }
     }

@@ -10,19 +10,36 @@ struct CollectiveContext {
     let operation: String
     let timeoutMs: Int
     let scratch: Scratch
+    /// Numbers the communicator's one-shot operations (the same sequence on every rank).
+    let oneShot: Counter
 
     @inline(__always) func tag(_ lane: Int) -> UInt64 { Tag.collective(sequence: sequence, fingerprint: fingerprint, lane: lane) }
 
     /// A timeout waiting on `peer`, or a clearer error if that peer — or any other — has sent
     /// messages for this very operation with other arguments.
     func stalled(on peer: Int, _ timeout: CCLError) -> CCLError {
-        mismatch(peer) ?? (0..<size).lazy.compactMap { mismatch($0) }.first ?? timeout
+        mismatch(peer) ?? anyMismatch() ?? timeout
     }
+
+    func anyMismatch() -> CCLError? { (0..<size).lazy.compactMap { mismatch($0) }.first }
+
+    /// This operation's sequence number and fingerprint in one word, as one-shot areas publish it.
+    var signature: UInt64 { ((sequence & 0xffff_ffff) << 32) | UInt64(fingerprint) }
 
     /// An error if `peer` sent messages tagged with this operation's sequence number but another
     /// fingerprint: it called this operation with other arguments (a definite error, not a delay).
     func mismatch(_ peer: Int) -> CCLError? {
         guard peer != rank, peer >= 0, peer < size else { return nil }
+        if let arena = transport as? any SharedArena {
+            // A peer in a one-shot operation with this sequence number and other arguments.
+            for parity in 0..<2 {
+                let w = arena.signatureWord(of: peer, parity: parity).pointee
+                if w >> 32 == sequence & 0xffff_ffff && UInt32(truncatingIfNeeded: w) != fingerprint {
+                    return CCLError(.invalidUsage, "rank \(peer) called operation #\(sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(String(UInt32(truncatingIfNeeded: w), radix: 16)) there, \(String(fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",
+                                    rank: rank, peer: peer)
+                }
+            }
+        }
         let seq = sequence & 0x3f_ffff
         for t in transport.unexpectedTags(from: peer) where t >> 62 == 0 {
             let d = Tag.decode(t)
@@ -87,7 +104,7 @@ struct CollectiveContext {
         if now <= progress.spinUntil { Sys.yield(); return }
         if now &- progress.lastScan >= CollectiveContext.mismatchScanNanos {
             progress.lastScan = now
-            if now &- progress.idleSince >= CollectiveContext.mismatchScanNanos, let e = mismatch(peer) ?? (0..<size).lazy.compactMap({ mismatch($0) }).first {
+            if now &- progress.idleSince >= CollectiveContext.mismatchScanNanos, let e = mismatch(peer) ?? anyMismatch() {
                 throw e
             }
         }
@@ -135,4 +152,10 @@ struct LaneDriver {
         let l = (0..<recvs.count).first { recvs[$0] != nil } ?? (0..<sends.count).first { sends[$0] != nil } ?? 0
         return (peerOf[l], recvs[l] != nil)
     }
+}
+
+/// A per-communicator counter (used from the thread that runs the communicator's operations).
+final class Counter: @unchecked Sendable {
+    private var value: UInt64 = 0
+    func next() -> UInt64 { value &+= 1; return value }
 }

@@ -74,6 +74,9 @@ public struct TransportCapabilities: Sendable, CustomStringConvertible {
     public var maxOutstandingRequests: Int
     /// Whether both ends must share a host.
     public var sameHostOnly: Bool
+    /// Bytes of the per-rank input area every rank of the communicator can read directly (`SharedArena`),
+    /// 0 when the backend has none; enables the one-shot allreduce for messages up to this size.
+    public var sharedArenaBytes: Int = 0
     /// Cost model inputs, per message: latency in nanoseconds and nanoseconds per byte (measured or estimated).
     public var alphaNanos: Double
     public var betaNanosPerByte: Double
@@ -82,6 +85,26 @@ public struct TransportCapabilities: Sendable, CustomStringConvertible {
         "\(name): eager <= \(eagerThreshold) B, max message \(maxMessageBytes) B, one-sided \(oneSidedWrites), "
             + "registration \(needsRegistration ? "required" : "no-op"), \(maxOutstandingRequests) requests"
     }
+}
+
+/// A backend whose ranks can read each other's memory directly (shared memory): each rank owns two input
+/// areas (alternated per operation) and two sequence words, `posted` (the last one-shot operation whose
+/// input it wrote) and `finished` (the last one it finished reading), which all ranks read.
+protocol SharedArena: AnyObject {
+    func arena(of rank: Int, parity: Int) -> UnsafeMutableRawPointer
+    func postedWord(of rank: Int) -> UnsafeMutablePointer<UInt64>
+    /// Written before `posted`, one per area: the operation's sequence number (high 32 bits) and the
+    /// fingerprint of its arguments (low 32), for mismatch checks — per area, because a rank may post
+    /// the next operation while its peers still read this one.
+    func signatureWord(of rank: Int, parity: Int) -> UnsafeMutablePointer<UInt64>
+    func finishedWord(of rank: Int) -> UnsafeMutablePointer<UInt64>
+    /// Publishes a sequence word (release) and wakes peers that sleep.
+    func publish(_ word: UnsafeMutablePointer<UInt64>, _ value: UInt64)
+    /// Waits until `word(peer) >= value` for every peer: spins, then sleeps; fails naming a peer that
+    /// died, closed, or did not get there by `deadline`.
+    /// `check` runs every 100 ms while blocked (e.g. a scan for peers in another operation).
+    func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, deadline: Deadline, what: String,
+                 check: () throws(CCLError) -> Void) throws(CCLError)
 }
 
 /// Opaque transport address bytes (at most 128), exchanged at bootstrap.

@@ -1,0 +1,45 @@
+/// One-shot allreduce over shared memory (`SharedArena`): every rank copies its input into its own
+/// area and publishes the operation's number; once all have, each rank reduces all n inputs straight
+/// from the peers' areas, in rank order (so every rank computes bit-identical results), and publishes
+/// that it finished reading. Two areas alternate, so a rank only waits before writing for its peers to
+/// have finished the one-shot operation before the previous one. One flag round trip instead of
+/// log₂ n message exchanges: the path for small messages when all ranks share a host.
+enum OneShot {
+    static func allReduce(_ ctx: CollectiveContext, arena: any SharedArena, operation c: UInt64, send: UnsafeRawPointer,
+                          recv: UnsafeMutableRawPointer, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+        do throws(CCLError) {
+            try run(ctx, arena: arena, operation: c, send: send, recv: recv, count: count, type: type, op: op)
+        } catch {
+            // A peer that never arrives may be in another operation: its messages say so.
+            throw error.kind == .timeout ? ctx.stalled(on: error.peer ?? 0, error) : error
+        }
+    }
+
+    private static func run(_ ctx: CollectiveContext, arena: any SharedArena, operation c: UInt64, send: UnsafeRawPointer,
+                            recv: UnsafeMutableRawPointer, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
+        let bytes = count * type.size
+        let parity = Int(c % 2)
+        let deadline = ctx.deadline
+        // The area of this parity was last used by operation c − 2: every peer must be done reading it.
+        let scan = { () throws(CCLError) -> Void in if let e = ctx.anyMismatch() { throw e } }
+        if c > 2 { try arena.waitAll({ arena.finishedWord(of: $0) }, atLeast: c - 2, deadline: deadline, what: "finish the previous one-shot operation", check: scan) }
+        let mine = arena.arena(of: ctx.rank, parity: parity)
+        mine.copyMemory(from: send, byteCount: bytes)
+        arena.signatureWord(of: ctx.rank, parity: parity).pointee = ctx.signature  // published by the release below
+        arena.publish(arena.postedWord(of: ctx.rank), c)
+        try arena.waitAll({ arena.postedWord(of: $0) }, atLeast: c, deadline: deadline, what: "post its input", check: scan)
+        for r in 0..<ctx.size where r != ctx.rank {
+            let theirs = UInt32(truncatingIfNeeded: arena.signatureWord(of: r, parity: parity).pointee)
+            if theirs != ctx.fingerprint {
+                arena.publish(arena.finishedWord(of: ctx.rank), c)
+                throw CCLError(.invalidUsage, "rank \(r) called operation #\(ctx.sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(String(theirs, radix: 16)) there, \(String(ctx.fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",
+                               rank: ctx.rank, peer: r)
+            }
+        }
+        let kernel = Reduction.kernel(type, op)
+        kernel(recv, UnsafeRawPointer(arena.arena(of: 0, parity: parity)), UnsafeRawPointer(arena.arena(of: 1, parity: parity)), count)
+        for r in 2..<max(ctx.size, 2) { kernel(recv, UnsafeRawPointer(recv), UnsafeRawPointer(arena.arena(of: r, parity: parity)), count) }
+        arena.publish(arena.finishedWord(of: ctx.rank), c)
+        if op == .avg { Reduction.divide(recv, count: count, type: type, by: ctx.size) }
+    }
+}
