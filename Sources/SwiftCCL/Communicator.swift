@@ -284,6 +284,9 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
+    /// The transport the communicator chose (`tcp`, `shm`).
+    public var transportName: String { transport.capabilities.name }
+
     /// The error that broke this communicator, if any.
     public var asyncError: CCLError? { state.withLock { $0.asyncError } }
 

@@ -403,7 +403,7 @@ var rowsCount = 0
 var failed = false
 
 if rank == 0 {
-    print("# swccl-perf \(options.kind.rawValue)  nranks \(nranks)  transport \(options.transport)  algo \(options.algo)  SwiftCCL \(SwiftCCLVersion.string)")
+    print("# swccl-perf \(options.kind.rawValue)  nranks \(nranks)  transport \(comm.transportName)  algo \(options.algo)  SwiftCCL \(SwiftCCLVersion.string)")
     print("#")
     // The type column is two wider than in the specification's example so `bfloat16` stays apart from the count.
     print("#                                                    out-of-place                 in-place")

@@ -234,8 +234,12 @@ enum Sys {
     static func createSharedMemory(name: String, bytes: Int) throws(Errno) -> UnsafeMutableRawPointer {
         let fd = try retrying { cshim_shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600) }
         defer { _ = Glibc.close(fd) }
-        do {
+        do throws(Errno) {
             _ = try retrying { ftruncate(fd, off_t(bytes)) }
+            // Reserve the pages now: on a full tmpfs (a container's small /dev/shm) this fails with
+            // ENOSPC here instead of SIGBUS at the first write.
+            let r = posix_fallocate(fd, 0, off_t(bytes))
+            if r != 0 { throw Errno(r) }
             return try map(fd, bytes)
         } catch {
             _ = shm_unlink(name)
