@@ -244,13 +244,15 @@ public final class SHMTransport: Transport, @unchecked Sendable {
 
     // MARK: posting
 
-    private func checkUsable(_ peer: Int) throws(CCLError) {
+    /// `receiving`: a peer that closed or died may still have left messages for this rank, so its
+    /// failure is checked after the unexpected messages.
+    private func checkUsable(_ peer: Int, receiving: Bool = false) throws(CCLError) {
         if aborted.load(ordering: .acquiring) { throw abortError() }
         if closed { throw CCLError(.invalidUsage, "the shared-memory transport is closed", rank: rank) }
         guard peer >= 0, peer < nranks, peer != rank, peerBase[peer] != nil else {
             throw CCLError(.invalidArgument, "rank \(peer) is not a connected peer of rank \(rank)", rank: rank, peer: peer)
         }
-        if let e = peerError[peer] { throw e }
+        if !receiving, let e = peerError[peer] { throw e }
     }
 
     private func allocate(send: Bool, peer: Int, tag: UInt64, buffer: UnsafeMutableRawPointer?, length: Int) throws(CCLError) -> Int32 {
@@ -283,10 +285,12 @@ public final class SHMTransport: Transport, @unchecked Sendable {
 
     public func irecv(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> Request {
         lock.lock(); defer { lock.unlock() }
-        try checkUsable(peer)
-        let i = try allocate(send: false, peer: peer, tag: tag, buffer: buffer.baseAddress, length: buffer.baseAddress == nil ? 0 : buffer.count)
+        try checkUsable(peer, receiving: true)
         drain(peer)
-        if let k = unexpected[peer].firstIndex(where: { $0.tag == tag }) {
+        let k = unexpected[peer].firstIndex(where: { $0.tag == tag })
+        if let e = peerError[peer], k == nil || unexpected[peer][k!].bytes == nil { throw e }  // nothing more will come
+        let i = try allocate(send: false, peer: peer, tag: tag, buffer: buffer.baseAddress, length: buffer.baseAddress == nil ? 0 : buffer.count)
+        if let k {
             let u = unexpected[peer].remove(at: k)
             match(i, peer: peer, bytes: u.bytes, messageID: u.messageID, total: u.total, payload: nil)
         } else {
