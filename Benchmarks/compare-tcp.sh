@@ -138,6 +138,8 @@ check_peers() {
 
 MPIRUN_BASE=(mpirun -np "$NP" --mca oob_tcp_if_include lo)
 [ "$(id -u)" -eq 0 ] && MPIRUN_BASE+=(--allow-run-as-root)
+# More ranks than cores: Open MPI refuses without --oversubscribe.
+[ "$NP" -gt "$(nproc)" ] && MPIRUN_BASE+=(--oversubscribe)
 # shellcheck disable=SC2206
 MPIRUN_BASE+=($MPIRUN_ARGS)
 
