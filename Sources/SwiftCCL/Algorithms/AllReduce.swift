@@ -72,6 +72,30 @@ enum AllReduce {
         }
     }
 
+    /// Recursive halving over p runs (run j starts at element `start(j)`): at distance p/2, p/4, … 1 a
+    /// virtual rank keeps the half of its runs that its bit selects, sends the other half and adds the
+    /// partner's copy of the kept half into `acc` (lanes 1 … log₂ p). Returns the run range it ends with.
+    static func halving(_ ctx: CollectiveContext, _ fold: Fold, input first: UnsafeRawPointer, into acc: UnsafeMutableRawPointer,
+                        tmp: UnsafeMutableRawPointer, elementSize es: Int, kernel: ReduceKernel,
+                        start: (Int) -> Int) throws(CCLError) -> (Int, Int) {
+        let v = fold.virtual
+        var input = first
+        var lo = 0, hi = fold.p, mask = fold.p >> 1, step = 1
+        while mask > 0 {
+            let partner = fold.real(v ^ mask)
+            let mid = lo + mask
+            let (klo, khi, glo, ghi) = v & mask == 0 ? (lo, mid, mid, hi) : (mid, hi, lo, mid)
+            let keep = start(khi) - start(klo)
+            try ctx.exchange(lane: step, to: partner, input + start(glo) * es, (start(ghi) - start(glo)) * es,
+                             from: partner, tmp, keep * es)
+            kernel(acc + start(klo) * es, input + start(klo) * es, UnsafeRawPointer(tmp), keep)
+            input = UnsafeRawPointer(acc)
+            (lo, hi) = (klo, khi)
+            mask >>= 1; step += 1
+        }
+        return (lo, hi)
+    }
+
     /// Rabenseifner: fold to a power of two p, recursive-halving reduce-scatter (log₂ p exchanges of
     /// halving size, each rank ending with 1/p of the result), then recursive-doubling all-gather;
     /// unfold. Moves 2(p−1)/p of the buffer per rank in 2·log₂ p steps.
@@ -81,29 +105,16 @@ enum AllReduce {
         let fold = Fold(rank: ctx.rank, size: ctx.size)
         let kernel = Reduction.kernel(type, op)
         let tmp = ctx.scratch.get(max(bytes, 1))
-        guard var input = try foldIn(ctx, fold, send: send, into: recv, count: count, type: type, op: op, tmp: tmp) else {
+        guard let input = try foldIn(ctx, fold, send: send, into: recv, count: count, type: type, op: op, tmp: tmp) else {
             try foldOut(ctx, fold, result: recv, bytes: bytes)
             return
         }
         let p = fold.p, v = fold.virtual
-        @inline(__always) func start(_ b: Int) -> Int { Int(Int64(count) * Int64(b) / Int64(p)) }
-        // Reduce-scatter: keep the half of the block range named by this bit of the virtual rank.
-        var lo = 0, hi = p, mask = p >> 1, step = 1
-        while mask > 0 {
-            let partner = fold.real(v ^ mask)
-            let mid = lo + mask
-            let (klo, khi, glo, ghi) = v & mask == 0 ? (lo, mid, mid, hi) : (mid, hi, lo, mid)
-            let keepCount = start(khi) - start(klo)
-            try ctx.exchange(lane: step, to: partner, input + start(glo) * es, (start(ghi) - start(glo)) * es,
-                             from: partner, tmp, keepCount * es)
-            kernel(recv + start(klo) * es, input + start(klo) * es, UnsafeRawPointer(tmp), keepCount)
-            input = UnsafeRawPointer(recv)
-            (lo, hi) = (klo, khi)
-            mask >>= 1; step += 1
-        }
+        func start(_ b: Int) -> Int { Int(Int64(count) * Int64(b) / Int64(p)) }
+        var (lo, hi) = try halving(ctx, fold, input: input, into: recv, tmp: tmp, elementSize: es, kernel: kernel, start: start)
+        var step = 1 + p.trailingZeroBitCount, mask = 1
         if op == .avg { Reduction.divide(recv + start(lo) * es, count: start(hi) - start(lo), type: type, by: ctx.size) }
         // All-gather: exchange the range held so far with the partner's adjacent range.
-        mask = 1
         while mask < p {
             let partner = fold.real(v ^ mask)
             let width = hi - lo

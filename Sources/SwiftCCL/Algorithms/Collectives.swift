@@ -71,27 +71,15 @@ enum Collectives {
         let kernel = Reduction.kernel(type, op)
         let scratch = ctx.scratch.get(2 * n * blockBytes)
         let acc = scratch, tmp = scratch + n * blockBytes
-        guard var input = try AllReduce.foldIn(ctx, fold, send: send, into: acc, count: n * count, type: type, op: op, tmp: tmp) else {
+        guard let input = try AllReduce.foldIn(ctx, fold, send: send, into: acc, count: n * count, type: type, op: op, tmp: tmp) else {
             let q = try ctx.recv(ctx.rank + 1, lane: 255, recv, blockBytes)
             try ctx.wait(q, peer: ctx.rank + 1)
             if op == .avg { Reduction.divide(recv, count: count, type: type, by: n) }
             return
         }
-        let p = fold.p, v = fold.virtual
-        @inline(__always) func block(_ j: Int) -> Int { j < fold.extra ? 2 * j : j + fold.extra }  // first block of run j
-        var lo = 0, hi = p, mask = p >> 1, step = 1
-        while mask > 0 {
-            let partner = fold.real(v ^ mask)
-            let mid = lo + mask
-            let (klo, khi, glo, ghi) = v & mask == 0 ? (lo, mid, mid, hi) : (mid, hi, lo, mid)
-            let keep = (block(khi) - block(klo)) * count
-            try ctx.exchange(lane: step, to: partner, input + block(glo) * blockBytes, (block(ghi) - block(glo)) * blockBytes,
-                             from: partner, tmp, keep * es)
-            kernel(acc + block(klo) * blockBytes, input + block(klo) * blockBytes, UnsafeRawPointer(tmp), keep)
-            input = UnsafeRawPointer(acc)
-            (lo, hi) = (klo, khi)
-            mask >>= 1; step += 1
-        }
+        func block(_ j: Int) -> Int { j < fold.extra ? 2 * j : j + fold.extra }  // first block of run j
+        // Runs in elements: run j begins at block(j) · count.
+        _ = try AllReduce.halving(ctx, fold, input: input, into: acc, tmp: tmp, elementSize: es, kernel: kernel, start: { block($0) * count })
         if fold.takes(ctx.rank) {
             let s = try ctx.send(ctx.rank - 1, lane: 255, acc + (ctx.rank - 1) * blockBytes, blockBytes)
             try ctx.wait(s, peer: ctx.rank - 1)
