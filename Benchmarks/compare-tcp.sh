@@ -16,7 +16,9 @@
 #   PEERS="swccl ompi-tcp gloo ompi-shm"   which to run, in round-1 order (also: swccl-shm, SwiftCCL
 #                            over shared memory). ompi-shm (Open MPI
 #                            over shared memory, vader) is a reference, not a TCP peer; drop it
-#                            to save time.
+#                            to save time. memcpy: single-thread memcpy bandwidth of the same
+#                            size (Benchmarks/peers/memcpy_probe.c), the yardstick of the
+#                            shared-memory targets (its "busbw" is bytes copied per second).
 #   LATENCY_MAX=65536        sizes below this are compared by time, the others by busbw
 #   SWCCL_PERF=.build/release/swccl-perf
 #   BASE=swccl               whose figures the ratios divide (swccl-shm to compare shared memory)
@@ -131,7 +133,10 @@ check_peers() {
                     'import torch.distributed as d; assert d.is_gloo_available()' >/dev/null 2>&1; then
                     AVAILABLE[$p]=1
                 else WHY[$p]="no torch with Gloo in $VENV (run Benchmarks/peers/setup.sh, or set SWCCL_PEERS_VENV)"; fi ;;
-            *) WHY[$p]="unknown peer '$p' (known: swccl swccl-shm ompi-tcp gloo ompi-shm)" ;;
+            memcpy)
+                if make -s -C "$PEERS_DIR" memcpy_probe >/dev/null 2>&1 || [ -x "$PEERS_DIR/memcpy_probe" ]; then AVAILABLE[$p]=1
+                else WHY[$p]="$PEERS_DIR/memcpy_probe missing and could not be built (needs gcc)"; fi ;;
+            *) WHY[$p]="unknown peer '$p' (known: swccl swccl-shm ompi-tcp gloo ompi-shm memcpy)" ;;
         esac
     done
 }
@@ -173,6 +178,11 @@ run_peer() {
                 -c allreduce --timeout "$RUN_TIMEOUT" >"$log" 2>&1
             rc=$?
             [ $rc -eq 0 ] && awk '/^[[:space:]]*#/ || NF < 4 { next } { print $2 "\t" $4; exit }' "$log"
+            ;;
+        memcpy)
+            timeout -k 10 "$RUN_TIMEOUT" "$PEERS_DIR/memcpy_probe" "$b" >"$log" 2>&1
+            rc=$?
+            [ $rc -eq 0 ] && awk '$1 == "memcpy" { printf "%.2f\t%s\n", $2 / $3 / 1000, $3; exit }' "$log"
             ;;
     esac
     return $rc
@@ -258,7 +268,7 @@ def fmt(x, d=2):
     return "–" if x is None else f"{x:.{d}f}"
 
 names = {"swccl": "SwiftCCL (tcp)", "swccl-shm": "SwiftCCL (shm)", "ompi-tcp": "Open MPI TCP", "ompi-shm": "Open MPI shm (reference)",
-         "gloo": "Gloo (torch, TCP)"}
+         "gloo": "Gloo (torch, TCP)", "memcpy": "memcpy, 1 thread (GB/s copied)"}
 for s in sorted(sizes):
     lat = s < latency_max
     print(f"### all_reduce {human(s)} ({s} B), float sum")

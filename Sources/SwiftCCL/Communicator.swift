@@ -57,6 +57,7 @@ public final class Communicator: @unchecked Sendable {
     let forcedAlgorithm: String?
     /// Picks each collective's algorithm (forced rules, else the cost model).
     let selector: AlgorithmSelector
+    let arena: (any SharedArena)?
     private let wakeFD: Int32
     private let state = Mutex<State>(State())
     /// Serialises collectives issued on this communicator from several threads.
@@ -64,6 +65,7 @@ public final class Communicator: @unchecked Sendable {
     var sequence: UInt64 = 0
     let scratch = Scratch()
     let oneShot = Counter()
+    let steps = Counter()
     /// The scaled input of pre-multiplied reductions (apart from `scratch`, which the algorithms use).
     let preMulScratch = Scratch()
     let p2pCounters = Mutex<[UInt64]>([])
@@ -214,6 +216,7 @@ public final class Communicator: @unchecked Sendable {
             let hostList = infos.map(\.host)
             hosts = hostList
             let oneHost = hostList.allSatisfy { $0.sameHost(as: hostList[0]) }
+            Spin.note(localRanks: hostList.filter { $0.sameHost(as: .local) }.count)
             let me = rank
             let everyoneHasShm = infos.allSatisfy { i in i.rank == me || i.transports.contains { $0.name == "shm" } }
             let chosen: String
@@ -244,6 +247,7 @@ public final class Communicator: @unchecked Sendable {
             throw error.with(operation: "init", rank: rank)
         }
         selector = AlgorithmSelector(caps: transport.capabilities, forced: forcedAlgorithm, ranks: size)
+        arena = transport as? any SharedArena
         if rank == 0 {
             let sameHost = hosts.allSatisfy { $0.sameHost(as: hosts[0]) }
             Log.info(.initialization, "\(name): \(size) ranks\(source.map { " from \($0)" } ?? ""), \(sameHost ? "all on one host" : "several hosts"), transport \(transport.capabilities), timeout \(timeoutMs) ms")
@@ -297,17 +301,20 @@ public final class Communicator: @unchecked Sendable {
     /// of empty messages), so waiting ranks spin briefly and then sleep like any collective.
     public func barrier() throws(CCLError) {
         try run("barrier") { () throws(CCLError) in
-            try collective("barrier", [2]) { (ctx) throws(CCLError) in try Barrier.dissemination(ctx) }
+            try collective("barrier", Tag.fingerprint(2)) { (ctx) throws(CCLError) in try Barrier.dissemination(ctx) }
         }
     }
 
     /// Runs one operation: checks the communicator is usable, serialises with other threads, records
     /// a fatal error as the communicator's asynchronous error.
     func run<R>(_ operation: String, _ body: () throws(CCLError) -> R) throws(CCLError) -> R {
-        let s = state.withLock { $0 }
-        if s.destroyed { throw record(CCLError.invalidUsage("the communicator was destroyed").with(operation: operation, rank: rank)) }
-        if s.aborted { throw record(CCLError(.invalidUsage, "the communicator was aborted").with(operation: operation, rank: rank)) }
-        if let e = s.asyncError { throw record(CCLError(e.kind, "the communicator is broken by an earlier error: \(e.cause)", peer: e.peer).with(operation: operation, rank: rank)) }
+        let unusable = state.withLock { s -> CCLError? in
+            if s.destroyed { return CCLError.invalidUsage("the communicator was destroyed") }
+            if s.aborted { return CCLError(.invalidUsage, "the communicator was aborted") }
+            if let e = s.asyncError { return CCLError(e.kind, "the communicator is broken by an earlier error: \(e.cause)", peer: e.peer) }
+            return nil
+        }
+        if let unusable { throw record(unusable.with(operation: operation, rank: rank)) }
         // A call that only checks and records (inside a group) or enqueues (on a stream) must not wait
         // for an operation that runs meanwhile on a stream's thread: that one may itself wait for
         // ranks whose operations this thread has yet to enqueue.
@@ -335,10 +342,10 @@ public final class Communicator: @unchecked Sendable {
         return sequence
     }
 
-    func context(_ sequence: UInt64, operation: String, fingerprint: [Int]) -> CollectiveContext {
-        CollectiveContext(rank: rank, size: size, transport: transport, sequence: sequence,
-                          fingerprint: Tag.fingerprint(fingerprint), operation: operation, timeoutMs: timeoutMs, scratch: scratch,
-                          oneShot: oneShot)
+    func context(_ sequence: UInt64, operation: String, fingerprint: UInt32) -> CollectiveContext {
+        CollectiveContext(rank: rank, size: size, transport: transport, arena: arena, sequence: sequence,
+                          fingerprint: fingerprint, operation: operation, timeoutMs: timeoutMs, scratch: scratch,
+                          oneShot: oneShot, steps: steps)
     }
 
     // MARK: allreduce
@@ -354,7 +361,7 @@ public final class Communicator: @unchecked Sendable {
             try preMulSum?.check(type)
             let op = preMulSum == nil ? op : .sum
             let algo = selector.choose(.allreduce, bytes: count * type.size)
-            try collective("allreduce", [1, count, Int(type.rawValue), Int(op.rawValue), algo.code, preMulSum == nil ? 0 : 1]) { (ctx) throws(CCLError) in
+            try collective("allreduce", Tag.fingerprint(1, count, Int(type.rawValue), Int(op.rawValue), algo.code, preMulSum == nil ? 0 : 1)) { (ctx) throws(CCLError) in
                 guard count > 0, let send, let recv else { return }
                 var input = send
                 if let pm = preMulSum {
@@ -382,12 +389,12 @@ public final class Communicator: @unchecked Sendable {
 
 extension Communicator {
     /// Runs a collective's algorithm: takes a sequence number and a context whose tags carry the
-    /// fingerprint of `arguments`; any error from here on breaks the communicator.
-    func collective(_ name: String, _ arguments: [Int], _ body: @escaping (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
+    /// `fingerprint` of its arguments (`Tag.fingerprint`); any error from here on breaks the communicator.
+    func collective(_ name: String, _ fingerprint: UInt32, _ body: @escaping (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
         if Group.isActive {
             // Arguments were checked already; the operation itself runs at the group's end.
             Group.record(self, name) { () throws(CCLError) in
-                let ctx = self.context(self.nextSequence(), operation: name, fingerprint: arguments)
+                let ctx = self.context(self.nextSequence(), operation: name, fingerprint: fingerprint)
                 do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
             }
             return
@@ -396,13 +403,13 @@ extension Communicator {
             // Arguments were checked already; the operation runs on the stream's thread, in order.
             try stream.enqueue { () throws(CCLError) in
                 try self.run(name) { () throws(CCLError) in
-                    let ctx = self.context(self.nextSequence(), operation: name, fingerprint: arguments)
+                    let ctx = self.context(self.nextSequence(), operation: name, fingerprint: fingerprint)
                     do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
                 }
             }
             return
         }
-        let ctx = context(nextSequence(), operation: name, fingerprint: arguments)
+        let ctx = context(nextSequence(), operation: name, fingerprint: fingerprint)
         do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
     }
 
@@ -417,7 +424,7 @@ extension Communicator {
             try Validate.buffers(send: send, sendBytes: sendCount, recv: recv, recvBytes: sendCount * size, type: type,
                                  inPlaceOffset: rank * sendCount)
             let algo = selector.choose(.allgather, bytes: sendCount * size * type.size)
-            try collective("allgather", [3, sendCount, Int(type.rawValue), algo.code]) { (ctx) throws(CCLError) in
+            try collective("allgather", Tag.fingerprint(3, sendCount, Int(type.rawValue), algo.code)) { (ctx) throws(CCLError) in
                 guard sendCount > 0, let send, let recv else { return }
                 try Collectives.allGather(algo, ctx, send: send, recv: recv, bytes: sendCount * type.size)
             }
@@ -434,7 +441,7 @@ extension Communicator {
             try preMulSum?.check(type)
             let op = preMulSum == nil ? op : .sum
             let algo = selector.choose(.reducescatter, bytes: recvCount * size * type.size)
-            try collective("reducescatter", [4, recvCount, Int(type.rawValue), Int(op.rawValue), preMulSum == nil ? 0 : 1, algo.code]) { (ctx) throws(CCLError) in
+            try collective("reducescatter", Tag.fingerprint(4, recvCount, Int(type.rawValue), Int(op.rawValue), preMulSum == nil ? 0 : 1, algo.code)) { (ctx) throws(CCLError) in
                 guard recvCount > 0, let send, let recv else { return }
                 var input = send
                 if let pm = preMulSum {
@@ -454,7 +461,7 @@ extension Communicator {
             try checkRoot(root)
             try Validate.buffers(send: rank == root ? send : nil, sendBytes: rank == root ? count : 0, recv: recv, recvBytes: count, type: type, inPlaceOffset: 0)
             let algo = selector.choose(.broadcast, bytes: count * type.size)
-            try collective("broadcast", [5, count, Int(type.rawValue), root, algo.code]) { (ctx) throws(CCLError) in
+            try collective("broadcast", Tag.fingerprint(5, count, Int(type.rawValue), root, algo.code)) { (ctx) throws(CCLError) in
                 guard count > 0, let recv else { return }
                 if self.rank == root, let send, send != UnsafeRawPointer(recv) { recv.copyMemory(from: send, byteCount: count * type.size) }
                 try Collectives.broadcast(algo, ctx, buffer: recv, bytes: count * type.size, root: root)
@@ -472,7 +479,7 @@ extension Communicator {
             try preMulSum?.check(type)
             let op = preMulSum == nil ? op : .sum
             let algo = selector.choose(.reduce, bytes: count * type.size)
-            try collective("reduce", [6, count, Int(type.rawValue), Int(op.rawValue), root, preMulSum == nil ? 0 : 1, algo.code]) { (ctx) throws(CCLError) in
+            try collective("reduce", Tag.fingerprint(6, count, Int(type.rawValue), Int(op.rawValue), root, preMulSum == nil ? 0 : 1, algo.code)) { (ctx) throws(CCLError) in
                 guard count > 0, let send else { return }
                 var input = send
                 if let pm = preMulSum {
@@ -490,7 +497,7 @@ extension Communicator {
     public func allToAll(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType) throws(CCLError) {
         try run("alltoall") { () throws(CCLError) in
             try Validate.buffers(send: send, sendBytes: count * size, recv: recv, recvBytes: count * size, type: type, inPlaceOffset: nil)
-            try collective("alltoall", [7, count, Int(type.rawValue)]) { (ctx) throws(CCLError) in
+            try collective("alltoall", Tag.fingerprint(7, count, Int(type.rawValue))) { (ctx) throws(CCLError) in
                 guard count > 0, let send, let recv else { return }
                 try Collectives.allToAll(ctx, send: send, recv: recv, bytes: count * type.size)
             }
@@ -504,7 +511,7 @@ extension Communicator {
             try checkRoot(root)
             try Validate.buffers(send: send, sendBytes: count, recv: rank == root ? recv : nil, recvBytes: rank == root ? count * size : 0,
                                  type: type, inPlaceOffset: root * count)
-            try collective("gather", [8, count, Int(type.rawValue), root]) { (ctx) throws(CCLError) in
+            try collective("gather", Tag.fingerprint(8, count, Int(type.rawValue), root)) { (ctx) throws(CCLError) in
                 guard count > 0, let send else { return }
                 try Collectives.gather(ctx, send: send, recv: self.rank == root ? recv : nil, bytes: count * type.size, root: root)
             }
@@ -518,7 +525,7 @@ extension Communicator {
             try checkRoot(root)
             try Validate.buffers(send: rank == root ? send : nil, sendBytes: rank == root ? count * size : 0, recv: recv, recvBytes: count,
                                  type: type, inPlaceOffset: -root * count)
-            try collective("scatter", [9, count, Int(type.rawValue), root]) { (ctx) throws(CCLError) in
+            try collective("scatter", Tag.fingerprint(9, count, Int(type.rawValue), root)) { (ctx) throws(CCLError) in
                 guard count > 0, let recv else { return }
                 try Collectives.scatter(ctx, send: self.rank == root ? send : nil, recv: recv, bytes: count * type.size, root: root)
             }

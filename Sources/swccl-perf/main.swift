@@ -87,9 +87,10 @@ usage: swccl-perf <collective> [options]
   -o, --op OP           sum prod min max avg | all
   -r, --root R          root rank (rooted collectives)
   -a, --algo A          auto (the cost model) or one of the collective's algorithms:
-                        all_reduce ring tree recdbl rabenseifner; all_gather ring recdbl;
-                        reduce_scatter ring halving; broadcast, reduce chain binomial
-  --transport T         auto, tcp (shm and ib arrive with their issues)
+                        all_reduce ring tree recdbl rabenseifner oneshot staged;
+                        all_gather ring recdbl staged; reduce_scatter ring halving staged;
+                        broadcast chain binomial staged; reduce chain binomial
+  --transport T         auto (shm when every rank shares a host, else tcp), tcp, shm
   -u, --unalign N       offset buffers by N elements
   -J, --output_file F   also write every row as JSON lines
   -T, --timeout S       fail if one size takes longer than S seconds, naming the stuck rank

@@ -5,8 +5,8 @@ import SwiftCCL
 /// out of place, misaligned buffers, exact results. Rank counts above the 2 cores check that waiting
 /// does not burn CPU (the suite would crawl otherwise).
 final class AllReduceTests: XCTestCase {
-    func runAllReduce(_ n: Int, algo: String? = nil, transport: String? = nil) throws {
-        let r = try Ranks.run("allreduce", ranks: n, env: ["SWCCL_TEST_ALGO": algo, "SWCCL_TRANSPORTS": transport])
+    func runAllReduce(_ n: Int, algo: String? = nil, transport: String? = nil, env: [String: String?] = [:]) throws {
+        let r = try Ranks.run("allreduce", ranks: n, env: env.merging(["SWCCL_TEST_ALGO": algo, "SWCCL_TRANSPORTS": transport]) { a, _ in a })
         XCTAssertTrue(r.allPassed, r.summary)
         for out in r.outputs { XCTAssertTrue(out.contains("PASS allreduce"), out) }
         print("allreduce with \(n) ranks\(algo.map { " (\($0))" } ?? "")\(transport.map { " over \($0)" } ?? ""): \(String(format: "%.1f", r.seconds)) s")
@@ -25,6 +25,12 @@ final class AllReduceTests: XCTestCase {
     func testThreeRanksOverTCP() throws { try runAllReduce(3, transport: "tcp") }
     func testFourRanksOverTCP() throws { try runAllReduce(4, transport: "tcp") }
     func testEightRanksOverTCP() throws { try runAllReduce(8, transport: "tcp") }
+
+    /// Staging slots of one page per rank, two of them: the staged pipeline wraps around its slots
+    /// many times even for small counts.
+    func testThreeRanksTinyStagingSlots() throws {
+        try runAllReduce(3, algo: "staged", env: ["SWCCL_SHM_STAGE_BYTES": "4096", "SWCCL_SHM_STAGE_SLOTS": "2", "SWCCL_TEST_FULL": "1"])
+    }
 
     func testFourRanksForcedRangesFromEnvironment() throws { try runAllReduce(4, algo: "allreduce:0-8K:recdbl;8K-1M:rabenseifner;1M-inf:ring") }
 

@@ -3,8 +3,8 @@ import SwiftCCL
 
 /// Multi-process tests of every collective besides allreduce (see `collectivesScenario`).
 final class CollectiveTests: XCTestCase {
-    func runCollectives(_ n: Int, transport: String? = nil) throws {
-        let r = try Ranks.run("collectives", ranks: n, env: ["SWCCL_TRANSPORTS": transport])
+    func runCollectives(_ n: Int, transport: String? = nil, env: [String: String?] = [:]) throws {
+        let r = try Ranks.run("collectives", ranks: n, env: env.merging(["SWCCL_TRANSPORTS": transport]) { a, _ in a })
         XCTAssertTrue(r.allPassed, r.summary)
         for out in r.outputs { XCTAssertTrue(out.contains("PASS collectives"), out) }
         let checked = r.outputs[0].split(separator: "\n").first { $0.contains("checked") } ?? "?"
@@ -20,6 +20,12 @@ final class CollectiveTests: XCTestCase {
     func testEightRanks() throws { try runCollectives(8) }
     func testThirteenRanksOversubscribed() throws { try runCollectives(13) }
     // The default transport here is shared memory; these run TCP.
+    /// One-page staging slots, two per rank: the staged collectives wrap around their slots often.
+    func testThreeRanksTinyStagingSlots() throws {
+        try runCollectives(3, env: ["SWCCL_SHM_STAGE_BYTES": "4096", "SWCCL_SHM_STAGE_SLOTS": "2",
+                                    "SWCCL_TEST_ALGO": "allgather:staged,reducescatter:staged,broadcast:staged"])
+    }
+
     func testThreeRanksOverTCP() throws { try runCollectives(3, transport: "tcp") }
     func testFiveRanksOverTCP() throws { try runCollectives(5, transport: "tcp") }
 

@@ -27,7 +27,7 @@ final class PerfTests: XCTestCase {
         let collectives = ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "alltoall", "sendrecv", "gather", "scatter", "barrier"]
         for transport in ["tcp", "shm"] {
             for c in collectives {
-                for np in [2, 3, 4] {
+                for np in transport == "shm" ? [2, 3, 4, 8] : [2, 3, 4] {
                     let (code, text) = try runPerf([c, "-np", String(np), "--transport", transport, "-b", "8", "-e", "256K", "-f", "8", "-n", "2", "-w", "1",
                                                     "-d", "all", "-o", "all", "-r", String(np - 1), "-T", "60"])
                     XCTAssertEqual(code, 0, "\(c) -np \(np) over \(transport):\n\(text)")

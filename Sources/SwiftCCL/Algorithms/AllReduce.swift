@@ -13,10 +13,13 @@ enum AllReduce {
         case .recdbl: try recursiveDoubling(ctx, send: send, recv: recv, count: count, type: type, op: op)
         case .rabenseifner: try rabenseifner(ctx, send: send, recv: recv, count: count, type: type, op: op)
         case .oneshot:
-            guard let arena = ctx.transport as? any SharedArena else {
+            guard let arena = ctx.arena else {
                 return try recursiveDoubling(ctx, send: send, recv: recv, count: count, type: type, op: op)
             }
             try OneShot.allReduce(ctx, arena: arena, operation: ctx.oneShot.next(), send: send, recv: recv, count: count, type: type, op: op)
+        case .staged:
+            guard let arena = ctx.arena else { return try ring(ctx, send: send, recv: recv, count: count, type: type, op: op) }
+            try Staged.allReduce(ctx, arena: arena, send: send, recv: recv, count: count, type: type, op: op)
         default: try ring(ctx, send: send, recv: recv, count: count, type: type, op: op)
         }
     }

@@ -4,6 +4,8 @@ struct CollectiveContext {
     let rank: Int
     let size: Int
     let transport: any Transport
+    /// The transport's shared memory, when it has some (cast once per communicator, not per call).
+    let arena: (any SharedArena)?
     let sequence: UInt64
     /// Fingerprint of the operation's arguments, the same on every rank that called it alike.
     let fingerprint: UInt32
@@ -12,6 +14,8 @@ struct CollectiveContext {
     let scratch: Scratch
     /// Numbers the communicator's one-shot operations (the same sequence on every rank).
     let oneShot: Counter
+    /// Numbers the communicator's staged pipeline steps (the same sequence on every rank).
+    let steps: Counter
 
     @inline(__always) func tag(_ lane: Int) -> UInt64 { Tag.collective(sequence: sequence, fingerprint: fingerprint, lane: lane) }
 
@@ -30,10 +34,11 @@ struct CollectiveContext {
     /// fingerprint: it called this operation with other arguments (a definite error, not a delay).
     func mismatch(_ peer: Int) -> CCLError? {
         guard peer != rank, peer >= 0, peer < size else { return nil }
-        if let arena = transport as? any SharedArena {
+        if let arena {
             // A peer in a one-shot operation with this sequence number and other arguments.
-            for parity in 0..<2 {
-                let w = arena.signatureWord(of: peer, parity: parity).pointee
+            let words = (0..<2).map { arena.signatureWord(of: peer, parity: $0) } + (0..<arena.stageSlots).map { arena.stageSignature(of: peer, slot: $0) }
+            for word in words {
+                let w = word.pointee
                 if w >> 32 == sequence & 0xffff_ffff && UInt32(truncatingIfNeeded: w) != fingerprint {
                     return CCLError(.invalidUsage, "rank \(peer) called operation #\(sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(String(UInt32(truncatingIfNeeded: w), radix: 16)) there, \(String(fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",
                                     rank: rank, peer: peer)
@@ -158,4 +163,6 @@ struct LaneDriver {
 final class Counter: @unchecked Sendable {
     private var value: UInt64 = 0
     func next() -> UInt64 { value &+= 1; return value }
+    /// Reserves `k` consecutive numbers and returns the first.
+    func take(_ k: UInt64) -> UInt64 { let first = value &+ 1; value &+= k; return first }
 }

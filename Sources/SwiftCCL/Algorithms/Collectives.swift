@@ -10,6 +10,7 @@ enum Collectives {
 
     static func allGather(_ algo: Algorithm, _ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer, bytes: Int) throws(CCLError) {
         let n = ctx.size, r = ctx.rank
+        if algo == .staged, n > 1, let arena = ctx.arena { return try Staged.allGather(ctx, arena: arena, send: send, recv: recv, bytes: bytes) }
         if algo == .recdbl && n & (n - 1) != 0 { return try bruck(ctx, send: send, recv: recv, bytes: bytes) }
         let mine = recv + r * bytes
         if UnsafeRawPointer(mine) != send { mine.copyMemory(from: send, byteCount: bytes) }
@@ -57,6 +58,9 @@ enum Collectives {
     static func reduceScatter(_ algo: Algorithm, _ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
                               count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         if ctx.size > 1 && algo == .halving { return try halving(ctx, send: send, recv: recv, count: count, type: type, op: op) }
+        if ctx.size > 1 && algo == .staged, let arena = ctx.arena {
+            return try Staged.reduceScatter(ctx, arena: arena, send: send, recv: recv, count: count, type: type, op: op)
+        }
         try reduceScatterRing(ctx, send: send, recv: recv, count: count, type: type, op: op)
     }
 
@@ -121,6 +125,7 @@ enum Collectives {
     static func broadcast(_ algo: Algorithm, _ ctx: CollectiveContext, buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(CCLError) {
         let n = ctx.size
         if n == 1 || bytes == 0 { return }
+        if algo == .staged, let arena = ctx.arena { return try Staged.broadcast(ctx, arena: arena, buffer: buffer, bytes: bytes, root: root) }
         let v = (ctx.rank - root + n) % n  // position relative to the root
         if algo == .binomial {
             // Receive from the parent (clear the lowest set bit), then send to the children.

@@ -1,3 +1,5 @@
+import CSwcclShims
+
 /// One-shot allreduce over shared memory (`SharedArena`): every rank copies its input into its own
 /// area and publishes the operation's number; once all have, each rank reduces all n inputs straight
 /// from the peers' areas, in rank order (so every rank computes bit-identical results), and publishes
@@ -15,19 +17,36 @@ enum OneShot {
         }
     }
 
+    /// Polls every peer's word a few hundred times (a cache-line round trip or two) before the
+    /// caller falls back to the transport's wait, which reads the clock and may sleep.
+    @inline(__always)
+    static func arrived(_ ctx: CollectiveContext, _ value: UInt64, _ word: (Int) -> UnsafeMutablePointer<UInt64>) -> Bool {
+        var next = 0
+        for _ in 0..<256 {
+            while next < ctx.size && (next == ctx.rank || cshim_load_acquire_u64(word(next)) >= value) { next += 1 }
+            if next == ctx.size { return true }
+            cshim_cpu_relax()
+        }
+        return false
+    }
+
     private static func run(_ ctx: CollectiveContext, arena: any SharedArena, operation c: UInt64, send: UnsafeRawPointer,
                             recv: UnsafeMutableRawPointer, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         let bytes = count * type.size
         let parity = Int(c % 2)
-        let deadline = ctx.deadline
         // The area of this parity was last used by operation c − 2: every peer must be done reading it.
-        let scan = { () throws(CCLError) -> Void in if let e = ctx.anyMismatch() { throw e } }
-        if c > 2 { try arena.waitAll({ arena.finishedWord(of: $0) }, atLeast: c - 2, deadline: deadline, what: "finish the previous one-shot operation", check: scan) }
+        if c > 2 && !arrived(ctx, c - 2, { arena.finishedWord(of: $0) }) {
+            try arena.waitAll({ arena.finishedWord(of: $0) }, atLeast: c - 2, only: nil, deadline: ctx.deadline, what: "finish the previous one-shot operation",
+                              check: { () throws(CCLError) in if let e = ctx.anyMismatch() { throw e } })
+        }
         let mine = arena.arena(of: ctx.rank, parity: parity)
         mine.copyMemory(from: send, byteCount: bytes)
         arena.signatureWord(of: ctx.rank, parity: parity).pointee = ctx.signature  // published by the release below
         arena.publish(arena.postedWord(of: ctx.rank), c)
-        try arena.waitAll({ arena.postedWord(of: $0) }, atLeast: c, deadline: deadline, what: "post its input", check: scan)
+        if !arrived(ctx, c, { arena.postedWord(of: $0) }) {
+            try arena.waitAll({ arena.postedWord(of: $0) }, atLeast: c, only: nil, deadline: ctx.deadline, what: "post its input",
+                              check: { () throws(CCLError) in if let e = ctx.anyMismatch() { throw e } })
+        }
         for r in 0..<ctx.size where r != ctx.rank {
             let theirs = UInt32(truncatingIfNeeded: arena.signatureWord(of: r, parity: parity).pointee)
             if theirs != ctx.fingerprint {

@@ -1,3 +1,4 @@
+import Synchronization
 import Glibc
 
 extension Knobs {
@@ -32,10 +33,10 @@ public enum CollectiveKind: String, CaseIterable, Sendable {
     /// The algorithms implemented for this collective, in the order tables show them.
     public var algorithms: [Algorithm] {
         switch self {
-        case .allreduce: [.ring, .tree, .recdbl, .rabenseifner, .oneshot]
-        case .allgather: [.ring, .recdbl]
-        case .reducescatter: [.ring, .halving]
-        case .broadcast: [.chain, .binomial]
+        case .allreduce: [.ring, .tree, .recdbl, .rabenseifner, .oneshot, .staged]
+        case .allgather: [.ring, .recdbl, .staged]
+        case .reducescatter: [.ring, .halving, .staged]
+        case .broadcast: [.chain, .binomial, .staged]
         case .reduce: [.chain, .binomial]
         case .alltoall: [.pairwise]
         }
@@ -63,6 +64,9 @@ public enum Algorithm: String, CaseIterable, Sendable {
     case pairwise
     /// One-shot allreduce through shared input areas (shared-memory transport, small messages).
     case oneshot
+    /// Pipelined through shared staging slots that every rank reads directly (shared-memory transport):
+    /// allreduce, all-gather, reduce-scatter, broadcast.
+    case staged
 
     /// Parses a name or an alias (`bruck`, `rhd`, `rechalving`, `pipeline`).
     public init?(name: String) {
@@ -71,6 +75,7 @@ public enum Algorithm: String, CaseIterable, Sendable {
         case "rhd", "rabenseifner": self = .rabenseifner
         case "rechalving", "halving", "rechalv": self = .halving
         case "pipeline", "chain": self = .chain
+        case "shared", "direct": self = .staged
         default: self.init(rawValue: name)
         }
     }
@@ -100,6 +105,8 @@ public struct CostModel: Sendable, CustomStringConvertible {
     public var memoryBeta: Double
     /// Input area each rank can read from every other (shared memory), 0 if none: bounds `oneshot`.
     public var arenaBytes = 0
+    /// Bytes of one step of the staged pipelines (shared memory), 0 if the transport has none.
+    public var stageBytes = 0
     /// Whether pipelined algorithms overlap transfers with reductions (a NIC or DMA engine moves the
     /// data) rather than share the cores with them (TCP, copy-based shared memory).
     public var overlapsReduction: Bool
@@ -122,6 +129,7 @@ public struct CostModel: Sendable, CustomStringConvertible {
         let g = Knobs.reduceGBs.value > 0 ? 1 / (Knobs.reduceGBs.value * 1e9) : defaultGamma
         var m = CostModel(alpha: a, beta: b, gamma: g, chunkBytes: Knobs.chunkBytes.value, treeChunkBytes: Knobs.treeChunkBytes.value)
         m.arenaBytes = caps.sharedArenaBytes
+        m.stageBytes = caps.sharedStageBytes
         return m
     }
 
@@ -205,6 +213,18 @@ public struct CostModel: Sendable, CustomStringConvertible {
             // and 32 KiB ≈ 4.2 µs beyond the call's own cost.
             guard bytes <= arenaBytes else { return nil }
             return 0.5 * a + N * S * b / 4
+        case (.allreduce, .staged), (.allgather, .staged), (.reducescatter, .staged), (.broadcast, .staged):
+            // Steps of one staging slot; each waits for its peers a few times (flag round trips,
+            // cheaper than message steps), and every byte is copied through the slots once and read
+            // or reduced from them once, concurrently on all ranks.
+            guard stageBytes > 0 else { return nil }
+            let perRank = kind == .allgather ? S / N : S
+            let steps = max(1, ceil(perRank / Double(stageBytes)))
+            switch kind {
+            case .allreduce: return steps * 1.5 * a + S * b * (2 * N - 1) / (2 * N) + (N - 1) / N * S * g
+            case .reducescatter: return steps * a + S * b / 2 + (N - 1) / N * S * g
+            default: return steps * a + S * b
+            }
         default:
             return nil
         }
@@ -307,6 +327,9 @@ struct AlgorithmSelector: Sendable {
     let model: CostModel
     let rules: AlgorithmRules
     let ranks: Int
+    /// The last choice per collective (size in the high bits, algorithm below): loops calling one
+    /// collective with one size skip the model.
+    private let last = ChoiceCache()
 
     init(caps: TransportCapabilities, forced: String?, ranks: Int) {
         model = CostModel.forTransport(caps)
@@ -315,6 +338,16 @@ struct AlgorithmSelector: Sendable {
     }
 
     func choose(_ kind: CollectiveKind, bytes: Int) -> Algorithm {
+        let k = CollectiveKind.allCases.firstIndex(of: kind)!
+        let key = UInt64(truncatingIfNeeded: bytes) << 8
+        let hit = last.words.withLock { $0[k] }
+        if hit & ~0xff == key && hit & 0xff != 0 { return Algorithm.allCases[Int(hit & 0xff) - 1] }
+        let a = decide(kind, bytes: bytes)
+        if bytes < 1 << 55 { last.words.withLock { $0[k] = key | UInt64(a.code + 1) } }
+        return a
+    }
+
+    private func decide(_ kind: CollectiveKind, bytes: Int) -> Algorithm {
         if let f = rules.forced(kind, bytes: bytes), model.predict(kind, f, bytes: bytes, ranks: ranks) != nil { return f }
         return model.best(kind, bytes: bytes, ranks: ranks)
     }
@@ -333,6 +366,10 @@ struct AlgorithmSelector: Sendable {
         }
         return out
     }
+}
+
+final class ChoiceCache: Sendable {
+    let words = Mutex<[UInt64]>(Array(repeating: 0, count: CollectiveKind.allCases.count))
 }
 
 func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }

@@ -280,7 +280,9 @@ enum Sys {
     static func futexWake(_ word: UnsafeMutablePointer<UInt32>) { _ = cshim_futex_wake(word) }
 
     static func getpid() -> Int32 { Glibc.getpid() }
-    static func yield() { if Knobs.spinYield.value { _ = sched_yield() } }
+    /// Yields the core while spinning, if `Spin.yields` (oversubscribed host or `SWCCL_SPIN_YIELD=1`).
+    static func yield() { if Spin.yields { _ = sched_yield() } }
+    static func onlineCPUs() -> Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
     static func gettid() -> Int32 { cshim_gettid() }
 
     static func environment(_ name: String) -> String? {

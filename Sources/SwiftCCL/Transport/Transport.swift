@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The transport protocol: what every backend (TCP, shared memory, RDMA verbs) provides, and the only
 /// thing algorithms are written against. See docs/ARCHITECTURE.md for how each backend maps onto it.
 ///
@@ -77,6 +79,9 @@ public struct TransportCapabilities: Sendable, CustomStringConvertible {
     /// Bytes of the per-rank input area every rank of the communicator can read directly (`SharedArena`),
     /// 0 when the backend has none; enables the one-shot allreduce for messages up to this size.
     public var sharedArenaBytes: Int = 0
+    /// Bytes of one staging slot (`SharedArena`), 0 when the backend has none; enables the staged
+    /// collectives.
+    public var sharedStageBytes: Int = 0
     /// Cost model inputs, per message: latency in nanoseconds and nanoseconds per byte (measured or estimated).
     public var alphaNanos: Double
     public var betaNanosPerByte: Double
@@ -87,9 +92,16 @@ public struct TransportCapabilities: Sendable, CustomStringConvertible {
     }
 }
 
-/// A backend whose ranks can read each other's memory directly (shared memory): each rank owns two input
-/// areas (alternated per operation) and two sequence words, `posted` (the last one-shot operation whose
-/// input it wrote) and `finished` (the last one it finished reading), which all ranks read.
+/// A backend whose ranks can read each other's memory directly (shared memory). Each rank owns, in
+/// memory every rank maps:
+/// - two one-shot input areas (alternated per operation) and two sequence words, `posted` (the last
+///   one-shot operation whose input it wrote) and `finished` (the last one it finished reading);
+/// - a staging area of `stageSlots` slots of `stageBytes` for pipelined collectives, with three step
+///   words (`StepWord`: the last pipeline step it posted input for, reduced its slice of, and finished
+///   reading) and one signature word per slot. Steps are numbered per communicator; step s uses slot
+///   s mod `stageSlots`, which its owner rewrites only once every peer finished step s − `stageSlots`.
+/// Each rank writes only its own words; a word is published with a store release after the data it
+/// announces.
 protocol SharedArena: AnyObject {
     func arena(of rank: Int, parity: Int) -> UnsafeMutableRawPointer
     func postedWord(of rank: Int) -> UnsafeMutablePointer<UInt64>
@@ -98,14 +110,25 @@ protocol SharedArena: AnyObject {
     /// the next operation while its peers still read this one.
     func signatureWord(of rank: Int, parity: Int) -> UnsafeMutablePointer<UInt64>
     func finishedWord(of rank: Int) -> UnsafeMutablePointer<UInt64>
+
+    var stageSlots: Int { get }
+    var stageBytes: Int { get }
+    func stage(of rank: Int, slot: Int) -> UnsafeMutableRawPointer
+    func stepWord(_ w: StepWord, of rank: Int) -> UnsafeMutablePointer<UInt64>
+    /// The signature (as `signatureWord`) of the operation whose step last used the slot.
+    func stageSignature(of rank: Int, slot: Int) -> UnsafeMutablePointer<UInt64>
+
     /// Publishes a sequence word (release) and wakes peers that sleep.
     func publish(_ word: UnsafeMutablePointer<UInt64>, _ value: UInt64)
-    /// Waits until `word(peer) >= value` for every peer: spins, then sleeps; fails naming a peer that
-    /// died, closed, or did not get there by `deadline`.
+    /// Waits until `word(peer) >= value` for every peer (or only for `only`): spins, then sleeps;
+    /// fails naming a peer that died, closed, or did not get there by `deadline`.
     /// `check` runs every 100 ms while blocked (e.g. a scan for peers in another operation).
-    func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, deadline: Deadline, what: String,
+    func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, only: Int?, deadline: Deadline, what: String,
                  check: () throws(CCLError) -> Void) throws(CCLError)
 }
+
+/// The step words of a rank's staging area.
+enum StepWord: Int { case posted = 0, reduced = 1, done = 2 }
 
 /// Opaque transport address bytes (at most 128), exchanged at bootstrap.
 public struct EndpointAddress: Sendable, Equatable {
@@ -156,11 +179,21 @@ public enum Tag {
     /// A 32-bit fingerprint of an operation's arguments (FNV-1a over the values).
     public static func fingerprint(_ values: [Int]) -> UInt32 {
         var h: UInt32 = 0x811c_9dc5
-        for v in values {
-            var x = UInt64(bitPattern: Int64(v))
-            for _ in 0..<8 { h = (h ^ UInt32(x & 0xff)) &* 0x0100_0193; x >>= 8 }
-        }
+        for v in values { mix(&h, v) }
         return h
+    }
+
+    /// The same over up to seven values, without an array (called on every collective).
+    @inline(__always)
+    public static func fingerprint(_ a: Int, _ b: Int = 0, _ c: Int = 0, _ d: Int = 0, _ e: Int = 0, _ f: Int = 0, _ g: Int = 0) -> UInt32 {
+        var h: UInt32 = 0x811c_9dc5
+        mix(&h, a); mix(&h, b); mix(&h, c); mix(&h, d); mix(&h, e); mix(&h, f); mix(&h, g)
+        return h
+    }
+
+    @inline(__always) static func mix(_ h: inout UInt32, _ v: Int) {
+        var x = UInt64(bitPattern: Int64(v))
+        for _ in 0..<8 { h = (h ^ UInt32(x & 0xff)) &* 0x0100_0193; x >>= 8 }
     }
 }
 
@@ -168,6 +201,21 @@ extension Knobs {
     static let spinMicroseconds = Knob.int("SWCCL_SPIN_US", default: 200,
         "microseconds a waiting rank polls without sleeping before it blocks in the kernel")
     static var spinNanos: UInt64 { UInt64(max(spinMicroseconds.value, 0)) &* 1000 }
-    static let spinYield = Knob.bool("SWCCL_SPIN_YIELD", default: true,
-        "while spinning, yield the core when nothing arrived (helps ranks that share a core)")
+    static let spinYield = Knob.bool("SWCCL_SPIN_YIELD", default: false,
+        "while spinning, yield the core when nothing arrived: 1 always, 0 never; unset, only once a communicator of this process has more ranks on this host than the host has cores")
+}
+
+/// How waiting ranks spin. Yielding between polls lets ranks that share a core run, but each yield
+/// costs a system call and delays noticing the peer, so it is only done when the host is
+/// oversubscribed (or `SWCCL_SPIN_YIELD` says so).
+enum Spin {
+    private static let oversubscribed = Atomic<Bool>(false)
+    static let cores = max(1, Sys.onlineCPUs())
+
+    /// Called by every communicator at init with the number of its ranks on this host.
+    static func note(localRanks: Int) {
+        if localRanks > cores { oversubscribed.store(true, ordering: .relaxed) }
+    }
+
+    static var yields: Bool { Knobs.spinYield.override ?? oversubscribed.load(ordering: .relaxed) }
 }

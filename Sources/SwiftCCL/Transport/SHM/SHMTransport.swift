@@ -4,6 +4,10 @@ import Synchronization
 
 extension Knobs {
     static let shmSlots = Knob.int("SWCCL_SHM_SLOTS", default: 16, "slots of each shared-memory FIFO (per ordered pair of ranks)")
+    static let shmStageBytes = Knob.int("SWCCL_SHM_STAGE_BYTES", default: 512 << 10,
+        "bytes of each staging slot of the shared-memory collectives (one pipeline step; the same on every rank)")
+    static let shmStageSlots = Knob.int("SWCCL_SHM_STAGE_SLOTS", default: 4,
+        "staging slots per rank for the shared-memory collectives (pipeline depth; the same on every rank)")
 }
 
 /// The shared-memory backend of the transport protocol, for ranks on one host.
@@ -34,7 +38,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     static let segmentHeader = 4096
     // Offsets in the segment header (each word on its own cache line where others write it).
     static let offMagic = 0, offRanks = 8, offOwner = 16, offPid = 24
-    static let offDoorbell = 64, offSleepers = 128, offMapped = 192, offClosed = 256
+    static let offDoorbell = 64, offSleepers = 128, offMapped = 192, offClosed = 256, offStage = 320
 
     // Slot kinds.
     static let eager: UInt32 = 1, rts: UInt32 = 2, cts: UInt32 = 3, data: UInt32 = 4
@@ -49,6 +53,12 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     /// Offset of the one-shot area: `posted` and `finished` words (own cache lines), then two inputs.
     let arenaOffset: Int
     static let arenaBytes = 32 << 10
+    /// Offset of the staging area: three step words and the slots' signatures (own cache lines), then
+    /// `stageSlots` slots of `stageBytes` (see `SharedArena`).
+    let stageOffset: Int
+    let stageSlots: Int
+    let stageBytes: Int
+    static let stageHeader = 4096
     let name: String
     let base: UnsafeMutableRawPointer
     private var unlinked = false
@@ -104,7 +114,11 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         slotsPerFIFO = max(4, min(wanted, (16 << 20) / max(1, nranks * SHMTransport.slotBytes)))
         channelBytes = 128 + slotsPerFIFO * SHMTransport.slotBytes
         arenaOffset = SHMTransport.segmentHeader + nranks * channelBytes
-        segmentBytes = arenaOffset + 128 + 2 * SHMTransport.arenaBytes
+        stageOffset = arenaOffset + 128 + 2 * SHMTransport.arenaBytes
+        stageSlots = min(64, max(2, Knobs.shmStageSlots.value))
+        // A multiple of 4 KiB and of every element size, at least one page per rank.
+        stageBytes = max(4096 * max(1, nranks), Knobs.shmStageBytes.value) & ~4095
+        segmentBytes = stageOffset + SHMTransport.stageHeader + stageSlots * stageBytes
         var hex = ""
         for b in secret.prefix(16) { hex += String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
         name = "/swccl-\(hex)-r\(rank)"
@@ -114,6 +128,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         base.storeBytes(of: UInt64(nranks), toByteOffset: SHMTransport.offRanks, as: UInt64.self)
         base.storeBytes(of: UInt64(rank), toByteOffset: SHMTransport.offOwner, as: UInt64.self)
         base.storeBytes(of: UInt64(UInt32(bitPattern: Sys.getpid())), toByteOffset: SHMTransport.offPid, as: UInt64.self)
+        base.storeBytes(of: UInt64(stageSlots) << 32 | UInt64(stageBytes), toByteOffset: SHMTransport.offStage, as: UInt64.self)
         cshim_store_release_u64((base + SHMTransport.offMagic).assumingMemoryBound(to: UInt64.self), SHMTransport.magic)
         var addr = Array(name.utf8)
         addr.insert(UInt8(addr.count), at: 0)
@@ -121,7 +136,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         capabilities = TransportCapabilities(
             name: "shm", eagerThreshold: SHMTransport.payloadBytes, maxMessageBytes: Int(Int64.max), oneSidedWrites: false,
             needsRegistration: false, maxOutstandingRequests: maxOutstanding, sameHostOnly: true,
-            sharedArenaBytes: SHMTransport.arenaBytes,
+            sharedArenaBytes: SHMTransport.arenaBytes, sharedStageBytes: stageBytes,
             // Measured with swccl-perf, 2 ranks: ≈3 µs for an 8-byte allreduce (two steps), ≈0.3 ns/B
             // for 8 MiB through the FIFOs (copy in, copy out, reduce).
             alphaNanos: 1_500, betaNanosPerByte: 0.25)
@@ -206,7 +221,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             }
             let seg: UnsafeMutableRawPointer?
             do { seg = try Sys.openSharedMemory(name: peerName, bytes: segmentBytes) } catch {
-                throw CCLError.system("cannot map rank \(p.rank)'s segment \(peerName)", error, peer: p.rank)
+                throw CCLError.system("cannot map rank \(p.rank)'s segment \(peerName) of \(segmentBytes) bytes"
+                                      + (error == Errno(EINVAL) ? " (it is smaller: do SWCCL_SHM_* settings differ between ranks?)" : ""), error, peer: p.rank)
             }
             guard let seg else { throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) does not exist (the peer exited?)", peer: p.rank) }
             guard cshim_load_acquire_u64(word64(seg + SHMTransport.offMagic)) == SHMTransport.magic,
@@ -214,6 +230,11 @@ public final class SHMTransport: Transport, @unchecked Sendable {
                   seg.load(fromByteOffset: SHMTransport.offOwner, as: UInt64.self) == UInt64(p.rank) else {
                 Sys.unmap(seg, bytes: segmentBytes)
                 throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) has another layout or owner", peer: p.rank)
+            }
+            let stage = seg.load(fromByteOffset: SHMTransport.offStage, as: UInt64.self)
+            guard stage == UInt64(stageSlots) << 32 | UInt64(stageBytes) else {
+                Sys.unmap(seg, bytes: segmentBytes)
+                throw CCLError(.invalidUsage, "rank \(p.rank) stages collectives in \(stage >> 32) slots of \(stage & 0xffff_ffff) bytes, this rank in \(stageSlots) of \(stageBytes): set SWCCL_SHM_STAGE_SLOTS and SWCCL_SHM_STAGE_BYTES alike on every rank", peer: p.rank)
             }
             peerBase[p.rank] = seg
             peerPid[p.rank] = Int32(truncatingIfNeeded: seg.load(fromByteOffset: SHMTransport.offPid, as: UInt64.self))
@@ -604,6 +625,14 @@ extension SHMTransport: SharedArena {
     func signatureWord(of r: Int, parity: Int) -> UnsafeMutablePointer<UInt64> { (segment(r) + arenaOffset + 8 + 8 * parity).assumingMemoryBound(to: UInt64.self) }
     func finishedWord(of r: Int) -> UnsafeMutablePointer<UInt64> { (segment(r) + arenaOffset + 64).assumingMemoryBound(to: UInt64.self) }
 
+    func stage(of r: Int, slot: Int) -> UnsafeMutableRawPointer { segment(r) + stageOffset + SHMTransport.stageHeader + slot * stageBytes }
+    func stepWord(_ w: StepWord, of r: Int) -> UnsafeMutablePointer<UInt64> {
+        (segment(r) + stageOffset + 64 * w.rawValue).assumingMemoryBound(to: UInt64.self)
+    }
+    func stageSignature(of r: Int, slot: Int) -> UnsafeMutablePointer<UInt64> {
+        (segment(r) + stageOffset + 256 + 64 * slot).assumingMemoryBound(to: UInt64.self)
+    }
+
     func publish(_ word: UnsafeMutablePointer<UInt64>, _ value: UInt64) {
         cshim_store_release_u64(word, value)
         for p in 0..<nranks where p != rank {
@@ -612,15 +641,17 @@ extension SHMTransport: SharedArena {
         }
     }
 
-    func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, deadline: Deadline, what: String,
+    func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, only: Int?, deadline: Deadline, what: String,
                  check: () throws(CCLError) -> Void) throws(CCLError) {
         var next = 0  // peers below `next` are known to be there
+        let end = only.map { $0 + 1 } ?? nranks
+        if let only { next = only }
         let spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
         var lastCheck = Sys.monotonicNanos()
         var lastScan = lastCheck
         while true {
-            while next < nranks && (next == rank || cshim_load_acquire_u64(word(next)) >= value) { next += 1 }
-            if next == nranks { return }
+            while next < end && (next == rank || cshim_load_acquire_u64(word(next)) >= value) { next += 1 }
+            if next == end { return }
             let now = Sys.monotonicNanos()
             if now < spinUntil {
                 for _ in 0..<32 { cshim_cpu_relax() }
@@ -630,7 +661,7 @@ extension SHMTransport: SharedArena {
             let peer = next
             if let e = try sleepOnDoorbell(until: deadline, lastCheck: &lastCheck, ready: { cshim_load_acquire_u64(word(peer)) >= value }) { throw e.with(peer: next) }
             if deadline.hasPassed {
-                throw CCLError(.timeout, "no progress for the timeout waiting for rank \(next) to \(what) (one-shot allreduce in shared memory); the peer is stopped, overloaded, or not in the same collective",
+                throw CCLError(.timeout, "no progress for the timeout waiting for rank \(next) to \(what) (shared-memory collective); the peer is stopped, overloaded, or not in the same collective",
                                rank: rank, peer: next)
             }
             if Sys.monotonicNanos() &- lastScan >= 100_000_000 {
