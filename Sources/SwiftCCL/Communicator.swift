@@ -250,6 +250,8 @@ public final class Communicator: @unchecked Sendable {
         arena = transport as? any SharedArena
         if rank == 0 {
             let sameHost = hosts.allSatisfy { $0.sameHost(as: hosts[0]) }
+            Log.info(.initialization, "rank \(rank): NUMA topology: \(NUMA.topology().joined(separator: "; ")); this rank runs on node \(NUMA.currentNode().map(String.init) ?? "?")"
+                     + (NUMA.available ? "" : " (no placement: \(NUMA.unavailableReason))"))
             Log.info(.initialization, "\(name): \(size) ranks\(source.map { " from \($0)" } ?? ""), \(sameHost ? "all on one host" : "several hosts"), transport \(transport.capabilities), timeout \(timeoutMs) ms")
             for problem in selector.rules.problems { Log.warn(.tuning, "SWCCL_ALGO: ignoring \(problem)") }
             if Log.enabled(.info, .tuning) {

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <linux/futex.h>
+#include <dlfcn.h>
 
 static inline int cshim_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
     return (int)syscall(SYS_accept4, fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -43,6 +44,37 @@ static inline void cshim_store_release_u64(uint64_t *p, uint64_t v) { __atomic_s
 static inline uint32_t cshim_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline void cshim_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
 static inline uint32_t cshim_fetch_add_u32(uint32_t *p, uint32_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+/* libnuma, loaded at run time so that libswccl.so runs where it is not installed. */
+typedef struct {
+    int (*available)(void);
+    int (*max_node)(void);
+    int (*node_of_cpu)(int);
+    void (*tonode_memory)(void *, size_t, int);
+    int (*num_configured_nodes)(void);
+} cshim_numa_t;
+/* 0: loaded and usable; -1: libnuma.so.1 not found; -2: a symbol is missing; -3: no NUMA support
+ * in the kernel (numa_available() < 0). */
+static inline int cshim_numa_load(cshim_numa_t *n) {
+    void *h = dlopen("libnuma.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return -1;
+    n->available = (int (*)(void))dlsym(h, "numa_available");
+    n->max_node = (int (*)(void))dlsym(h, "numa_max_node");
+    n->node_of_cpu = (int (*)(int))dlsym(h, "numa_node_of_cpu");
+    n->tonode_memory = (void (*)(void *, size_t, int))dlsym(h, "numa_tonode_memory");
+    n->num_configured_nodes = (int (*)(void))dlsym(h, "numa_num_configured_nodes");
+    if (!n->available || !n->max_node || !n->node_of_cpu || !n->tonode_memory || !n->num_configured_nodes) { dlclose(h); return -2; }
+    if (n->available() < 0) return -3;
+    return 0;
+}
+static inline int cshim_numa_max_node(const cshim_numa_t *n) { return n->max_node(); }
+static inline int cshim_numa_configured_nodes(const cshim_numa_t *n) { return n->num_configured_nodes(); }
+static inline int cshim_numa_node_of_cpu(const cshim_numa_t *n, int cpu) { return n->node_of_cpu(cpu); }
+static inline void cshim_numa_tonode(const cshim_numa_t *n, void *p, size_t len, int node) { n->tonode_memory(p, len, node); }
+static inline int cshim_getcpu(void) {
+    unsigned cpu = 0;
+    return syscall(SYS_getcpu, &cpu, NULL, NULL) == 0 ? (int)cpu : -1;
+}
+
 static inline void cshim_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

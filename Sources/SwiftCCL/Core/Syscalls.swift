@@ -231,17 +231,23 @@ enum Sys {
     // MARK: shared memory and futexes
 
     /// Creates (exclusively, mode 0600) and maps a POSIX shared-memory segment of `bytes`.
-    static func createSharedMemory(name: String, bytes: Int) throws(Errno) -> UnsafeMutableRawPointer {
+    /// `place` runs on the mapping before any page is allocated (e.g. to set its NUMA policy).
+    static func createSharedMemory(name: String, bytes: Int, place: (UnsafeMutableRawPointer, Int) -> Void = { _, _ in }) throws(Errno) -> UnsafeMutableRawPointer {
         let fd = try retrying { cshim_shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600) }
         defer { _ = Glibc.close(fd) }
+        var mapped: UnsafeMutableRawPointer?
         do throws(Errno) {
             _ = try retrying { ftruncate(fd, off_t(bytes)) }
+            let p = try map(fd, bytes)
+            mapped = p
+            place(p, bytes)
             // Reserve the pages now: on a full tmpfs (a container's small /dev/shm) this fails with
             // ENOSPC here instead of SIGBUS at the first write.
             let r = posix_fallocate(fd, 0, off_t(bytes))
             if r != 0 { throw Errno(r) }
-            return try map(fd, bytes)
+            return p
         } catch {
+            if let mapped { unmap(mapped, bytes: bytes) }
             _ = shm_unlink(name)
             throw error
         }

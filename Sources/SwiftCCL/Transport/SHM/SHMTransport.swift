@@ -38,7 +38,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     static let segmentHeader = 4096
     // Offsets in the segment header (each word on its own cache line where others write it).
     static let offMagic = 0, offRanks = 8, offOwner = 16, offPid = 24
-    static let offDoorbell = 64, offSleepers = 128, offMapped = 192, offClosed = 256, offStage = 320
+    static let offDoorbell = 64, offSleepers = 128, offMapped = 192, offClosed = 256, offStage = 320, offFIFO = 328
 
     // Slot kinds.
     static let eager: UInt32 = 1, rts: UInt32 = 2, cts: UInt32 = 3, data: UInt32 = 4
@@ -59,6 +59,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     let stageSlots: Int
     let stageBytes: Int
     static let stageHeader = 4096
+    /// The NUMA node the segment's pages were bound to (nil: not placed).
+    public let numaNode: Int?
     let name: String
     let base: UnsafeMutableRawPointer
     private var unlinked = false
@@ -122,13 +124,22 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         var hex = ""
         for b in secret.prefix(16) { hex += String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
         name = "/swccl-\(hex)-r\(rank)"
-        do { base = try Sys.createSharedMemory(name: name, bytes: segmentBytes) } catch {
+        // NUMA: this segment holds what this rank receives (its inbound FIFOs, its staging slots), so
+        // its pages come from the node of the CPU the rank runs on when it creates them.
+        let node = NUMA.currentNode()
+        var placed = false
+        do {
+            base = try Sys.createSharedMemory(name: name, bytes: segmentBytes) { p, n in
+                if let node { placed = NUMA.bind(p, bytes: n, node: node) }
+            }
+        } catch {
             throw CCLError.system("cannot create shared memory segment \(name) of \(segmentBytes) bytes", error)
         }
         base.storeBytes(of: UInt64(nranks), toByteOffset: SHMTransport.offRanks, as: UInt64.self)
         base.storeBytes(of: UInt64(rank), toByteOffset: SHMTransport.offOwner, as: UInt64.self)
         base.storeBytes(of: UInt64(UInt32(bitPattern: Sys.getpid())), toByteOffset: SHMTransport.offPid, as: UInt64.self)
         base.storeBytes(of: UInt64(stageSlots) << 32 | UInt64(stageBytes), toByteOffset: SHMTransport.offStage, as: UInt64.self)
+        base.storeBytes(of: UInt64(slotsPerFIFO), toByteOffset: SHMTransport.offFIFO, as: UInt64.self)
         cshim_store_release_u64((base + SHMTransport.offMagic).assumingMemoryBound(to: UInt64.self), SHMTransport.magic)
         var addr = Array(name.utf8)
         addr.insert(UInt8(addr.count), at: 0)
@@ -154,7 +165,10 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         requests = Array(repeating: ShmRequest(), count: maxOutstanding)
         order = Array(repeating: [], count: 2 * nranks)
         free = (0..<Int32(maxOutstanding)).reversed()
-        Log.info(.net, "rank \(rank): shared memory segment \(name), \(segmentBytes >> 10) KiB, \(slotsPerFIFO) slots of \(SHMTransport.slotBytes >> 10) KiB per peer")
+        numaNode = placed ? node : nil
+        Log.info(.net, "rank \(rank): shared memory segment \(name), \(segmentBytes >> 10) KiB, \(slotsPerFIFO) slots of \(SHMTransport.slotBytes >> 10) KiB per peer, "
+                 + "\(stageSlots) staging slots of \(stageBytes >> 10) KiB; "
+                 + (placed ? "pages bound to NUMA node \(node!)" : "no NUMA placement (\(NUMA.available ? "node unknown" : NUMA.unavailableReason))"))
     }
 
     deinit {
@@ -232,6 +246,11 @@ public final class SHMTransport: Transport, @unchecked Sendable {
                 throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) has another layout or owner", peer: p.rank)
             }
             let stage = seg.load(fromByteOffset: SHMTransport.offStage, as: UInt64.self)
+            let fifoSlots = seg.load(fromByteOffset: SHMTransport.offFIFO, as: UInt64.self)
+            guard fifoSlots == UInt64(slotsPerFIFO) else {
+                Sys.unmap(seg, bytes: segmentBytes)
+                throw CCLError(.invalidUsage, "rank \(p.rank)'s FIFOs have \(fifoSlots) slots, this rank's \(slotsPerFIFO): set SWCCL_SHM_SLOTS alike on every rank", peer: p.rank)
+            }
             guard stage == UInt64(stageSlots) << 32 | UInt64(stageBytes) else {
                 Sys.unmap(seg, bytes: segmentBytes)
                 throw CCLError(.invalidUsage, "rank \(p.rank) stages collectives in \(stage >> 32) slots of \(stage & 0xffff_ffff) bytes, this rank in \(stageSlots) of \(stageBytes): set SWCCL_SHM_STAGE_SLOTS and SWCCL_SHM_STAGE_BYTES alike on every rank", peer: p.rank)
