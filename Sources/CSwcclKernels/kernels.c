@@ -365,3 +365,26 @@ void sck_scale_f8e4m3(void *buf, size_t n, float divisor) {
 void sck_scale_f8e5m2(void *buf, size_t n, float divisor) {
     SCK_DISPATCH(sck_e5m2_avx2_scale(buf, n, divisor), sck_e5m2_scale(buf, n, divisor));
 }
+
+void sck_copy_nt(void *dst, const void *src, size_t n) {
+#if defined(__x86_64__)
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+    if (n < head + 256) { memcpy(d, s, n); return; }
+    memcpy(d, s, head);
+    d += head; s += head; n -= head;
+    for (; n >= 64; d += 64, s += 64, n -= 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)s), b = _mm_loadu_si128((const __m128i *)(s + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32)), e = _mm_loadu_si128((const __m128i *)(s + 48));
+        _mm_stream_si128((__m128i *)d, a);
+        _mm_stream_si128((__m128i *)(d + 16), b);
+        _mm_stream_si128((__m128i *)(d + 32), c);
+        _mm_stream_si128((__m128i *)(d + 48), e);
+    }
+    memcpy(d, s, n);
+    _mm_sfence();
+#else
+    memcpy(dst, src, n);
+#endif
+}

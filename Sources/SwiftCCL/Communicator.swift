@@ -215,26 +215,44 @@ public final class Communicator: @unchecked Sendable {
             for b in bootstrap.blobs { infos.append(try RankInfo.decode(b)) }
             let hostList = infos.map(\.host)
             hosts = hostList
-            let oneHost = hostList.allSatisfy { $0.sameHost(as: hostList[0]) }
             Spin.note(localRanks: hostList.filter { $0.sameHost(as: .local) }.count)
             let me = rank
-            let everyoneHasShm = infos.allSatisfy { i in i.rank == me || i.transports.contains { $0.name == "shm" } }
-            let chosen: String
-            if shm != nil && oneHost && everyoneHasShm && !(wanted.contains("tcp") && !auto && !wanted.contains("shm")) {
-                chosen = "shm"
-            } else if tcp != nil {
-                chosen = "tcp"
-            } else if size == 1 {
-                chosen = "tcp"
-                tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret)
+            // Per pair: shared memory where both ranks published a shm endpoint and share a host
+            // (the same decision on both sides), TCP otherwise.
+            let shmPeers = Set(infos.filter { i in
+                i.rank != me && shm != nil && i.host.sameHost(as: .local) && i.transports.contains { $0.name == "shm" }
+            }.map(\.rank))
+            let tcpPeers = (0..<size).filter { $0 != me && !shmPeers.contains($0) }
+            let t: any Transport
+            var route = [Int](repeating: -1, count: size)
+            if size == 1 {
+                shm?.close()
+                if tcp == nil { tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret) }
+                t = tcp!
+            } else if tcpPeers.isEmpty {
+                tcp?.close()
+                t = shm!
+                for r in shmPeers { route[r] = 0 }
             } else {
-                throw CCLError.invalidUsage("SWCCL_TRANSPORTS=shm but the ranks are not all on one host (or shared memory failed on one of them)")
+                guard let tcp else {
+                    let names = tcpPeers.prefix(8).map { "\($0) (\(infos[$0].host.hostname))" }.joined(separator: ", ")
+                    throw CCLError.invalidUsage("SWCCL_TRANSPORTS=shm but ranks \(names)\(tcpPeers.count > 8 ? " …" : "") are not on this host (or have no shared memory)")
+                }
+                if shmPeers.isEmpty {
+                    shm?.close()
+                    t = tcp
+                    for r in tcpPeers { route[r] = 0 }
+                } else {
+                    for r in shmPeers { route[r] = 0 }
+                    for r in tcpPeers { route[r] = 1 }
+                    t = PerPeerTransport(backends: [shm!, tcp], route: route, sleeper: 1)
+                }
             }
-            let t: any Transport = chosen == "shm" ? shm! : tcp!
-            if chosen == "shm" { tcp?.close() } else { shm?.close() }
             transport = t
             let peers = infos.compactMap { info -> PeerInfo? in
-                guard info.rank != me, let a = info.transports.first(where: { $0.name == chosen }) else { return nil }
+                guard info.rank != me else { return nil }
+                let name = t is PerPeerTransport ? (route[info.rank] == 0 ? "shm" : "tcp") : t.capabilities.name
+                guard let a = info.transports.first(where: { $0.name == name }) else { return nil }
                 return PeerInfo(rank: info.rank, address: a.address, host: info.host)
             }
             try t.connect(peers, deadline: .after(milliseconds: timeoutMs))
@@ -290,7 +308,8 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
-    /// The transport the communicator chose (`tcp`, `shm`).
+    /// The transport the communicator chose: `shm` (all ranks on this host), `tcp`, or `shm+tcp` (shared
+    /// memory to the ranks on this host, TCP to the others).
     public var transportName: String { transport.capabilities.name }
 
     /// The error that broke this communicator, if any.

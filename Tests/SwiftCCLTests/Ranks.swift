@@ -29,7 +29,7 @@ enum Ranks {
 
     static func run(_ scenario: String, ranks n: Int, backend: String = "tcp", timeoutMs: Int = 20_000, limitS: Double = 240,
                     env extra: [String: String?] = [:], perRankEnv: ((Int) -> [String: String]) = { _ in [:] },
-                    straggler: Int? = nil,
+                    straggler: Int? = nil, launcher: (Int) -> [String] = { _ in [] },
                     beforeSpawn: ((UniqueID) -> Void)? = nil) throws -> RankRun {
         setenv("SWCCL_SOCKET_IFNAME", "lo", 1)  // tests stay on loopback
         let id = try UniqueID.make()
@@ -45,7 +45,13 @@ enum Ranks {
             ]
             for (k, v) in extra { env[k] = v }
             for (k, v) in perRankEnv(r) { env[k] = v }
-            procs.append(try Spawn.start(helper, [scenario], env: env, output: "\(dir)/rank\(r).log"))
+            // `launcher(r)`: a command that runs the rank (e.g. nsenter into another mount namespace).
+            let wrapper = launcher(r)
+            if let tool = wrapper.first {
+                procs.append(try Spawn.start(tool, Array(wrapper.dropFirst()) + [helper, scenario], env: env, output: "\(dir)/rank\(r).log"))
+            } else {
+                procs.append(try Spawn.start(helper, [scenario], env: env, output: "\(dir)/rank\(r).log"))
+            }
         }
         var codes = [Int32?](repeating: nil, count: n)
         let limit = t0 + UInt64(limitS * 1e9)
@@ -74,5 +80,42 @@ enum Ranks {
             rmdir(dir)
         }
         return run
+    }
+}
+
+/// A second "host" on this machine: a mount namespace with its own /dev/shm (a fresh tmpfs, so another
+/// device), held open by a sleeping process. Ranks started through `launcher` run there: the library
+/// sees them on another host (host identity = boot id + /dev/shm device) and reaches them over TCP,
+/// while ranks inside one namespace share memory with each other. Needs root (or user namespaces);
+/// nil if this machine cannot make one.
+final class SecondHost {
+    let holder: ChildProcess
+    let pid: Int32
+
+    init?() {
+        guard access("/usr/bin/unshare", X_OK) == 0, access("/usr/bin/nsenter", X_OK) == 0,
+              let p = try? Spawn.start("/usr/bin/unshare", ["-m", "--propagation", "private", "sh", "-c",
+                                       "mount -t tmpfs -o size=512m swccl-second-host /dev/shm && exec sleep 600"], output: "/dev/null")
+        else { return nil }
+        holder = p
+        pid = p.pid
+        var here = stat(), there = stat()
+        _ = stat("/dev/shm", &here)
+        let deadline = Clock.nanos() + 5_000_000_000
+        while Clock.nanos() < deadline {
+            if p.poll() != nil { return nil }  // unshare or mount refused
+            if stat("/proc/\(pid)/root/dev/shm", &there) == 0 && there.st_dev != here.st_dev { return }
+            usleep(10_000)
+        }
+        p.signal(SIGKILL)
+        _ = p.wait()
+        return nil
+    }
+
+    var launcher: [String] { ["/usr/bin/nsenter", "-t", String(pid), "-m", "--"] }
+
+    deinit {
+        holder.signal(SIGKILL)
+        _ = holder.wait()
     }
 }

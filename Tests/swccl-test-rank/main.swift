@@ -39,6 +39,7 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     let comm: Communicator
     do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
     catch { say("FAIL init: \(error)"); exit(1) }
+    say("transport \(comm.transportName)")
     let full = env("SWCCL_TEST_FULL") == "1"
     let settings: [String?] = env("SWCCL_TEST_ALGO").map { [$0] } ?? [nil] + CollectiveKind.allreduce.algorithms.map { "allreduce:\($0.rawValue)" }
     let counts = [0, 1, 7, 1000, (1 << 20) + 1]
@@ -414,6 +415,7 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
     let comm: Communicator
     do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
     catch { say("FAIL init: \(error)"); exit(1) }
+    say("transport \(comm.transportName)")
     let n = size
     let full = env("SWCCL_TEST_FULL") == "1"
     // Sampled: 8 types, one op per (type, count); SWCCL_TEST_FULL=1: every type and op, up to 1 Mi+1.

@@ -7,7 +7,7 @@
 /// 1. (slot free) wait until every peer finished step s − slots, which read this slot;
 /// 2. copy the peers' slices of the chunk of the input into this rank's slot, publish `posted = s`;
 /// 3. wait for every peer's `posted`; reduce slice `rank` of the own input and of every peer's slot
-///    (own first, then rank order) into the output, and copy it into this rank's slice of its slot;
+///    (own first, then rank order) into this rank's slice of its slot, and copy it to the output;
 ///    publish `reduced = s`;
 /// 4. wait for every peer's `reduced`; copy their slices into the output; publish `done = s`.
 /// All-gather, reduce-scatter and broadcast are the same pipeline with fewer phases. Chunks stay in the
@@ -15,7 +15,27 @@
 /// slots are allocated once per communicator (no page faults per call). A slot's signature word
 /// (operation number and argument fingerprint) is written with every step, so ranks that called
 /// different operations fail with a clear error instead of mixing their data.
+import CSwcclKernels
+
+extension Knobs {
+    static let streamingBytes = Knob.int("SWCCL_SHM_NT_BYTES", default: 4 << 20,
+        "staged shared-memory collectives write outputs of at least this many bytes with non-temporal stores (0: never)")
+}
+
 enum Staged {
+    /// Copies into the caller's output: with streaming stores when the whole output is larger than the
+    /// caches would keep (no read of each destination line before it is written; ≈1.5× memcpy's
+    /// bandwidth at 64 MiB here), plain copies otherwise (the output stays in cache for the caller).
+    struct Output {
+        let streaming: Bool
+        /// `rereads`: the output overwrites lines this rank just read (in place): streaming stores would
+        /// evict them, plain stores need no extra read there.
+        init(bytes: Int, rereads: Bool = false) { streaming = !rereads && Knobs.streamingBytes.value > 0 && bytes >= Knobs.streamingBytes.value }
+        @inline(__always) func put(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, _ bytes: Int) {
+            if streaming { sck_copy_nt(dst, src, bytes) } else { dst.copyMemory(from: src, byteCount: bytes) }
+        }
+    }
+
     /// The step loop shared by every collective: numbers the steps, frees the slot, signs it.
     struct Pipeline {
         let ctx: CollectiveContext
@@ -95,6 +115,7 @@ enum Staged {
         let steps = (count + perStep - 1) / perStep
         let p = Pipeline(ctx, arena, steps: steps)
         let kernel = Reduction.kernel(type, op)
+        let output = Output(bytes: count * es, rereads: send == UnsafeRawPointer(recv))
         try p.run { () throws(CCLError) in
             for k in 0..<steps {
                 let s = p.step(k), slot = p.slot(s)
@@ -108,24 +129,24 @@ enum Staged {
                 p.publish(.posted, s)
                 try p.wait(.posted, s, "post its input")
                 try p.verify(s)
-                let out = recv + (lo + my.lo) * es
                 if my.len > 0 {
-                    // Own contribution first, then the peers' in rank order; in place `out` is the input
-                    // slice itself, which the kernels read before they write each element.
+                    // Into this rank's slice of its slot (which no peer reads before `reduced`): own
+                    // contribution first, then the peers' in rank order; then out to `recv`.
+                    let acc = mine + my.lo * es
                     var first = true
                     for q in 0..<n where q != r {
                         let theirs = UnsafeRawPointer(arena.stage(of: q, slot: slot) + my.lo * es)
-                        kernel(out, first ? send + (lo + my.lo) * es : UnsafeRawPointer(out), theirs, my.len)
+                        kernel(acc, first ? send + (lo + my.lo) * es : UnsafeRawPointer(acc), theirs, my.len)
                         first = false
                     }
-                    if op == .avg { Reduction.divide(out, count: my.len, type: type, by: n) }
-                    (mine + my.lo * es).copyMemory(from: out, byteCount: my.len * es)
+                    if op == .avg { Reduction.divide(acc, count: my.len, type: type, by: n) }
+                    output.put(recv + (lo + my.lo) * es, acc, my.len * es)
                 }
                 p.publish(.reduced, s)
                 try p.wait(.reduced, s, "reduce its slice")
                 for q in 0..<n where q != r {
                     let sl = slice(q, of: len, n)
-                    if sl.len > 0 { (recv + (lo + sl.lo) * es).copyMemory(from: arena.stage(of: q, slot: slot) + sl.lo * es, byteCount: sl.len * es) }
+                    if sl.len > 0 { output.put(recv + (lo + sl.lo) * es, arena.stage(of: q, slot: slot) + sl.lo * es, sl.len * es) }
                 }
                 p.publish(.done, s)
             }
@@ -139,7 +160,8 @@ enum Staged {
         let perStep = arena.stageBytes
         let steps = (bytes + perStep - 1) / perStep
         let p = Pipeline(ctx, arena, steps: steps)
-        if UnsafeRawPointer(recv + r * bytes) != send { (recv + r * bytes).copyMemory(from: send, byteCount: bytes) }
+        let output = Output(bytes: n * bytes)
+        if UnsafeRawPointer(recv + r * bytes) != send { output.put(recv + r * bytes, send, bytes) }
         try p.run { () throws(CCLError) in
             for k in 0..<steps {
                 let s = p.step(k), slot = p.slot(s)
@@ -149,7 +171,7 @@ enum Staged {
                 p.publish(.posted, s)
                 try p.wait(.posted, s, "post its block")
                 try p.verify(s)
-                for q in 0..<n where q != r { (recv + q * bytes + lo).copyMemory(from: arena.stage(of: q, slot: slot), byteCount: len) }
+                for q in 0..<n where q != r { output.put(recv + q * bytes + lo, arena.stage(of: q, slot: slot), len) }
                 p.publish(.done, s)
             }
         }
@@ -186,6 +208,7 @@ enum Staged {
         let perStep = arena.stageBytes
         let steps = (bytes + perStep - 1) / perStep
         let p = Pipeline(ctx, arena, steps: steps)
+        let output = Output(bytes: bytes)
         try p.run { () throws(CCLError) in
             for k in 0..<steps {
                 let s = p.step(k), slot = p.slot(s)
@@ -199,7 +222,7 @@ enum Staged {
                     p.publish(.posted, s)
                     try p.wait(.posted, s, "post its data", only: root)
                     try p.verify(s, only: root)
-                    (buffer + lo).copyMemory(from: arena.stage(of: root, slot: slot), byteCount: len)
+                    output.put(buffer + lo, arena.stage(of: root, slot: slot), len)
                 }
                 p.publish(.done, s)
             }
