@@ -27,6 +27,16 @@ final class SHMTests: XCTestCase {
         XCTAssertTrue(mapping.contains("bind:\(node)"), mapping)
     }
 
+    /// Cross-memory attach really carries large messages (one copy, from the sender's buffer) on the
+    /// backend that enables it, and not on the one that does not.
+    func testCrossMemoryAttachCarriesLargeMessages() throws {
+        for (backend, expected) in [("shm-cma", 4 << 20), ("shm", 0)] {
+            let r = try Ranks.run("pull", ranks: 2, backend: backend, timeoutMs: 3000, limitS: 30)
+            XCTAssertTrue(r.allPassed, "\(backend): \(r.summary)")
+            XCTAssertTrue(r.outputs[1].contains("pulled \(expected) bytes"), "\(backend): \(r.outputs[1])")
+        }
+    }
+
     /// Ranks with different staging settings cannot share a layout: init fails on every rank with an
     /// error naming the settings, instead of reading past a peer's segment.
     func testDifferentStagingSettingsAreReported() throws {

@@ -70,7 +70,7 @@ final class SelectionTests: XCTestCase {
                 var b = 8
                 while b <= 1 << 30 {
                     guard let t = m.predict(k, a, bytes: b, ranks: 16) else {
-                        XCTAssertEqual(a, .oneshot, "only the one-shot algorithm needs a shared arena, TCP has none")
+                        XCTAssertTrue(a == .oneshot || a == .staged, "only the shared-memory algorithms (\(a)) need a shared arena, TCP has none")
                         b <<= 3
                         continue
                     }
@@ -81,6 +81,16 @@ final class SelectionTests: XCTestCase {
             }
         }
         XCTAssertNil(m.predict(.allgather, .tree, bytes: 8, ranks: 4))
+        for k in CollectiveKind.allCases { XCTAssertNil(m.predict(k, .staged, bytes: 1 << 20, ranks: 4), "\(k) staged over TCP") }
+        // Shared memory: one-shot for small allreduces, the staged pipeline for large collectives.
+        guard let s = CostModel.named("shm") else { return XCTFail("no shm model") }
+        for n in [2, 4, 8] {
+            XCTAssertEqual(s.best(.allreduce, bytes: 8, ranks: n), .oneshot, "\(n) ranks, 8 B over shm")
+            XCTAssertNil(s.predict(.allreduce, .oneshot, bytes: 1 << 20, ranks: n), "one-shot above its area")
+            for k in [CollectiveKind.allreduce, .allgather, .reducescatter, .broadcast] {
+                XCTAssertEqual(s.best(k, bytes: 64 << 20, ranks: n), .staged, "\(n) ranks, 64 MiB \(k) over shm")
+            }
+        }
         for n in [4, 8, 64, 1024] {
             XCTAssertEqual(m.best(.allreduce, bytes: 8, ranks: n), .recdbl, "\(n) ranks, 8 B")
             XCTAssertNotEqual(m.best(.allreduce, bytes: 1 << 30, ranks: n), .recdbl, "\(n) ranks, 1 GiB")

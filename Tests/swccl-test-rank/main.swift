@@ -283,6 +283,24 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
             if size > 2 && rank == 0 { exchangeWithout(tb, excluded: 1) }
             if size > 2 && rank != 0 { exchangeWithout(tb, excluded: 1) }
         }
+    case "pull":
+        // A 4 MiB message from rank 0 to rank 1; rank 1 reports how much its shared-memory transport
+        // pulled straight from rank 0's memory (cross-memory attach) instead of through the FIFO.
+        connect(tb)
+        let n = 4 << 20
+        let b = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 64)
+        do {
+            if rank == 0 {
+                fillBytes(b, n, 9)
+                try tb.transport.wait(try tb.transport.isend(to: 1, tag: 800, UnsafeRawBufferPointer(start: b, count: n)), deadline: tb.deadline)
+            } else if rank == 1 {
+                memset(b, 0, n)
+                try tb.transport.wait(try tb.transport.irecv(from: 0, tag: 800, into: UnsafeMutableRawBufferPointer(start: b, count: n)), deadline: tb.deadline)
+                check(checkBytes(b, n, 9), "the pulled message arrived intact")
+                if let shm = tb.transport as? SHMTransport { say("pulled \(shm.bytesPulled) bytes") }
+            }
+            try tb.barrier()
+        } catch { check(false, "transfer: \(error)") }
     case "kill", "stop":
         // Rank 1 dies (SIGKILL) or freezes (SIGSTOP) in the middle of a 256 MiB transfer from rank 0.
         // Every other rank must get an error naming rank 1 within twice the timeout.

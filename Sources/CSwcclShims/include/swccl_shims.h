@@ -14,6 +14,7 @@
 #include <time.h>
 #include <linux/futex.h>
 #include <dlfcn.h>
+#include <sys/prctl.h>
 
 static inline int cshim_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
     return (int)syscall(SYS_accept4, fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -35,6 +36,22 @@ static inline int cshim_futex_wait(uint32_t *addr, uint32_t expected, int64_t ti
 }
 static inline int cshim_futex_wake(uint32_t *addr) {
     return (int)syscall(SYS_futex, addr, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+}
+/* Cross-memory attach: copies len bytes from address remote of process pid into local (one iovec
+ * each side). Returns bytes copied or -1 (errno set). */
+struct iovec;
+static inline long cshim_process_vm_readv(int pid, void *local, const void *remote, size_t len) {
+    struct { void *base; size_t len; } l = { local, len }, r = { (void *)remote, len };
+    return (long)syscall(SYS_process_vm_readv, pid, &l, 1UL, &r, 1UL, 0UL);
+}
+/* Lets processes of the same user read this one's memory under Yama ptrace_scope 1 (as Open MPI does
+ * for its single-copy transport); fails harmlessly where Yama is absent. */
+static inline int cshim_allow_ptrace_any(void) {
+#ifdef PR_SET_PTRACER
+    return prctl(PR_SET_PTRACER, (unsigned long)-1 /* PR_SET_PTRACER_ANY */, 0, 0, 0);
+#else
+    return -1;
+#endif
 }
 static inline int cshim_shm_open(const char *name, int oflag, unsigned mode) { return shm_open(name, oflag, (mode_t)mode); }
 

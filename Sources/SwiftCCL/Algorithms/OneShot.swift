@@ -2,10 +2,14 @@ import CSwcclShims
 
 /// One-shot allreduce over shared memory (`SharedArena`): every rank copies its input into its own
 /// area and publishes the operation's number; once all have, each rank reduces all n inputs straight
-/// from the peers' areas, in rank order (so every rank computes bit-identical results), and publishes
-/// that it finished reading. Two areas alternate, so a rank only waits before writing for its peers to
-/// have finished the one-shot operation before the previous one. One flag round trip instead of
-/// log₂ n message exchanges: the path for small messages when all ranks share a host.
+/// from the peers' areas, in rank order (so every rank computes bit-identical results). Inputs of up
+/// to `SharedArenaLayout.inlineBytes` travel in the posted word's own cache line (one line per peer to
+/// fetch instead of two). One flag round trip instead of log₂ n message exchanges: the path for small
+/// messages when all ranks share a host.
+///
+/// Two areas alternate by operation, and no "finished reading" flag is needed: a rank rewrites the
+/// area of operation c − 2 only in operation c, after it saw every peer post operation c − 1 — which
+/// each peer did only after it finished reading operation c − 2 (its reads come before that release).
 enum OneShot {
     static func allReduce(_ ctx: CollectiveContext, arena: any SharedArena, operation c: UInt64, send: UnsafeRawPointer,
                           recv: UnsafeMutableRawPointer, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
@@ -34,13 +38,9 @@ enum OneShot {
                             recv: UnsafeMutableRawPointer, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         let bytes = count * type.size
         let parity = Int(c % 2)
-        // The area of this parity was last used by operation c − 2: every peer must be done reading it.
-        if c > 2 && !arrived(ctx, c - 2, { arena.finishedWord(of: $0) }) {
-            try arena.waitAll({ arena.finishedWord(of: $0) }, atLeast: c - 2, only: nil, deadline: ctx.deadline, what: "finish the previous one-shot operation",
-                              check: { () throws(CCLError) in if let e = ctx.anyMismatch() { throw e } })
-        }
-        let mine = arena.arena(of: ctx.rank, parity: parity)
-        mine.copyMemory(from: send, byteCount: bytes)
+        let small = bytes <= SharedArenaLayout.inlineBytes
+        @inline(__always) func area(_ r: Int) -> UnsafeMutableRawPointer { small ? arena.inlineArea(of: r, parity: parity) : arena.arena(of: r, parity: parity) }
+        area(ctx.rank).copyMemory(from: send, byteCount: bytes)
         arena.signatureWord(of: ctx.rank, parity: parity).pointee = ctx.signature  // published by the release below
         arena.publish(arena.postedWord(of: ctx.rank), c)
         if !arrived(ctx, c, { arena.postedWord(of: $0) }) {
@@ -50,15 +50,13 @@ enum OneShot {
         for r in 0..<ctx.size where r != ctx.rank {
             let theirs = UInt32(truncatingIfNeeded: arena.signatureWord(of: r, parity: parity).pointee)
             if theirs != ctx.fingerprint {
-                arena.publish(arena.finishedWord(of: ctx.rank), c)
                 throw CCLError(.invalidUsage, "rank \(r) called operation #\(ctx.sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(String(theirs, radix: 16)) there, \(String(ctx.fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",
                                rank: ctx.rank, peer: r)
             }
         }
         let kernel = Reduction.kernel(type, op)
-        kernel(recv, UnsafeRawPointer(arena.arena(of: 0, parity: parity)), UnsafeRawPointer(arena.arena(of: 1, parity: parity)), count)
-        for r in 2..<max(ctx.size, 2) { kernel(recv, UnsafeRawPointer(recv), UnsafeRawPointer(arena.arena(of: r, parity: parity)), count) }
-        arena.publish(arena.finishedWord(of: ctx.rank), c)
+        kernel(recv, UnsafeRawPointer(area(0)), UnsafeRawPointer(area(1)), count)
+        for r in 2..<max(ctx.size, 2) { kernel(recv, UnsafeRawPointer(recv), UnsafeRawPointer(area(r)), count) }
         if op == .avg { Reduction.divide(recv, count: count, type: type, by: ctx.size) }
     }
 }

@@ -81,7 +81,7 @@ public enum Knobs {
          Knobs.socketIfname.info, Knobs.socketFamily.info, Knobs.nsocksPerThread.info,
          Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info, Knobs.chunkBytes.info, Knobs.alphaMicros.info, Knobs.bandwidthGBs.info, Knobs.reduceGBs.info,
          Knobs.spinMicroseconds.info,
-         Knobs.spinYield.info, Knobs.shmSlots.info, Knobs.shmStageBytes.info, Knobs.shmStageSlots.info, Knobs.numa.info, Knobs.streamingBytes.info, Knobs.treeChunkBytes.info,
+         Knobs.spinYield.info, Knobs.shmSlots.info, Knobs.shmStageBytes.info, Knobs.shmStageSlots.info, Knobs.numa.info, Knobs.shmCMA.info, Knobs.streamingBytes.info, Knobs.treeChunkBytes.info,
          Knobs.shmDisable.info, Knobs.ibDisable.info, Knobs.ibHCA.info, Knobs.ibGidIndex.info,
          Knobs.rank.info, Knobs.size.info]
     }

@@ -273,6 +273,21 @@ enum Sys {
     }
 
     static func unmap(_ p: UnsafeMutableRawPointer, bytes: Int) { _ = munmap(p, bytes) }
+
+    /// Lets same-user processes read this one's memory under Yama's ptrace scope 1 (for peers' CMA).
+    static func allowSameUserMemoryReads() { _ = cshim_allow_ptrace_any() }
+
+    /// Copies `bytes` from `remote` in process `pid` into `local` (cross-memory attach), retrying
+    /// partial copies; needs ptrace permission over `pid` (same user, Yama scope permitting).
+    static func readProcessMemory(pid: Int32, remote: UInt64, into local: UnsafeMutableRawPointer, bytes: Int) throws(Errno) {
+        var done = 0
+        while done < bytes {
+            let n = cshim_process_vm_readv(pid, local + done, UnsafeRawPointer(bitPattern: UInt(remote) + UInt(done)), bytes - done)
+            if n < 0 { if errno == EINTR { continue }; throw Errno.current }
+            if n == 0 { throw Errno(EFAULT) }
+            done += n
+        }
+    }
     static func unlinkSharedMemory(name: String) { _ = shm_unlink(name) }
 
     /// Whether process `pid` exists (signal 0). A process of another user counts as alive.

@@ -6,7 +6,9 @@ public enum TransportRegistry {
 
     public static let backends: [String: Factory] = [
         "tcp": { (rank, nranks, secret) throws(CCLError) in try TCPTransport(rank: rank, nranks: nranks, secret: secret) },
-        "shm": { (rank, nranks, secret) throws(CCLError) in try SHMTransport(rank: rank, nranks: nranks, secret: secret) },
+        "shm": { (rank, nranks, secret) throws(CCLError) in try SHMTransport(rank: rank, nranks: nranks, secret: secret, crossMemoryAttach: false) },
+        // Large messages pulled from the sender's memory (process_vm_readv) instead of through the FIFO.
+        "shm-cma": { (rank, nranks, secret) throws(CCLError) in try SHMTransport(rank: rank, nranks: nranks, secret: secret, crossMemoryAttach: true) },
     ]
 
     public static var names: [String] { backends.keys.sorted() }

@@ -94,8 +94,9 @@ public struct TransportCapabilities: Sendable, CustomStringConvertible {
 
 /// A backend whose ranks can read each other's memory directly (shared memory). Each rank owns, in
 /// memory every rank maps:
-/// - two one-shot input areas (alternated per operation) and two sequence words, `posted` (the last
-///   one-shot operation whose input it wrote) and `finished` (the last one it finished reading);
+/// - two one-shot input areas (alternated per operation), two small ones in the cache line of the
+///   sequence word `posted` (the last one-shot operation whose input it wrote), and per area the
+///   signature of the operation that last wrote it;
 /// - a staging area of `stageSlots` slots of `stageBytes` for pipelined collectives, with three step
 ///   words (`StepWord`: the last pipeline step it posted input for, reduced its slice of, and finished
 ///   reading) and one signature word per slot. Steps are numbered per communicator; step s uses slot
@@ -109,7 +110,8 @@ protocol SharedArena: AnyObject {
     /// fingerprint of its arguments (low 32), for mismatch checks — per area, because a rank may post
     /// the next operation while its peers still read this one.
     func signatureWord(of rank: Int, parity: Int) -> UnsafeMutablePointer<UInt64>
-    func finishedWord(of rank: Int) -> UnsafeMutablePointer<UInt64>
+    /// `SharedArenaLayout.inlineBytes` bytes in the cache line of `posted`, per parity.
+    func inlineArea(of rank: Int, parity: Int) -> UnsafeMutableRawPointer
 
     var stageSlots: Int { get }
     var stageBytes: Int { get }
@@ -125,6 +127,11 @@ protocol SharedArena: AnyObject {
     /// `check` runs every 100 ms while blocked (e.g. a scan for peers in another operation).
     func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, only: Int?, deadline: Deadline, what: String,
                  check: () throws(CCLError) -> Void) throws(CCLError)
+}
+
+enum SharedArenaLayout {
+    /// One-shot inputs up to this size go in the posted word's cache line.
+    static let inlineBytes = 16
 }
 
 /// The step words of a rank's staging area.
