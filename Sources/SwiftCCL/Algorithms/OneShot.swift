@@ -22,11 +22,12 @@ enum OneShot {
     }
 
     /// Polls every peer's word a few hundred times (a cache-line round trip or two) before the
-    /// caller falls back to the transport's wait, which reads the clock and may sleep.
+    /// caller falls back to the transport's wait, which reads the clock and may sleep. On an
+    /// oversubscribed host only a few times: the peer may need this very core to get there.
     @inline(__always)
     static func arrived(_ ctx: CollectiveContext, _ value: UInt64, _ word: (Int) -> UnsafeMutablePointer<UInt64>) -> Bool {
         var next = 0
-        for _ in 0..<256 {
+        for _ in 0..<(Spin.yields ? 4 : 256) {
             while next < ctx.size && (next == ctx.rank || cshim_load_acquire_u64(word(next)) >= value) { next += 1 }
             if next == ctx.size { return true }
             cshim_cpu_relax()
