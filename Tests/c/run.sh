@@ -13,7 +13,9 @@
 #   - Tests/c/allreduce_test.c builds against it and passes with 3 and with 4 ranks;
 #   - Tests/c/collectives_test.c (broadcast, reduce, all-gather, reduce-scatter, all-to-all, gather,
 #     scatter, send/recv, barrier, then streams, groups and an error on a stream) builds against it and
-#     passes with 3 and with 4 ranks.
+#     passes with 3 and with 4 ranks;
+#   - scripts/install.sh into a scratch prefix; collectives_test.c built with pkg-config against the
+#     installed library runs on 3 ranks with the Swift toolchain hidden (PATH, no LD_LIBRARY_PATH).
 # Prints "N passed, M failed" last; exits non-zero if any check failed.
 set -euo pipefail
 
@@ -186,6 +188,44 @@ for n in 1 2 3 4; do
     fail "collectives_test with $n ranks (not built)"
   fi
 done
+
+# --- installed library, through pkg-config, without the toolchain -------------------------------
+# scripts/install.sh into a scratch prefix; a program built only with `pkg-config --cflags --libs
+# swccl` (and an rpath to its libdir) runs every collective on 3 processes with an environment that
+# has neither the Swift toolchain on PATH nor LD_LIBRARY_PATH: the Swift runtime is inside the library.
+prefix="$tmp/prefix"
+if [[ $have_lib == 1 ]] && quiet env PREFIX="$prefix" bash "$root/scripts/install.sh"; then
+  pass "scripts/install.sh installs header, library, symlinks and swccl.pc"
+  export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+  if [[ -L "$prefix/lib/libswccl.so" && -L "$prefix/lib/libswccl.so.0" && -f "$prefix/include/swccl.h" ]] &&
+     [[ "$(pkg-config --modversion swccl)" == "$(sed -n 's/^#define SWCCL_MAJOR \([0-9]*\).*/\1/p' "$header").$(sed -n 's/^#define SWCCL_MINOR \([0-9]*\).*/\1/p' "$header").$(sed -n 's/^#define SWCCL_PATCH \([0-9]*\).*/\1/p' "$header")" ]]; then
+    pass "installed layout and pkg-config version ($(pkg-config --modversion swccl))"
+  else
+    fail "installed layout and pkg-config version"
+  fi
+  if readelf -d "$prefix/lib/libswccl.so.0" | grep NEEDED | grep -qi swift; then
+    fail "installed library needs no Swift runtime library: $(readelf -d "$prefix/lib/libswccl.so.0" | grep NEEDED | grep -i swift | tr '\n' ' ')"
+  else
+    pass "installed library needs no Swift runtime library ($(readelf -d "$prefix/lib/libswccl.so.0" | grep -c NEEDED) NEEDED entries, none Swift)"
+  fi
+  pc_bin="$tmp/collectives_pc"
+  # shellcheck disable=SC2046
+  if quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L $(pkg-config --cflags swccl) \
+      "$here/collectives_test.c" -o "$pc_bin" $(pkg-config --libs swccl) -Wl,-rpath,"$(pkg-config --variable=libdir swccl)"; then
+    pass "collectives_test.c builds with pkg-config against the installed library"
+    echo "-- collectives_test 3 (installed library, toolchain hidden)"
+    if env -i PATH=/usr/bin:/bin HOME="$tmp" SWCCL_SOCKET_IFNAME=lo timeout -k 5 180 "$pc_bin" 3 2>&1 | sed 's/^/      | /' &&
+       env -i PATH=/usr/bin:/bin ldd "$pc_bin" | grep -q "$prefix/lib/libswccl.so.0"; then
+      pass "collectives_test with 3 ranks on the installed library, without the toolchain"
+    else
+      fail "collectives_test with 3 ranks on the installed library, without the toolchain"
+    fi
+  else
+    fail "collectives_test.c builds with pkg-config against the installed library"
+  fi
+else
+  fail "scripts/install.sh installs header, library, symlinks and swccl.pc"
+fi
 
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]
