@@ -16,6 +16,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The Python package's tests need python3 with numpy (Debian's python3-numpy if the python3 on PATH lacks it).
+if ! python3 -c 'import numpy' >/dev/null 2>&1; then
+  echo "== installing python3-numpy"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-numpy >/dev/null
+fi
+
 command -v swift >/dev/null || { echo "swift is not on PATH (install the Swift toolchain, e.g. /opt/swift/usr/bin)"; exit 1; }
 
 echo "== building (release)"

@@ -15,7 +15,9 @@
 #     scatter, send/recv, barrier, then streams, groups and an error on a stream) builds against it and
 #     passes with 3 and with 4 ranks;
 #   - scripts/install.sh into a scratch prefix; collectives_test.c built with pkg-config against the
-#     installed library runs on 3 ranks with the Swift toolchain hidden (PATH, no LD_LIBRARY_PATH).
+#     installed library runs on 3 ranks with the Swift toolchain hidden (PATH, no LD_LIBRARY_PATH);
+#   - the Python package (python/swccl): Tests/python/test_swccl.py with 2 and 4 processes
+#     (collectives on numpy arrays and buffers, mismatched sizes, a killed rank).
 # Prints "N passed, M failed" last; exits non-zero if any check failed.
 set -euo pipefail
 
@@ -226,6 +228,22 @@ if [[ $have_lib == 1 ]] && quiet env PREFIX="$prefix" bash "$root/scripts/instal
 else
   fail "scripts/install.sh installs header, library, symlinks and swccl.pc"
 fi
+
+# --- the Python package (python/swccl, ctypes) -------------------------------------------------------
+for run in "collectives 2" "collectives 4" "mismatch 4" "dead 4"; do
+  if [[ $have_lib == 1 ]]; then
+    echo "-- python $run"
+    # shellcheck disable=SC2086
+    if SWCCL_LIBRARY="$lib" SWCCL_SOCKET_IFNAME=lo timeout -k 5 200 python3 "$root/Tests/python/test_swccl.py" $run 2>&1 |
+         grep -v " WARN " | sed 's/^/      | /'; then
+      pass "python package: $run processes"
+    else
+      fail "python package: $run processes"
+    fi
+  else
+    fail "python package: $run processes (no library)"
+  fi
+done
 
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]

@@ -291,7 +291,14 @@ enum Sys {
     static func unlinkSharedMemory(name: String) { _ = shm_unlink(name) }
 
     /// Whether process `pid` exists (signal 0). A process of another user counts as alive.
-    static func processAlive(_ pid: Int32) -> Bool { kill(pid, 0) == 0 || errno != ESRCH }
+    /// A zombie (killed, not yet reaped by its parent) counts as dead.
+    static func processAlive(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 || errno != ESRCH else { return false }
+        // "pid (comm) S ...": the state follows the last parenthesis.
+        guard let stat = readLine(path: "/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return true }
+        let rest = stat[stat.index(after: close)...].drop { $0 == " " }
+        return rest.first != "Z" && rest.first != "X"
+    }
 
     /// Sleeps while `*word == expected`, at most `nanos`, or until a wake (spurious returns allowed).
     static func futexWait(_ word: UnsafeMutablePointer<UInt32>, expected: UInt32, nanos: UInt64) {
