@@ -73,6 +73,9 @@ public final class Communicator: @unchecked Sendable {
     struct State {
         var aborted = false
         var destroyed = false
+        var finalized = false
+        /// Operations of this communicator enqueued on streams and not finished yet.
+        var onStreams = 0
         var asyncError: CCLError?
         var lastError: String = ""
     }
@@ -295,6 +298,41 @@ public final class Communicator: @unchecked Sendable {
         transport.abort("aborted by the application on rank \(rank)")
     }
 
+    /// Runs `body` as operation `name` on `stream`'s thread, counted until it finished (`finalize`
+    /// waits for the count to drop to zero).
+    func enqueue(on stream: ExecutionStream, _ name: String, _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
+        state.withLock { $0.onStreams += 1 }
+        do throws(CCLError) {
+            try stream.enqueue { () throws(CCLError) in
+                defer { self.state.withLock { $0.onStreams -= 1 } }
+                try self.run(name) { () throws(CCLError) in try body() }
+            }
+        } catch {
+            state.withLock { $0.onStreams -= 1 }
+            throw error
+        }
+    }
+
+    /// Completes every operation of this communicator enqueued on streams (bounded by the timeout),
+    /// then refuses all but `destroy`, `abort` and queries. Errors: `invalidUsage` if already finalized
+    /// or destroyed; `timeout` if queued operations did not finish in time.
+    public func finalize() throws(CCLError) {
+        let refused = state.withLock { s -> CCLError? in
+            if s.destroyed { return CCLError.invalidUsage("the communicator was destroyed") }
+            if s.finalized { return CCLError.invalidUsage("the communicator was finalized already") }
+            return nil
+        }
+        if let refused { throw record(refused.with(operation: "finalize", rank: rank)) }
+        let deadline = Deadline.after(milliseconds: timeoutMs)
+        while state.withLock({ $0.onStreams }) > 0 {
+            if deadline.hasPassed {
+                throw record(CCLError(.timeout, "operations enqueued on streams did not finish within \(timeoutMs) ms").with(operation: "finalize", rank: rank))
+            }
+            Sys.sleep(nanos: 1_000_000)
+        }
+        opLock.withLock { state.withLock { $0.finalized = true } }  // after any operation in flight
+    }
+
     /// Releases the communicator's connections. Collectives afterwards fail with `invalidUsage`.
     public func destroy() {
         let first = state.withLock { s -> Bool in
@@ -332,6 +370,7 @@ public final class Communicator: @unchecked Sendable {
         let unusable = state.withLock { s -> CCLError? in
             if s.destroyed { return CCLError.invalidUsage("the communicator was destroyed") }
             if s.aborted { return CCLError(.invalidUsage, "the communicator was aborted") }
+            if s.finalized { return CCLError(.invalidUsage, "the communicator was finalized (only destroy, abort and queries remain)") }
             if let e = s.asyncError { return CCLError(e.kind, "the communicator is broken by an earlier error: \(e.cause)", peer: e.peer) }
             return nil
         }
@@ -422,11 +461,9 @@ extension Communicator {
         }
         if let stream = ExecutionStream.current {
             // Arguments were checked already; the operation runs on the stream's thread, in order.
-            try stream.enqueue { () throws(CCLError) in
-                try self.run(name) { () throws(CCLError) in
-                    let ctx = self.context(self.nextSequence(), operation: name, fingerprint: fingerprint)
-                    do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
-                }
+            try enqueue(on: stream, name) { () throws(CCLError) in
+                let ctx = self.context(self.nextSequence(), operation: name, fingerprint: fingerprint)
+                do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
             }
             return
         }
@@ -605,10 +642,8 @@ extension Communicator {
                 for (q, _) in pending { try transport.wait(q, deadline: .after(milliseconds: timeoutMs)) }
             }
             if let stream = ExecutionStream.current {
-                try stream.enqueue { () throws(CCLError) in
-                    try self.run("sendrecv") { () throws(CCLError) in
-                        do throws(CCLError) { try transfer() } catch { throw error.breaking }
-                    }
+                try enqueue(on: stream, "sendrecv") { () throws(CCLError) in
+                    do throws(CCLError) { try transfer() } catch { throw error.breaking }
                 }
                 return
             }

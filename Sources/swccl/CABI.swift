@@ -297,7 +297,9 @@ public func swcclCommFinalize(_ comm: swcclComm_t?) -> swcclResult_t {
     let op = "swcclCommFinalize"
     switch handle(comm, operation: op) {
     case .failure(let e): return report(e, operation: op)
-    case .success: return swcclSuccess  // operations complete before their calls return: nothing is pending
+    case .success(let h):
+        do throws(CCLError) { try h.comm.finalize() } catch { return report(error, h, operation: op) }
+        return swcclSuccess
     }
 }
 

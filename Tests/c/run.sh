@@ -14,6 +14,9 @@
 #   - Tests/c/collectives_test.c (broadcast, reduce, all-gather, reduce-scatter, all-to-all, gather,
 #     scatter, send/recv, barrier, then streams, groups and an error on a stream) builds against it and
 #     passes with 3 and with 4 ranks;
+#   - Tests/c/lifecycle_test.c: misuse in process (uninitialised config, NULL, bad ranks, unknown type
+#     and op, finalize/destroy twice, use after destroy), initAll with threads, then forked ranks:
+#     init from torchrun variables, split, abort from another thread while blocked, async error;
 #   - scripts/install.sh into a scratch prefix; collectives_test.c built with pkg-config against the
 #     installed library runs on 3 ranks with the Swift toolchain hidden (PATH, no LD_LIBRARY_PATH);
 #   - the Python package (python/swccl): Tests/python/test_swccl.py with 2 and 4 processes
@@ -190,6 +193,23 @@ for n in 1 2 3 4; do
     fail "collectives_test with $n ranks (not built)"
   fi
 done
+
+# --- lifecycle_test -------------------------------------------------------------------------------
+life_bin="$tmp/lifecycle_test"
+if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
+    "$here/lifecycle_test.c" -o "$life_bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir" -pthread; then
+  pass "lifecycle_test.c builds and links"
+  for n in 3 4; do
+    echo "-- lifecycle_test $n"
+    if SWCCL_SOCKET_IFNAME=lo timeout -k 5 180 "$life_bin" "$n" 2>&1 | grep -v " WARN " | sed 's/^/      | /'; then
+      pass "lifecycle_test with $n ranks"
+    else
+      fail "lifecycle_test with $n ranks"
+    fi
+  done
+else
+  fail "lifecycle_test.c builds and links"
+fi
 
 # --- installed library, through pkg-config, without the toolchain -------------------------------
 # scripts/install.sh into a scratch prefix; a program built only with `pkg-config --cflags --libs

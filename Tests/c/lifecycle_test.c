@@ -1,0 +1,201 @@
+/* Tests/c/lifecycle_test.c - communicator life cycle and misuse through the C ABI.
+ *
+ *   usage: lifecycle_test NRANKS     (NRANKS >= 3: forked ranks; the in-process part runs first)
+ *
+ * In process: misuse answered by swcclInvalidArgument/swcclInvalidUsage and a message, never a crash
+ * (uninitialised config, NULL pointers, bad rank counts, unknown type and op, destroy twice, use after
+ * destroy); swcclCommInitAll with 3 ranks driven by 3 threads; finalize then destroy.
+ * Forked ranks: swcclCommInitFromEnv from torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR,
+ * MASTER_PORT), allreduce, swcclCommSplit (two colors, reversed keys) and an allreduce on each half;
+ * then swcclCommAbort from another thread while a collective is blocked (rank 1 never joins it): the
+ * blocked call returns an error promptly; the other ranks get an error and swcclCommGetAsyncError
+ * reports it. Prints "N passed, M failed" (ranks, plus the in-process part as one) last. */
+#define MAX_RANKS 16
+#define MAX_FAIL_LINES 20
+#define TIMEOUT_SECONDS 120
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "swccl.h"
+#include "fork_ranks.h"
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+#define EXPECT_RESULT(call, want)                                                                      \
+  do {                                                                                                 \
+    swcclResult_t r_ = (call);                                                                         \
+    if (r_ != (want)) fail("%s returned %d, expected %s (%s)", #call, (int)r_, #want,                  \
+                           str_or_null(swcclGetLastError(NULL)));                                      \
+  } while (0)
+
+/* ---- in process ------------------------------------------------------------------------------ */
+
+struct thread_arg { swcclComm_t comm; int rank; int n; int ok; };
+
+static void* init_all_thread(void* p) {
+  struct thread_arg* a = p;
+  float x[100];
+  int i;
+  for (i = 0; i < 100; i++) x[i] = (float)(a->rank + i);
+  a->ok = swcclAllReduce(x, x, 100, swcclFloat, swcclSum, a->comm, NULL) == swcclSuccess;
+  for (i = 0; i < 100; i++)
+    if (x[i] != (float)(a->n * i + a->n * (a->n - 1) / 2)) a->ok = 0;
+  return NULL;
+}
+
+static int in_process(void) {
+  swcclComm_t comm = NULL, comms[3];
+  swcclUniqueId id;
+  swcclConfig_t bad;
+  pthread_t th[3];
+  struct thread_arg args[3];
+  float x[4] = {1, 2, 3, 4};
+  int i;
+  g_rank = -1;
+  memset(&bad, 0, sizeof bad); /* never initialised with SWCCL_CONFIG_INITIALIZER */
+  EXPECT_RESULT(swcclGetUniqueId(&id), swcclSuccess);
+  EXPECT_RESULT(swcclCommInitRankConfig(&comm, 1, id, 0, &bad), swcclInvalidArgument);
+  if (strlen(swcclGetLastError(NULL)) == 0) fail("no message for an uninitialised config");
+  EXPECT_RESULT(swcclCommInitRank(NULL, 1, id, 0), swcclInvalidArgument);
+  EXPECT_RESULT(swcclCommInitRank(&comm, 0, id, 0), swcclInvalidArgument);
+  EXPECT_RESULT(swcclCommInitRank(&comm, 2, id, 2), swcclInvalidArgument);
+  EXPECT_RESULT(swcclCommInitRank(&comm, 2, id, -1), swcclInvalidArgument);
+  EXPECT_RESULT(swcclCommInitAll(NULL, 2), swcclInvalidArgument);
+  EXPECT_RESULT(swcclCommInitAll(comms, 0), swcclInvalidArgument);
+  /* A one-rank communicator for the argument checks of a live handle. */
+  EXPECT_RESULT(swcclGetUniqueId(&id), swcclSuccess);
+  EXPECT_RESULT(swcclCommInitRank(&comm, 1, id, 0), swcclSuccess);
+  EXPECT_RESULT(swcclAllReduce(x, x, 4, (swcclDataType_t)99, swcclSum, comm, NULL), swcclInvalidArgument);
+  EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, (swcclRedOp_t)99, comm, NULL), swcclInvalidArgument);
+  EXPECT_RESULT(swcclAllReduce(NULL, x, 4, swcclFloat, swcclSum, comm, NULL), swcclInvalidArgument);
+  EXPECT_RESULT(swcclBroadcast(x, x, 4, swcclFloat, 5, comm, NULL), swcclInvalidArgument);
+  EXPECT_RESULT(swcclSend(x, 4, swcclFloat, -1, comm, NULL), swcclInvalidArgument);
+  EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL), swcclSuccess); /* still usable */
+  EXPECT_RESULT(swcclCommFinalize(comm), swcclSuccess);
+  EXPECT_RESULT(swcclCommFinalize(comm), swcclInvalidUsage);
+  EXPECT_RESULT(swcclCommDestroy(comm), swcclSuccess);
+  EXPECT_RESULT(swcclCommDestroy(comm), swcclInvalidUsage);                            /* twice */
+  EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL), swcclInvalidUsage); /* after */
+  if (strlen(swcclGetLastError(NULL)) == 0) fail("no message for a destroyed communicator");
+  EXPECT_RESULT(swcclCommDestroy(NULL), swcclSuccess);
+  /* Ranks as threads. */
+  EXPECT_RESULT(swcclCommInitAll(comms, 3), swcclSuccess);
+  for (i = 0; i < 3; i++) {
+    int r = -1, n = -1;
+    args[i].comm = comms[i]; args[i].rank = i; args[i].n = 3; args[i].ok = 0;
+    EXPECT_RESULT(swcclCommUserRank(comms[i], &r), swcclSuccess);
+    EXPECT_RESULT(swcclCommCount(comms[i], &n), swcclSuccess);
+    if (r != i || n != 3) fail("initAll communicator %d says rank %d of %d", i, r, n);
+    pthread_create(&th[i], NULL, init_all_thread, &args[i]);
+  }
+  for (i = 0; i < 3; i++) {
+    pthread_join(th[i], NULL);
+    if (!args[i].ok) fail("initAll: allreduce on thread %d", i);
+  }
+  for (i = 0; i < 3; i++) EXPECT_RESULT(swcclCommDestroy(comms[i]), swcclSuccess);
+  printf("in process: %s\n", g_failures ? "FAILED" : "passed");
+  return g_failures;
+}
+
+/* ---- forked ranks ---------------------------------------------------------------------------- */
+
+static int g_port;
+
+struct abort_arg { swcclComm_t comm; double delay; };
+
+static void* abort_later(void* p) {
+  struct abort_arg* a = p;
+  struct timespec t = { 0, (long)(a->delay * 1e9) };
+  nanosleep(&t, NULL);
+  swcclCommAbort(a->comm);
+  return NULL;
+}
+
+static void rank_main(int rank, int n, void* arg) {
+  swcclComm_t comm = NULL, half = NULL;
+  swcclConfig_t cfg = SWCCL_CONFIG_INITIALIZER;
+  char buf[32];
+  int i, v[64], hr = -1, hn = -1;
+  (void)arg;
+  g_failures = 0; /* the in-process part's count stays with the parent */
+  g_rank = rank;
+  g_nranks = n;
+  if (g_verbose) printf("rank %d of %d\n", rank, n);
+  snprintf(buf, sizeof buf, "%d", rank); setenv("RANK", buf, 1);
+  snprintf(buf, sizeof buf, "%d", n); setenv("WORLD_SIZE", buf, 1);
+  setenv("MASTER_ADDR", "127.0.0.1", 1);
+  snprintf(buf, sizeof buf, "%d", g_port); setenv("MASTER_PORT", buf, 1);
+  cfg.timeoutMs = 3000;
+  if (swcclCommInitFromEnv(&comm, &cfg) != swcclSuccess) {
+    fail("swcclCommInitFromEnv: %s", swcclGetLastError(NULL));
+    child_exit(1);
+  }
+  for (i = 0; i < 64; i++) v[i] = rank * 64 + i;
+  EXPECT_RESULT(swcclAllReduce(v, v, 64, swcclInt32, swcclSum, comm, NULL), swcclSuccess);
+  for (i = 0; i < 64; i++)
+    if (v[i] != 64 * n * (n - 1) / 2 + n * i) { fail("allreduce after init from env: v[%d] = %d", i, v[i]); break; }
+  /* Split into even and odd ranks, reversed order inside each. */
+  EXPECT_RESULT(swcclCommSplit(comm, rank % 2, -rank, &half, NULL), swcclSuccess);
+  if (half) {
+    int members = (n - rank % 2 + 1) / 2;
+    swcclCommUserRank(half, &hr);
+    swcclCommCount(half, &hn);
+    if (hn != members || hr != (n - 1 - rank) / 2) fail("split: rank %d of %d, expected %d of %d", hr, hn, (n - 1 - rank) / 2, members);
+    v[0] = rank;
+    EXPECT_RESULT(swcclAllReduce(v, v, 1, swcclInt32, swcclMax, half, NULL), swcclSuccess);
+    if (v[0] != (rank % 2 == 0 ? (n - 1) - (n - 1) % 2 : (n - 1) - (n % 2 == 0 ? 0 : 1))) fail("split allreduce max %d", v[0]);
+    EXPECT_RESULT(swcclCommDestroy(half), swcclSuccess);
+  } else fail("split gave no communicator");
+  /* Abort while blocked: rank 1 never joins this allreduce; rank 0 aborts from another thread. */
+  if (rank == 1) {
+    struct timespec t = { 1, 0 };
+    nanosleep(&t, NULL);
+    swcclCommAbort(comm);
+    child_exit(g_failures ? 1 : 0);
+  }
+  {
+    pthread_t th;
+    struct abort_arg a = { comm, 0.3 };
+    double t0 = now_s(), dt;
+    swcclResult_t res;
+    if (rank == 0) pthread_create(&th, NULL, abort_later, &a);
+    res = swcclAllReduce(v, v, 64, swcclInt32, swcclSum, comm, NULL);
+    dt = now_s() - t0;
+    if (res == swcclSuccess) fail("allreduce without rank 1 succeeded");
+    if (rank == 0) {
+      pthread_join(th, NULL);
+      if (dt > 2.0) fail("the blocked allreduce returned %.2f s after the abort started", dt);
+      printf("rank 0: blocked allreduce returned %d after %.2f s (abort at 0.3 s)\n", (int)res, dt);
+    } else {
+      swcclResult_t async = swcclSuccess;
+      EXPECT_RESULT(swcclCommGetAsyncError(comm, &async), swcclSuccess);
+      if (async == swcclSuccess) fail("swcclCommGetAsyncError reports no error after a failed allreduce (%d)", (int)res);
+      if (strlen(swcclGetLastError(comm)) == 0) fail("no swcclGetLastError text");
+      if (dt > 2 * 3.0 + 1) fail("error after %.2f s (timeout 3 s)", dt);
+      EXPECT_RESULT(swcclCommAbort(comm), swcclSuccess);
+    }
+  }
+  child_exit(g_failures ? 1 : 0);
+}
+
+int main(int argc, char** argv) {
+  int n = argc > 1 ? atoi(argv[1]) : 3;
+  int parent_failed;
+  if (n < 3 || n > MAX_RANKS) { fprintf(stderr, "usage: lifecycle_test NRANKS (3..%d)\n", MAX_RANKS); return 2; }
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  parent_failed = in_process() != 0;
+  g_port = 20000 + (int)(getpid() % 20000);
+  return fork_ranks(n, rank_main, NULL, parent_failed);
+}
