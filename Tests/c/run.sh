@@ -230,6 +230,23 @@ if [[ $have_lib == 1 ]] && quiet env PREFIX="$prefix" bash "$root/scripts/instal
   else
     pass "installed library needs no Swift runtime library ($(readelf -d "$prefix/lib/libswccl.so.0" | grep -c NEEDED) NEEDED entries, none Swift)"
   fi
+  # The example program of docs/C-API.md, exactly as printed there, on 3 processes (torchrun variables).
+  awk '/^```c$/ { n++; if (n == 1) { on = 1; next } } /^```$/ { on = 0 } on' "$root/docs/C-API.md" >"$tmp/example.c"
+  # shellcheck disable=SC2046
+  if [[ -s "$tmp/example.c" ]] && quiet gcc -std=c99 -Wall -Wextra -Werror "$tmp/example.c" $(pkg-config --cflags --libs swccl) \
+       -Wl,-rpath,"$(pkg-config --variable=libdir swccl)" -o "$tmp/example"; then
+    port=$((20000 + RANDOM % 20000)) ok=1 pids=()
+    for r in 0 1 2; do
+      env -i PATH=/usr/bin:/bin RANK=$r WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port SWCCL_SOCKET_IFNAME=lo \
+        timeout -k 5 120 "$tmp/example" >"$tmp/example.$r.log" 2>&1 &
+      pids+=($!)
+    done
+    for r in 0 1 2; do wait "${pids[$r]}" || ok=0; grep -v " WARN " "$tmp/example.$r.log" | sed 's/^/      | /'; done
+    if [[ $ok == 1 ]]; then pass "the example of docs/C-API.md, built with pkg-config, on 3 processes"
+    else fail "the example of docs/C-API.md, built with pkg-config, on 3 processes"; fi
+  else
+    fail "the example of docs/C-API.md builds with pkg-config"
+  fi
   pc_bin="$tmp/collectives_pc"
   # shellcheck disable=SC2046
   if quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L $(pkg-config --cflags swccl) \
@@ -237,7 +254,7 @@ if [[ $have_lib == 1 ]] && quiet env PREFIX="$prefix" bash "$root/scripts/instal
     pass "collectives_test.c builds with pkg-config against the installed library"
     echo "-- collectives_test 3 (installed library, toolchain hidden)"
     if env -i PATH=/usr/bin:/bin HOME="$tmp" SWCCL_SOCKET_IFNAME=lo timeout -k 5 180 "$pc_bin" 3 2>&1 | sed 's/^/      | /' &&
-       env -i PATH=/usr/bin:/bin ldd "$pc_bin" | grep -q "$prefix/lib/libswccl.so.0"; then
+       [[ "$(env -i PATH=/usr/bin:/bin ldd "$pc_bin")" == *"$prefix/lib/libswccl.so.0"* ]]; then
       pass "collectives_test with 3 ranks on the installed library, without the toolchain"
     else
       fail "collectives_test with 3 ranks on the installed library, without the toolchain"
