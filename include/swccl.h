@@ -253,8 +253,10 @@ swcclResult_t swcclCommSplit(swcclComm_t comm, int color, int key, swcclComm_t* 
  * ranks of comm), renumbered in their order in comm. Only the remaining ranks call it, all with the same
  * list; excluded (e.g. failed) ranks must not. shrinkFlags: SWCCL_SHRINK_DEFAULT when comm has no
  * operation in flight; SWCCL_SHRINK_ABORT to end comm's operations in flight first (error recovery).
- * comm must still be destroyed or aborted by the caller afterwards. config NULL: inherit comm's.
- * Collective over the remaining ranks and blocking.
+ * comm's connections are closed by the call (it cannot be used for operations afterwards) and it must
+ * still be destroyed or aborted by the caller. config NULL: inherit comm's. Collective over the
+ * remaining ranks and blocking. Needs no excluded rank: the new bootstrap root is the lowest remaining
+ * rank, on the TCP port it published when comm was made (so not with SWCCL_TRANSPORTS=shm alone).
  * Returns swcclInvalidArgument if comm or newcomm is NULL, excludeRanksCount < 0, the list is NULL with
  * a positive count, names a rank out of range, twice, or the calling rank, or shrinkFlags is unknown.
  */

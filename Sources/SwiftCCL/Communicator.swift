@@ -52,6 +52,12 @@ public final class Communicator: @unchecked Sendable {
     public let timeoutMs: Int
     /// Every rank's host identity (index = rank), learned at bootstrap.
     public let hosts: [HostIdentity]
+    /// Every rank's published TCP listening address (nil if it had none): where a shrunk
+    /// communicator's new root listens for its bootstrap.
+    let tcpAddresses: [SocketAddress?]
+    /// The communicator's secret, from which shrunk communicators derive theirs.
+    let secret: [UInt8]
+    var shrinks = 0
     let transport: any Transport
     let bootstrap: Bootstrap
     let forcedAlgorithm: String?
@@ -167,6 +173,56 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
+    /// A new communicator of the ranks not in `excluded`, numbered in their order here (NCCL's
+    /// `ncclCommShrink`). Only the remaining ranks call it, all with the same list; excluded (e.g.
+    /// dead) ranks must not. This communicator's connections are closed first — with
+    /// `abortingInFlight`, after ending its operations in flight on other threads — and it must still
+    /// be destroyed. No surviving rank depends on this communicator's bootstrap root (which may be
+    /// excluded): the new root is the lowest surviving rank, listening on the TCP address it published
+    /// here, and the new secret is derived from this one, the shrink's number and the list.
+    public func shrink(excluding excluded: [Int], abortingInFlight: Bool = false, config: CommConfig? = nil) throws(CCLError) -> Communicator {
+        var out = Set<Int>()
+        for r in excluded {
+            guard r >= 0, r < size else { throw record(CCLError.invalidArgument("excluded rank \(r) is out of range [0, \(size))").with(operation: "shrink", rank: rank)) }
+            guard r != rank else { throw record(CCLError.invalidArgument("the calling rank \(r) is in the exclusion list (excluded ranks must not call shrink)").with(operation: "shrink", rank: rank)) }
+            guard out.insert(r).inserted else { throw record(CCLError.invalidArgument("rank \(r) is listed twice").with(operation: "shrink", rank: rank)) }
+        }
+        let survivors = (0..<size).filter { !out.contains($0) }
+        guard let root = tcpAddresses[survivors[0]] else {
+            throw record(CCLError.invalidUsage("rank \(survivors[0]), the new root, published no TCP address (SWCCL_TRANSPORTS=shm): cannot shrink").with(operation: "shrink", rank: rank))
+        }
+        let cfg = config ?? CommConfig(timeoutMs: timeoutMs, transports: nil, name: name, algorithm: forcedAlgorithm)
+        if abortingInFlight {
+            abort()
+        } else if let e = state.withLock({ s -> CCLError? in s.destroyed ? CCLError.invalidUsage("the communicator was destroyed") : nil }) {
+            throw record(e.with(operation: "shrink", rank: rank))
+        }
+        // Free this rank's endpoints (the new root rebinds the TCP port it published here).
+        opLock.withLock {
+            state.withLock { $0.aborted = true }
+            transport.close()
+            bootstrap.close()
+        }
+        shrinks += 1
+        var material = secret
+        material += [UInt8(truncatingIfNeeded: shrinks), UInt8(truncatingIfNeeded: shrinks >> 8)]
+        for r in out.sorted() { for k in 0..<4 { material.append(UInt8(truncatingIfNeeded: r >> (8 * k))) } }
+        var newSecret: [UInt8] = []
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in material { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        for k in 0..<2 {
+            var x = h &+ UInt64(k + 1) &* 0x9e37_79b9_7f4a_7c15
+            x = (x ^ (x >> 30)) &* 0xbf58_476d_1ce4_e5b9
+            x = (x ^ (x >> 27)) &* 0x94d0_49bb_1331_11eb
+            x ^= x >> 31
+            for i in 0..<8 { newSecret.append(UInt8(truncatingIfNeeded: x >> (8 * UInt64(i)))) }
+        }
+        let id = UniqueID(root: root, secret: newSecret, rankZeroRunsRoot: true)
+        Log.info(.initialization, "rank \(rank): shrinking \(size) ranks to \(survivors.count) (excluded \(out.sorted())), new root rank \(survivors[0]) at \(root)")
+        do { return try Communicator(id: id, rank: survivors.firstIndex(of: rank)!, size: survivors.count, config: cfg) }
+        catch { throw record(error.with(operation: "shrink", rank: rank)) }
+    }
+
     /// A communicator from the launcher's environment (see `LaunchEnvironment`).
     public static func fromEnvironment(config: CommConfig = CommConfig()) throws(CCLError) -> Communicator {
         let env = try LaunchEnvironment.detect()
@@ -218,6 +274,8 @@ public final class Communicator: @unchecked Sendable {
             for b in bootstrap.blobs { infos.append(try RankInfo.decode(b)) }
             let hostList = infos.map(\.host)
             hosts = hostList
+            tcpAddresses = infos.map { i in i.transports.first { $0.name == "tcp" }.flatMap { TCPTransport.decode($0.address)?.address } }
+            secret = parts.secret
             Spin.note(localRanks: hostList.filter { $0.sameHost(as: .local) }.count)
             let me = rank
             // Per pair: shared memory where both ranks published a shm endpoint and share a host

@@ -242,6 +242,37 @@ public func swcclCommSplit(_ comm: swcclComm_t?, _ color: CInt, _ key: CInt, _ n
 }
 
 @c @implementation
+public func swcclCommShrink(_ comm: swcclComm_t?, _ excludeRanksList: UnsafeMutablePointer<CInt>?, _ excludeRanksCount: CInt,
+                            _ newcomm: UnsafeMutablePointer<swcclComm_t?>?, _ config: UnsafeMutablePointer<swcclConfig_t>?,
+                            _ shrinkFlags: CInt) -> swcclResult_t {
+    let op = "swcclCommShrink"
+    switch handle(comm, operation: op) {
+    case .failure(let e): return report(e, operation: op)
+    case .success(let h):
+        guard let newcomm else { return invalid("newcomm is NULL", h, operation: op) }
+        newcomm.pointee = nil
+        guard excludeRanksCount >= 0 else { return invalid("excludeRanksCount \(excludeRanksCount) is negative", h, operation: op) }
+        guard excludeRanksCount == 0 || excludeRanksList != nil else { return invalid("excludeRanksList is NULL with \(excludeRanksCount) ranks", h, operation: op) }
+        guard shrinkFlags == 0 || shrinkFlags == 1 else { return invalid("shrinkFlags \(shrinkFlags) is neither SWCCL_SHRINK_DEFAULT nor SWCCL_SHRINK_ABORT", h, operation: op) }
+        var cfg: CommConfig?
+        if config != nil {
+            switch readConfig(config, operation: op) {
+            case .success(let c): cfg = c
+            case .failure(let e): return report(e, h, operation: op)
+            }
+        }
+        let excluded = (0..<Int(excludeRanksCount)).map { Int(excludeRanksList![$0]) }
+        do {
+            let c = try h.comm.shrink(excluding: excluded, abortingInFlight: shrinkFlags == 1, config: cfg)
+            newcomm.pointee = Handles.register(CommHandle(c))
+            return swcclSuccess
+        } catch {
+            return report(error, h, operation: op)
+        }
+    }
+}
+
+@c @implementation
 public func swcclCommInitFromEnv(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ config: UnsafeMutablePointer<swcclConfig_t>?) -> swcclResult_t {
     let op = "swcclCommInitFromEnv"
     guard let comm else { return invalid("comm is NULL", operation: op) }

@@ -7,7 +7,8 @@
  * destroy); swcclCommInitAll with 3 ranks driven by 3 threads; finalize then destroy.
  * Forked ranks: swcclCommInitFromEnv from torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR,
  * MASTER_PORT), allreduce, swcclCommSplit (two colors, reversed keys) and an allreduce on each half;
- * then swcclCommAbort from another thread while a collective is blocked (rank 1 never joins it): the
+ * swcclCommShrink of a copy whose last rank left (argument errors first, then SWCCL_SHRINK_ABORT and
+ * an allreduce on the survivors); then swcclCommAbort from another thread while a collective is blocked (rank 1 never joins it): the
  * blocked call returns an error promptly; the other ranks get an error and swcclCommGetAsyncError
  * reports it. Prints "N passed, M failed" (ranks, plus the in-process part as one) last. */
 #define MAX_RANKS 16
@@ -158,6 +159,32 @@ static void rank_main(int rank, int n, void* arg) {
     if (v[0] != (rank % 2 == 0 ? (n - 1) - (n - 1) % 2 : (n - 1) - (n % 2 == 0 ? 0 : 1))) fail("split allreduce max %d", v[0]);
     EXPECT_RESULT(swcclCommDestroy(half), swcclSuccess);
   } else fail("split gave no communicator");
+  /* Shrink after a failure: a copy of comm loses its last rank (the process just leaves); the others
+   * see the error, then shrink it with SWCCL_SHRINK_ABORT and work on without that rank. */
+  {
+    swcclComm_t dup = NULL, small = NULL;
+    int gone = n - 1, bad[2] = { n - 1, n - 1 }, sr = -1, sn = -1;
+    EXPECT_RESULT(swcclCommSplit(comm, 0, rank, &dup, NULL), swcclSuccess);
+    if (rank == gone) child_exit(g_failures ? 1 : 0);
+    for (i = 0; i < 64; i++) v[i] = 1;
+    if (swcclAllReduce(v, v, 64, swcclInt32, swcclSum, dup, NULL) == swcclSuccess) fail("allreduce with a departed rank succeeded");
+    else if (!strstr(swcclGetLastError(dup), "rank")) fail("error does not name a rank: %s", swcclGetLastError(dup));
+    EXPECT_RESULT(swcclCommShrink(dup, bad, 2, &small, NULL, SWCCL_SHRINK_ABORT), swcclInvalidArgument); /* listed twice */
+    EXPECT_RESULT(swcclCommShrink(dup, bad, 1, &small, NULL, 7), swcclInvalidArgument);                  /* bad flags */
+    EXPECT_RESULT(swcclCommShrink(dup, &rank, 1, &small, NULL, SWCCL_SHRINK_ABORT), swcclInvalidArgument); /* self */
+    EXPECT_RESULT(swcclCommShrink(dup, bad, 1, &small, NULL, SWCCL_SHRINK_ABORT), swcclSuccess);
+    if (small) {
+      swcclCommUserRank(small, &sr);
+      swcclCommCount(small, &sn);
+      if (sr != rank || sn != n - 1) fail("shrunk communicator: rank %d of %d, expected %d of %d", sr, sn, rank, n - 1);
+      for (i = 0; i < 64; i++) v[i] = rank + i;
+      EXPECT_RESULT(swcclAllReduce(v, v, 64, swcclInt32, swcclSum, small, NULL), swcclSuccess);
+      for (i = 0; i < 64; i++)
+        if (v[i] != (n - 1) * (n - 2) / 2 + (n - 1) * i) { fail("allreduce on the shrunk communicator: v[%d] = %d", i, v[i]); break; }
+      EXPECT_RESULT(swcclCommDestroy(small), swcclSuccess);
+    }
+    EXPECT_RESULT(swcclCommDestroy(dup), swcclSuccess);
+  }
   /* Abort while blocked: rank 1 never joins this allreduce; rank 0 aborts from another thread. */
   if (rank == 1) {
     struct timespec t = { 1, 0 };
