@@ -8,8 +8,7 @@
 #     checks enum values and every prototype), and with clang if one is on PATH;
 #   - libswccl.so exists, its SONAME is libswccl.so.0 (the symlink libswccl.so.0 is created if missing);
 #   - it exports only swccl* symbols;
-#   - every function declared in swccl.h is exported (missing ones are listed; a failure only when
-#     SWCCL_REQUIRE_ALL_SYMBOLS=1, since parts of the API land later);
+#   - every function declared in swccl.h is exported (missing ones are listed);
 #   - Tests/c/allreduce_test.c builds against it and passes with 3 and with 4 ranks;
 #   - Tests/c/collectives_test.c (broadcast, reduce, all-gather, reduce-scatter, all-to-all, gather,
 #     scatter, send/recv, barrier, then streams, groups and an error on a stream) builds against it and
@@ -122,13 +121,7 @@ if [[ $have_lib == 1 ]]; then
   if [[ "$nmiss" == 0 ]]; then
     pass "all $ndecl functions of swccl.h are exported"
   else
-    msg="$nmiss of $ndecl functions of swccl.h are not exported: $(tr '\n' ' ' <"$tmp/missing")"
-    if [[ "${SWCCL_REQUIRE_ALL_SYMBOLS:-0}" == 1 ]]; then
-      fail "$msg"
-    else
-      pass "exported functions (not required yet: set SWCCL_REQUIRE_ALL_SYMBOLS=1 to require all)"
-      note "WARNING: $msg"
-    fi
+    fail "$nmiss of $ndecl functions of swccl.h are not exported: $(tr '\n' ' ' <"$tmp/missing")"
   fi
   comm -13 "$tmp/declared" "$tmp/exported" | grep '^swccl' >"$tmp/extra" || true
   if [[ -s "$tmp/extra" ]]; then
