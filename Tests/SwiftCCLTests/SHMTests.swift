@@ -37,13 +37,15 @@ final class SHMTests: XCTestCase {
         }
     }
 
-    /// Ranks with different staging settings cannot share a layout: init fails on every rank with an
+    /// Ranks with different staging settings cannot share a layout: init fails on every rank, with an
     /// error naming the settings, instead of reading past a peer's segment.
     func testDifferentStagingSettingsAreReported() throws {
         let r = try Ranks.run("allreduce", ranks: 2, timeoutMs: 3000, limitS: 30, env: ["SWCCL_TRANSPORTS": "shm"],
                               perRankEnv: { ["SWCCL_SHM_STAGE_SLOTS": $0 == 0 ? "4" : "2"] })
-        XCTAssertFalse(r.allPassed, r.summary)
-        for out in r.outputs { XCTAssertTrue(out.contains("SWCCL_SHM"), out) }
+        // Every rank fails init; the first to look names the settings (the other may then find its
+        // peer gone already).
+        for (rank, code) in r.codes.enumerated() { XCTAssertNotEqual(code, 0, "rank \(rank): \(r.summary)") }
+        XCTAssertTrue(r.outputs.contains { $0.contains("SWCCL_SHM") }, r.summary)
         print(r.outputs.joined(), terminator: "")
     }
 }

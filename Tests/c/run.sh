@@ -16,6 +16,7 @@
 #   - Tests/c/lifecycle_test.c: misuse in process (uninitialised config, NULL, bad ranks, unknown type
 #     and op, finalize/destroy twice, use after destroy), initAll with threads, then forked ranks:
 #     init from torchrun variables, split, abort from another thread while blocked, async error;
+#   - Tests/c/cxx_test.cpp: the ABI from C++17 (initAll driven by std::thread, RAII owner, errors);
 #   - scripts/install.sh into a scratch prefix; collectives_test.c built with pkg-config against the
 #     installed library runs on 3 ranks with the Swift toolchain hidden (PATH, no LD_LIBRARY_PATH);
 #   - the Python package (python/swccl): Tests/python/test_swccl.py with 2 and 4 processes
@@ -202,6 +203,19 @@ if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_S
   done
 else
   fail "lifecycle_test.c builds and links"
+fi
+
+# --- C++ -------------------------------------------------------------------------------------------
+cxx_bin="$tmp/cxx_test"
+if [[ $have_lib == 1 ]] && quiet g++ -std=c++17 -Wall -Wextra -Werror -I"$include" "$here/cxx_test.cpp" -o "$cxx_bin" \
+    -L"$libdir" -lswccl -Wl,-rpath,"$libdir" -pthread; then
+  if SWCCL_SOCKET_IFNAME=lo timeout -k 5 120 "$cxx_bin" 2>&1 | grep -v " WARN " | sed 's/^/      | /'; then
+    pass "cxx_test.cpp (C++17: initAll with std::thread, RAII, errors)"
+  else
+    fail "cxx_test.cpp (C++17: initAll with std::thread, RAII, errors)"
+  fi
+else
+  fail "cxx_test.cpp builds with g++ -std=c++17"
 fi
 
 # --- installed library, through pkg-config, without the toolchain -------------------------------
