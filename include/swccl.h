@@ -264,12 +264,13 @@ swcclResult_t swcclCommShrink(swcclComm_t comm, int* excludeRanksList, int exclu
                               swcclComm_t* newcomm, swcclConfig_t* config, int shrinkFlags);
 
 /**
- * Completes all operations enqueued on comm (on any stream) and closes its connections in an orderly
- * way with the peers. Blocking; collective in that peers finishing their own operations with this rank
- * are waited for (bounded by the timeout). Afterwards only swcclCommDestroy (or swcclCommAbort) and the
- * query functions may be called on comm.
- * Returns swcclInvalidArgument if comm is NULL, swcclInvalidUsage if comm was already finalized, or the
- * error of an operation that failed while completing (then abort comm).
+ * Completes all operations of comm enqueued on streams (and waits for one in flight on another
+ * thread). Blocking, bounded by the timeout; not collective. Afterwards only swcclCommDestroy (which
+ * closes the connections), swcclCommAbort and the query functions may be called on comm; other calls
+ * return swcclInvalidUsage. An operation that fails while completing reports its error through
+ * swcclStreamSynchronize as usual.
+ * Returns swcclInvalidArgument if comm is NULL, swcclInvalidUsage if comm was already finalized or
+ * destroyed, swcclTimeout if enqueued operations did not finish within the timeout (then abort comm).
  */
 swcclResult_t swcclCommFinalize(swcclComm_t comm);
 

@@ -20,7 +20,8 @@
 #   - scripts/install.sh into a scratch prefix; collectives_test.c built with pkg-config against the
 #     installed library runs on 3 ranks with the Swift toolchain hidden (PATH, no LD_LIBRARY_PATH);
 #   - the Python package (python/swccl): Tests/python/test_swccl.py with 2 and 4 processes
-#     (collectives on numpy arrays and buffers, mismatched sizes, a killed rank).
+#     (collectives on numpy arrays and buffers, init from torchrun variables, mismatched sizes, a
+#     killed rank).
 # Prints "N passed, M failed" last; exits non-zero if any check failed.
 set -euo pipefail
 
@@ -260,7 +261,19 @@ if [[ $have_lib == 1 ]] && quiet env PREFIX="$prefix" bash "$root/scripts/instal
       "$here/collectives_test.c" -o "$pc_bin" $(pkg-config --libs swccl) -Wl,-rpath,"$(pkg-config --variable=libdir swccl)"; then
     pass "collectives_test.c builds with pkg-config against the installed library"
     echo "-- collectives_test 3 (installed library, toolchain hidden)"
-    if env -i PATH=/usr/bin:/bin HOME="$tmp" SWCCL_SOCKET_IFNAME=lo timeout -k 5 180 "$pc_bin" 3 2>&1 | sed 's/^/      | /' &&
+    # Hide the toolchain itself where possible: a private mount namespace with an empty tmpfs over
+    # the toolchain's root (needs root or user namespaces); otherwise only PATH and the loader's
+    # search path hide it, and the log says so.
+    hide=()
+    swift_bin="$(command -v swift || true)"
+    toolchain="${swift_bin:+$(cd "$(dirname "$(readlink -f "$swift_bin")")/../.." && pwd)}"
+    if [[ -n "$toolchain" && "$toolchain" != / ]] && unshare -m --propagation private true 2>/dev/null; then
+      hide=(unshare -m --propagation private sh -c "mount -t tmpfs swccl-hidden '$toolchain' && exec \"\$0\" \"\$@\"")
+      note "toolchain $toolchain hidden by an empty tmpfs in a private mount namespace"
+    else
+      note "toolchain hidden from PATH and the loader only (no mount namespace here)"
+    fi
+    if env -i PATH=/usr/bin:/bin HOME="$tmp" SWCCL_SOCKET_IFNAME=lo timeout -k 5 180 "${hide[@]}" "$pc_bin" 3 2>&1 | sed 's/^/      | /' &&
        [[ "$(env -i PATH=/usr/bin:/bin ldd "$pc_bin")" == *"$prefix/lib/libswccl.so.0"* ]]; then
       pass "collectives_test with 3 ranks on the installed library, without the toolchain"
     else
@@ -274,7 +287,7 @@ else
 fi
 
 # --- the Python package (python/swccl, ctypes) -------------------------------------------------------
-for run in "collectives 2" "collectives 4" "mismatch 4" "dead 4"; do
+for run in "collectives 2" "collectives 4" "fromenv 3" "mismatch 4" "dead 4"; do
   if [[ $have_lib == 1 ]]; then
     echo "-- python $run"
     # shellcheck disable=SC2086

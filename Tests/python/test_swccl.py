@@ -9,6 +9,8 @@ waits for all, and exits 0 only if every rank passed. Scenarios:
                sum, max, min, prod, avg) exact, then broadcast, reduce, all-gather, reduce-scatter,
                all-to-all, send/recv and barrier on numpy arrays and on array.array buffers;
   mismatch     rank 0 allreduces 100 elements, the others 101: every rank gets a SwcclError;
+  fromenv      the communicator from torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR,
+               MASTER_PORT): swccl.Communicator() with no arguments, then an allreduce;
   dead         the last rank is killed (SIGKILL) after init: every other rank's allreduce raises a
                SwcclError naming it within twice the timeout.
 """
@@ -111,6 +113,15 @@ def collectives(comm, rank, n):
 
 def rank_main(scenario):
     rank, n = int(os.environ["PYSWCCL_RANK"]), int(os.environ["PYSWCCL_SIZE"])
+    if scenario == "fromenv":
+        comm = swccl.Communicator()
+        expect(comm.rank == int(os.environ["RANK"]) and comm.size == int(os.environ["WORLD_SIZE"]), "rank and size from the environment")
+        x = np.full(257, rank + 1, np.float32)
+        comm.allreduce(x)
+        expect(np.all(x == n * (n + 1) / 2), "allreduce on a communicator from the environment")
+        comm.destroy()
+        print(f"[rank {rank}] PASS {scenario}", flush=True)
+        return
     uid = bytes.fromhex(os.environ["PYSWCCL_ID"])
     comm = swccl.Communicator(uid, rank, n, timeout_ms=TIMEOUT_MS)
     expect(comm.rank == rank and comm.size == n, "rank and size")
@@ -145,9 +156,12 @@ def rank_main(scenario):
 
 def launch(scenario, n):
     uid = swccl.get_unique_id()
+    port = 20000 + os.getpid() % 20000
     procs = []
     for r in range(n):
         env = dict(os.environ, PYSWCCL_RANK=str(r), PYSWCCL_SIZE=str(n), PYSWCCL_ID=uid.hex())
+        if scenario == "fromenv":
+            env.update(RANK=str(r), WORLD_SIZE=str(n), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(subprocess.Popen([sys.executable, __file__, "--rank", scenario], env=env))
     deadline = time.monotonic() + 120
     codes = []
