@@ -207,16 +207,7 @@ public final class Communicator: @unchecked Sendable {
         var material = secret
         material += [UInt8(truncatingIfNeeded: shrinks), UInt8(truncatingIfNeeded: shrinks >> 8)]
         for r in out.sorted() { for k in 0..<4 { material.append(UInt8(truncatingIfNeeded: r >> (8 * k))) } }
-        var newSecret: [UInt8] = []
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in material { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        for k in 0..<2 {
-            var x = h &+ UInt64(k + 1) &* 0x9e37_79b9_7f4a_7c15
-            x = (x ^ (x >> 30)) &* 0xbf58_476d_1ce4_e5b9
-            x = (x ^ (x >> 27)) &* 0x94d0_49bb_1331_11eb
-            x ^= x >> 31
-            for i in 0..<8 { newSecret.append(UInt8(truncatingIfNeeded: x >> (8 * UInt64(i)))) }
-        }
+        let newSecret = UniqueID.derivedSecret(material, salt: 1)
         let id = UniqueID(root: root, secret: newSecret, rankZeroRunsRoot: true)
         Log.info(.initialization, "rank \(rank): shrinking \(size) ranks to \(survivors.count) (excluded \(out.sorted())), new root rank \(survivors[0]) at \(root)")
         do { return try Communicator(id: id, rank: survivors.firstIndex(of: rank)!, size: survivors.count, config: cfg) }

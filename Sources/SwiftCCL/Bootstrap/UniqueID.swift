@@ -74,17 +74,23 @@ public struct UniqueID: Sendable, Equatable {
         for v in ["TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "OMPI_MCA_ess_base_jobid", "SWCCL_JOB_ID"] {
             if let j = Sys.environment(v) { material += "|\(v)=\(j)" }
         }
+        return UniqueID(root: addr, secret: derivedSecret(Array(material.utf8)), rankZeroRunsRoot: true)
+    }
+
+    /// A 16-byte secret every rank computes alike from the same material (FNV-1a, then two splitmix64
+    /// outputs): for ids that ranks derive instead of receiving (`SWCCL_COMM_ID`, shrink).
+    static func derivedSecret(_ material: [UInt8], salt: UInt64 = 0) -> [UInt8] {
         var secret: [UInt8] = []
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in material.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        for b in material { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
         for k in 0..<2 {
-            var x = h &+ UInt64(k) &* 0x9e37_79b9_7f4a_7c15
+            var x = h &+ (UInt64(k) &+ salt) &* 0x9e37_79b9_7f4a_7c15
             x = (x ^ (x >> 30)) &* 0xbf58_476d_1ce4_e5b9
             x = (x ^ (x >> 27)) &* 0x94d0_49bb_1331_11eb
             x ^= x >> 31
             for i in 0..<8 { secret.append(UInt8(truncatingIfNeeded: x >> (8 * UInt64(i)))) }
         }
-        return UniqueID(root: addr, secret: secret, rankZeroRunsRoot: true)
+        return secret
     }
 
     /// Hex text, for passing an id through the environment or a command line.
