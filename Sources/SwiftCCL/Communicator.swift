@@ -352,10 +352,9 @@ public final class Communicator: @unchecked Sendable {
     func enqueue(on stream: ExecutionStream, _ name: String, _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
         state.withLock { $0.onStreams += 1 }
         do throws(CCLError) {
-            try stream.enqueue { () throws(CCLError) in
-                defer { self.state.withLock { $0.onStreams -= 1 } }
-                try self.run(name) { () throws(CCLError) in try body() }
-            }
+            // `finally` runs even when the stream skips the operation after an earlier failure.
+            try stream.enqueue({ () throws(CCLError) in try self.run(name) { () throws(CCLError) in try body() } },
+                               finally: { self.state.withLock { $0.onStreams -= 1 } })
         } catch {
             state.withLock { $0.onStreams -= 1 }
             throw error
@@ -671,6 +670,11 @@ extension Communicator {
                 Group.record(Group.PointToPoint(comm: self, send: sb, to: to, recv: rb, from: from))
                 return
             }
+            // Outside a group a transfer with oneself needs both halves in this call; refused before
+            // anything is posted, so the communicator stays usable.
+            if (to == rank) != (from == rank) {
+                throw CCLError.invalidUsage("a send to or receive from oneself needs the matching other half in the same call (sendRecv) or group")
+            }
             let transfer = { [self] () throws(CCLError) -> Void in
                 var pending: [(Request, Int)] = []
                 // A zero-count message is still a message (it keeps the pair's call order), NULL or not.
@@ -685,8 +689,6 @@ extension Communicator {
                 if to == rank && from == rank {
                     guard count == recvCount else { throw CCLError.invalidArgument("send to self of \(count) elements but receive of \(recvCount)") }
                     if let send, let recv, count > 0, UnsafeRawPointer(recv) != send { recv.copyMemory(from: send, byteCount: count * type.size) }
-                } else if to == rank || from == rank {
-                    throw CCLError.invalidUsage("a send to self needs the matching receive in the same call (sendRecv) or group")
                 }
                 for (q, _) in pending { try transport.wait(q, deadline: .after(milliseconds: timeoutMs)) }
             }

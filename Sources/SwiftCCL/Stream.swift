@@ -9,7 +9,7 @@ import Glibc
 public final class ExecutionStream: @unchecked Sendable {
     public typealias Operation = () throws(CCLError) -> Void
     private let cond = Condition()
-    private var queue: [Operation] = []
+    private var queue: [(op: Operation, finally: (() -> Void)?)] = []
     private var head = 0
     private var busy = false
     private var failure: CCLError?
@@ -29,7 +29,7 @@ public final class ExecutionStream: @unchecked Sendable {
         while true {
             while head == queue.count && !stopping { cond.wait() }
             if head == queue.count && stopping { break }
-            let op = queue[head]
+            let (op, finally) = queue[head]
             head += 1
             if head == queue.count { queue.removeAll(keepingCapacity: true); head = 0 }
             busy = true
@@ -39,6 +39,7 @@ public final class ExecutionStream: @unchecked Sendable {
             if !skip {
                 do throws(CCLError) { try op() } catch let e { error = e }
             }
+            finally?()
             cond.lock()
             if let error, failure == nil { failure = error }
             busy = false
@@ -49,11 +50,12 @@ public final class ExecutionStream: @unchecked Sendable {
         cond.unlock()
     }
 
-    /// Appends an operation; it runs after everything enqueued before it.
-    public func enqueue(_ op: @escaping Operation) throws(CCLError) {
+    /// Appends an operation; it runs after everything enqueued before it (or is skipped after an
+    /// earlier failure, until `synchronize` reports it); `finally` runs after it in either case.
+    public func enqueue(_ op: @escaping Operation, finally: (() -> Void)? = nil) throws(CCLError) {
         cond.lock(); defer { cond.unlock() }
         guard !stopping else { throw CCLError.invalidUsage("the stream was destroyed") }
-        queue.append(op)
+        queue.append((op, finally))
         cond.broadcast()
     }
 

@@ -341,7 +341,12 @@ public func swcclCommDestroy(_ comm: swcclComm_t?) -> swcclResult_t {
     guard let h = Handles.unregister(comm) else {
         return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed twice?)"), operation: op)
     }
+    // Finalize first unless the caller did (its stream operations complete); its error, if any, is
+    // returned, and the communicator is freed either way.
+    var failure: CCLError?
+    do throws(CCLError) { try h.comm.finalize() } catch { if error.kind != .invalidUsage { failure = error } }
     h.comm.destroy()
+    if let failure { return report(failure, operation: op) }
     return swcclSuccess
 }
 

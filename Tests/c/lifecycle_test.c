@@ -83,6 +83,7 @@ static int in_process(void) {
   EXPECT_RESULT(swcclAllReduce(NULL, x, 4, swcclFloat, swcclSum, comm, NULL), swcclInvalidArgument);
   EXPECT_RESULT(swcclBroadcast(x, x, 4, swcclFloat, 5, comm, NULL), swcclInvalidArgument);
   EXPECT_RESULT(swcclSend(x, 4, swcclFloat, -1, comm, NULL), swcclInvalidArgument);
+  EXPECT_RESULT(swcclSend(x, 4, swcclFloat, 0, comm, NULL), swcclInvalidUsage);        /* self, no group */
   EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL), swcclSuccess); /* still usable */
   EXPECT_RESULT(swcclCommFinalize(comm), swcclSuccess);
   EXPECT_RESULT(swcclCommFinalize(comm), swcclInvalidUsage);
