@@ -61,6 +61,8 @@ public final class Communicator: @unchecked Sendable {
     let transport: any Transport
     let bootstrap: Bootstrap
     let forcedAlgorithm: String?
+    /// `CommConfig.transports` as given (nil: the environment's), inherited by split and shrink.
+    let transportsSetting: String?
     /// Picks each collective's algorithm (forced rules, else the cost model).
     let selector: AlgorithmSelector
     let arena: (any SharedArena)?
@@ -152,7 +154,7 @@ public final class Communicator: @unchecked Sendable {
     /// this communicator's out-of-band channel.
     public func split(color: Int, key: Int, config: CommConfig? = nil) throws(CCLError) -> Communicator? {
         guard color >= -1 else { throw record(CCLError.invalidArgument("color \(color) is negative (use \(Communicator.splitNoColor) for none)").with(operation: "split", rank: rank)) }
-        let cfg = config ?? CommConfig(timeoutMs: timeoutMs, transports: nil, name: name, algorithm: forcedAlgorithm)
+        let cfg = config ?? CommConfig(timeoutMs: timeoutMs, transports: transportsSetting, name: name, algorithm: forcedAlgorithm)
         return try run("split") { () throws(CCLError) -> Communicator? in
             // 1. Everyone's (color, key).
             var w = ByteWriter(); w.i64(color); w.i64(key)
@@ -191,7 +193,7 @@ public final class Communicator: @unchecked Sendable {
         guard let root = tcpAddresses[survivors[0]] else {
             throw record(CCLError.invalidUsage("rank \(survivors[0]), the new root, published no TCP address (SWCCL_TRANSPORTS=shm): cannot shrink").with(operation: "shrink", rank: rank))
         }
-        let cfg = config ?? CommConfig(timeoutMs: timeoutMs, transports: nil, name: name, algorithm: forcedAlgorithm)
+        let cfg = config ?? CommConfig(timeoutMs: timeoutMs, transports: transportsSetting, name: name, algorithm: forcedAlgorithm)
         if abortingInFlight {
             abort()
         } else if let e = state.withLock({ s -> CCLError? in s.destroyed ? CCLError.invalidUsage("the communicator was destroyed") : nil }) {
@@ -233,6 +235,7 @@ public final class Communicator: @unchecked Sendable {
         timeoutMs = min(t > 0 ? t : max(Knobs.timeoutMs.value, 1), Communicator.maxTimeoutMs)
         name = config.name ?? "comm"
         forcedAlgorithm = config.algorithm ?? (Knobs.algo.value.isEmpty ? nil : Knobs.algo.value)
+        transportsSetting = config.transports
         let transportSpec = (config.transports ?? Knobs.transports.value).lowercased()
         let wanted = Set(transportSpec.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty })
         let auto = wanted.isEmpty || wanted.contains("auto")

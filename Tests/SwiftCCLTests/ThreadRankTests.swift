@@ -139,3 +139,30 @@ final class ThreadRankTests: XCTestCase {
         }
     }
 }
+
+/// Communicators split off inherit their parent's transports setting (here TCP although all ranks
+/// share a host, where the default would pick shared memory).
+final class InheritanceTests: XCTestCase {
+    func testSplitInheritsTransports() throws {
+        let comms = try Communicator.initAll(count: 2, config: CommConfig(transports: "tcp"))
+        XCTAssertEqual(comms.map(\.transportName), ["tcp", "tcp"])
+        final class Out: @unchecked Sendable { var names = ["", ""]; var errors: [String] = []; let lock = NSLock() }
+        let out = Out()
+        let done = DispatchGroup()
+        for (i, c) in comms.enumerated() {
+            done.enter()
+            Thread {
+                do {
+                    let sub = try c.split(color: 0, key: i)
+                    out.lock.lock(); out.names[i] = sub?.transportName ?? "none"; out.lock.unlock()
+                    sub?.destroy()
+                } catch { out.lock.lock(); out.errors.append("\(error)"); out.lock.unlock() }
+                done.leave()
+            }.start()
+        }
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success)
+        XCTAssertEqual(out.errors, [])
+        XCTAssertEqual(out.names, ["tcp", "tcp"])
+        for c in comms { c.destroy() }
+    }
+}
