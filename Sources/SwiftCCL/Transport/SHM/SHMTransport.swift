@@ -80,7 +80,9 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     private var peerError: [CCLError?]
     private var produced: [UInt64]   // slots written into my FIFO in the peer's segment
     private var consumed: [UInt64]   // slots read from the peer's FIFO in my segment
-    private var control: [[(msgID: UInt64, code: UInt64)]]  // CTS to send, per peer (code: SHMTransport.clear…)
+    /// CTS to send, per peer (code: SHMTransport.clear…); `pulled` ones complete their receive (`req`)
+    /// only once written, so a receiver never finishes (and closes) before its sender can learn it.
+    private var control: [[(msgID: UInt64, code: UInt64, req: Int32)]]
     private var cmaWorks: [Bool]    // cross-memory attach still permitted towards the peer
     private var pulling: [[Int32]]  // per peer: receives being copied from the sender's memory (CMA)
     private var pulledBytes = 0
@@ -369,7 +371,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             requests[Int(i)].error = CCLError(.invalidUsage, "rank \(peer) sent \(total) bytes with tag \(requests[Int(i)].tag) but the receive expected another size, \(want) bytes (size mismatch)",
                                               rank: rank, peer: peer)
             requests[Int(i)].done = true
-            if !isEager { control[peer].append((messageID, SHMTransport.rejected)) }
+            if !isEager { control[peer].append((messageID, SHMTransport.rejected, -1)) }
             return
         }
         if !isEager && cmaWorks[peer] && address != 0 {
@@ -390,7 +392,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         } else {
             requests[Int(i)].messageID = messageID
             receiving[peer][messageID] = i
-            control[peer].append((messageID, SHMTransport.clearToSend))
+            control[peer].append((messageID, SHMTransport.clearToSend, -1))
         }
     }
 
@@ -498,6 +500,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         while !control[peer].isEmpty && room() {
             let c = control[peer].removeFirst()
             post(SHMTransport.cts, len: 0, tag: 0, id: c.msgID, offset: Int(c.code), total: 0, from: nil)
+            if c.req >= 0 && requests[Int(c.req)].inUse && !requests[Int(c.req)].ready { finish(c.req) }
         }
         while let w = outbox[peer].first, room() {
             switch w {
@@ -541,8 +544,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             pulledBytes += n
             if requests[Int(i)].moved >= r.length {
                 pulling[peer].removeFirst()
-                finish(i)
-                control[peer].append((r.messageID, SHMTransport.pulled))
+                control[peer].append((r.messageID, SHMTransport.pulled, i))  // finished when flushed
             }
         } catch {
             cmaWorks[peer] = false
@@ -550,7 +552,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             for j in pulling[peer] {
                 requests[Int(j)].moved = 0
                 receiving[peer][requests[Int(j)].messageID] = j
-                control[peer].append((requests[Int(j)].messageID, SHMTransport.clearToSend))
+                control[peer].append((requests[Int(j)].messageID, SHMTransport.clearToSend, -1))
             }
             pulling[peer].removeAll()
         }
@@ -621,6 +623,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             // Given up before completion (abort): forget it everywhere.
             posted[peer].removeAll { $0 == i }
             pulling[peer].removeAll { $0 == i }
+            control[peer] = control[peer].map { $0.req == i ? ($0.msgID, $0.code, -1) : $0 }
             outbox[peer].removeAll { w in if case .eager(let j) = w { return j == i }; if case .rts(let j) = w { return j == i }; if case .data(let j) = w { return j == i }; return false }
             awaitingCTS[peer] = awaitingCTS[peer].filter { $0.value != i }
             receiving[peer] = receiving[peer].filter { $0.value != i }
