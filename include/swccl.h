@@ -133,8 +133,9 @@ typedef struct {
   unsigned int version;     /**< SWCCL_VERSION_CODE as compiled by the caller.                        */
   int          timeoutMs;   /**< Deadline of every blocking step, in ms; <= 0: library default
                                  (SWCCL_TIMEOUT_MS).                                                  */
-  const char*  transports;  /**< NULL or "auto", or a comma-separated list such as "shm,tcp", "tcp",
-                                 "ib".                                                                */
+  const char*  transports;  /**< NULL or "auto", or a comma-separated list of "shm" and "tcp" such as
+                                 "shm,tcp" or "tcp" ("ib" is reserved for the verbs transport; this
+                                 version refuses it with swcclInvalidArgument).                       */
   const char*  commName;    /**< Shown in logs and errors; NULL: none.                                */
 } swcclConfig_t;
 
@@ -162,8 +163,9 @@ const char* swcclGetErrorString(swcclResult_t result);
 /**
  * One line describing the last error: operation, rank, peer, host and cause, e.g.
  * "swcclAllReduce: rank 2 (comm 'train'), peer 3 on host node7: connection reset by peer".
- * With comm == NULL: the last error of any call made by the calling thread. With a communicator: the
- * last error of a call given that communicator, or the asynchronous failure that broke it.
+ * With comm == NULL (or a handle that is no longer live): the last error of any call made by the
+ * calling thread. With a live communicator: its own last error only — of a call given that
+ * communicator, of an operation a stream or a group ran on it, or the failure that broke it.
  * Never blocks; callable from any thread. Never returns NULL: "" when there was no error. Reading does
  * not clear the error. The string belongs to the library; it stays valid until the next swccl call
  * on the same thread (comm == NULL) or until the communicator records another error or is destroyed.
@@ -500,10 +502,17 @@ swcclResult_t swcclBarrier(swcclComm_t comm, swcclStream_t stream);
 swcclResult_t swcclGroupStart(void);
 
 /**
- * Ends a group. At the outermost end, all recorded operations are started together: operations with a
- * stream are enqueued and the call returns; operations with stream == NULL run and the call blocks until
- * they have completed. Returns swcclInvalidUsage if no group is open on this thread; otherwise the
- * first error of the recorded operations (with a NULL stream) or swcclSuccess.
+ * Ends a group. At the outermost end, the recorded operations of every communicator start together:
+ * per communicator, its receives and sends are all posted before any is waited for, then its
+ * collectives run in call order. Communicators progress concurrently (one thread each), so one thread
+ * may drive all the communicators of swcclCommInitAll. The operations of one communicator whose calls
+ * named a stream are enqueued on it as one unit and the call returns (their errors come from
+ * swcclStreamSynchronize); those with stream == NULL run and the call blocks until all have
+ * completed. Every operation of one communicator within a group must name the same stream (or all
+ * NULL): the call naming another returns swcclInvalidUsage and is not recorded.
+ * Returns swcclInvalidUsage if no group is open on this thread; otherwise the first error of the
+ * operations run without a stream (each communicator's error is also its swcclGetLastError), or
+ * swcclSuccess. A failing communicator does not keep the others from running.
  */
 swcclResult_t swcclGroupEnd(void);
 

@@ -4,7 +4,7 @@ import Synchronization
 extension Knobs {
     static let timeoutMs = Knob.int("SWCCL_TIMEOUT_MS", default: 120_000,
         "deadline in milliseconds of every blocking step (connect, rendezvous, each wait of a collective)")
-    static let transports = Knob.string("SWCCL_TRANSPORTS", default: "auto", "transports to use: auto, or a list like shm,tcp / tcp / ib")
+    static let transports = Knob.string("SWCCL_TRANSPORTS", default: "auto", "transports to use: auto, or a list like shm,tcp / tcp")
 }
 
 /// Settings of one communicator. Unset fields take the environment's value, then the library default.
@@ -351,12 +351,15 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// Runs `body` as operation `name` on `stream`'s thread, counted until it finished (`finalize`
-    /// waits for the count to drop to zero).
-    func enqueue(on stream: ExecutionStream, _ name: String, _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
+    /// waits for the count to drop to zero). `wrapped: false` when `body` calls `run` itself.
+    func enqueue(on stream: ExecutionStream, _ name: String, wrapped: Bool = true,
+                 _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
         state.withLock { $0.onStreams += 1 }
         do throws(CCLError) {
             // `finally` runs even when the stream skips the operation after an earlier failure.
-            try stream.enqueue({ () throws(CCLError) in try self.run(name) { () throws(CCLError) in try body() } },
+            try stream.enqueue({ () throws(CCLError) in
+                                   if wrapped { try self.run(name) { () throws(CCLError) in try body() } } else { try body() }
+                               },
                                finally: { self.state.withLock { $0.onStreams -= 1 } })
         } catch {
             state.withLock { $0.onStreams -= 1 }
@@ -406,6 +409,10 @@ public final class Communicator: @unchecked Sendable {
 
     /// One line describing the last error on this communicator.
     public var lastError: String { state.withLock { $0.lastError } }
+
+    /// Records `text` as the last error of this communicator (a check made by a layer above, e.g. the C
+    /// ABI's argument conversion, that failed before reaching the communicator).
+    public func noteLastError(_ text: String) { state.withLock { $0.lastError = text } }
 
     /// Blocks until every rank calls it: a dissemination barrier over the transport (⌈log₂ n⌉ rounds
     /// of empty messages), so waiting ranks spin briefly and then sleep like any collective.
@@ -504,7 +511,7 @@ extension Communicator {
     func collective(_ name: String, _ fingerprint: UInt32, _ body: @escaping (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
         if Group.isActive {
             // Arguments were checked already; the operation itself runs at the group's end.
-            Group.record(self, name) { () throws(CCLError) in
+            try Group.record(self, name) { () throws(CCLError) in
                 let ctx = self.context(self.nextSequence(), operation: name, fingerprint: fingerprint)
                 do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
             }
@@ -670,7 +677,7 @@ extension Communicator {
                 // Recorded now, posted together with the rest of the group at its end.
                 let sb = to >= 0 ? UnsafeRawBufferPointer(start: send, count: count * type.size) : nil
                 let rb = from >= 0 ? UnsafeMutableRawBufferPointer(start: recv, count: recvCount * type.size) : nil
-                Group.record(Group.PointToPoint(comm: self, send: sb, to: to, recv: rb, from: from))
+                try Group.record(self, Group.PointToPoint(send: sb, to: to, recv: rb, from: from))
                 return
             }
             // Outside a group a transfer with oneself needs both halves in this call; refused before

@@ -1,19 +1,33 @@
 import Glibc
 
 /// NCCL-style group calls (`swcclGroupStart`/`swcclGroupEnd`), per thread and nestable. Inside a
-/// group, sends and receives are validated at once and recorded; collectives are recorded whole. At
-/// the outermost `end`, every recorded receive and send of every communicator is posted before any
-/// is waited for — so a ring of sends and receives in one group cannot deadlock — and then the
-/// recorded collectives run in call order. Buffers must stay valid until `end` returns.
+/// group, every call is validated at once and recorded in its communicator's batch; nothing runs.
+/// At the outermost `end` every batch starts:
+/// - a batch first posts all its receives, then all its sends, then waits for them (so a ring of
+///   sends and receives in one group cannot deadlock), then runs its collectives in call order;
+/// - a batch whose operations named a stream is enqueued on that stream as one operation (its errors
+///   come from the stream's `synchronize`); the others run at once, each communicator's on its own
+///   thread, so collectives of several communicators of one process (`initAll`) issued from one
+///   thread in one group progress together;
+/// - `end` returns when the batches without a stream have finished, with the first error among them;
+///   a failure in one batch does not keep the others from running.
+/// Buffers must stay valid until the operation has run (`end` returns, or the stream has run it).
 public enum Group {
     final class State {
         var depth = 0
+        var batches: [Batch] = []
+    }
+
+    /// What one group recorded for one communicator.
+    final class Batch: @unchecked Sendable {
+        let comm: Communicator
+        let stream: ExecutionStream?
         var p2p: [PointToPoint] = []
-        var calls: [(Communicator, String, () throws(CCLError) -> Void)] = []
+        var calls: [(name: String, body: () throws(CCLError) -> Void)] = []
+        init(_ comm: Communicator, _ stream: ExecutionStream?) { self.comm = comm; self.stream = stream }
     }
 
     struct PointToPoint {
-        let comm: Communicator
         let send: UnsafeRawBufferPointer?
         let to: Int
         let recv: UnsafeMutableRawBufferPointer?
@@ -38,75 +52,130 @@ public enum Group {
 
     public static func start() { state.depth += 1 }
 
-    /// Ends the group; at the outermost level runs what was recorded and returns the first error.
+    /// The batch of `comm` in the open group; every operation of one communicator in a group must use
+    /// the same stream (or none), since they progress together.
+    private static func batch(_ comm: Communicator) throws(CCLError) -> Batch {
+        let stream = ExecutionStream.current
+        let s = state
+        if let b = s.batches.first(where: { $0.comm === comm }) {
+            guard b.stream === stream else {
+                throw CCLError.invalidUsage("operations of one communicator in a group must all use the same stream (or all none)")
+            }
+            return b
+        }
+        let b = Batch(comm, stream)
+        s.batches.append(b)
+        return b
+    }
+
+    static func record(_ comm: Communicator, _ op: PointToPoint) throws(CCLError) {
+        try batch(comm).p2p.append(op)
+    }
+
+    static func record(_ comm: Communicator, _ name: String, _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
+        try batch(comm).calls.append((name, body))
+    }
+
+    /// Ends the group; at the outermost level starts every batch and returns the first error of those
+    /// run without a stream (or of enqueueing those with one).
     public static func end() throws(CCLError) {
         let s = state
         guard s.depth > 0 else { throw CCLError.invalidUsage("swcclGroupEnd without swcclGroupStart") }
         s.depth -= 1
         if s.depth > 0 { return }
-        let p2p = s.p2p, calls = s.calls
-        s.p2p = []; s.calls = []
-        try runPointToPoint(p2p)
-        for (comm, name, body) in calls { try comm.run(name, body) }
-    }
-
-    static func record(_ op: PointToPoint) { state.p2p.append(op) }
-    static func record(_ comm: Communicator, _ name: String, _ body: @escaping () throws(CCLError) -> Void) {
-        state.calls.append((comm, name, body))
-    }
-
-    /// Posts every receive, then every send, of every communicator, then waits for all of them. Sends
-    /// to self are paired with receives from self of the same communicator in call order and copied.
-    private static func runPointToPoint(_ ops: [PointToPoint]) throws(CCLError) {
-        guard !ops.isEmpty else { return }
-        var pending: [(Communicator, Request)] = []
+        let batches = s.batches
+        s.batches = []
         var firstError: CCLError?
-        // Self traffic first: the k-th send to self feeds the k-th receive from self.
-        var seen: [ObjectIdentifier] = []
-        for op in ops where !seen.contains(ObjectIdentifier(op.comm)) {
-            let comm = op.comm
-            seen.append(ObjectIdentifier(comm))
-            let sends = ops.filter { $0.comm === comm && $0.send != nil && $0.to == comm.rank }.map { $0.send! }
-            let recvs = ops.filter { $0.comm === comm && $0.recv != nil && $0.from == comm.rank }.map { $0.recv! }
-            guard sends.count == recvs.count else {
-                firstError = firstError ?? CCLError.invalidUsage("the group has \(sends.count) sends to self but \(recvs.count) receives from self").with(rank: comm.rank)
-                continue
-            }
-            for (d, r) in zip(sends, recvs) {
-                guard d.count == r.count else {
-                    firstError = firstError ?? CCLError.invalidUsage("a send to self of \(d.count) bytes meets a receive from self of \(r.count)").with(rank: comm.rank)
-                    break
-                }
-                if let src = d.baseAddress, let dst = r.baseAddress, r.count > 0, UnsafeRawPointer(dst) != src {
-                    dst.copyMemory(from: src, byteCount: d.count)
-                }
-            }
-        }
-        func post(_ receives: Bool) {
-            for op in ops where firstError == nil {
+        var now: [Batch] = []
+        for b in batches {
+            if let stream = b.stream {
                 do throws(CCLError) {
-                    try op.comm.run(receives ? "recv" : "send") { () throws(CCLError) in
-                        do throws(CCLError) {
-                            if receives, let r = op.recv, op.from != op.comm.rank {
-                                pending.append((op.comm, try op.comm.transport.irecv(from: op.from, tag: op.comm.p2pTag(op.from, sending: false), into: r)))
-                            } else if !receives, let d = op.send, op.to != op.comm.rank {
-                                pending.append((op.comm, try op.comm.transport.isend(to: op.to, tag: op.comm.p2pTag(op.to, sending: true), d)))
-                            }
-                        } catch { throw error.breaking }
-                    }
-                } catch { firstError = error }
+                    try b.comm.enqueue(on: stream, "group", wrapped: false) { () throws(CCLError) in try b.execute() }
+                } catch { firstError = firstError ?? error }
+            } else {
+                now.append(b)
             }
         }
-        post(true)
-        post(false)
-        for (comm, q) in pending {
-            do throws(CCLError) {
-                try comm.run("group") { () throws(CCLError) in
-                    do throws(CCLError) { try comm.transport.wait(q, deadline: .after(milliseconds: comm.timeoutMs)) }
-                    catch { throw error.breaking }
-                }
-            } catch { if firstError == nil { firstError = error } }
-        }
+        if let e = runConcurrently(now) { firstError = firstError ?? e }
         if let e = firstError { throw e }
+    }
+
+    /// Runs the batches at once, all but the first on threads of their own; returns the first error.
+    private static func runConcurrently(_ batches: [Batch]) -> CCLError? {
+        guard !batches.isEmpty else { return nil }
+        final class Outcome: @unchecked Sendable {
+            let done = Condition()
+            var errors: [CCLError?]
+            var running = 0
+            init(_ n: Int) { errors = Array(repeating: nil, count: n) }
+        }
+        let out = Outcome(batches.count)
+        @Sendable func execute(_ i: Int) -> CCLError? {
+            do throws(CCLError) { try batches[i].execute(); return nil } catch { return error }
+        }
+        var inline: [Int] = [0]
+        for i in 1..<batches.count {
+            out.done.lock(); out.running += 1; out.done.unlock()
+            do {
+                try Sys.startThread {
+                    let e = execute(i)
+                    out.done.lock()
+                    out.errors[i] = e
+                    out.running -= 1
+                    out.done.broadcast()
+                    out.done.unlock()
+                }
+            } catch {
+                // No thread to spare: run it here after the first (it may then wait for peers longer).
+                out.done.lock(); out.running -= 1; out.done.unlock()
+                inline.append(i)
+            }
+        }
+        for i in inline {
+            let e = execute(i)
+            out.done.lock(); out.errors[i] = e; out.done.unlock()
+        }
+        out.done.lock()
+        while out.running > 0 { out.done.wait() }
+        let first = out.errors.lazy.compactMap { $0 }.first
+        out.done.unlock()
+        return first
+    }
+}
+
+extension Group.Batch {
+    /// Point-to-point first (every receive, then every send, then the waits), then the collectives in
+    /// call order. Stops at the first error: the communicator is broken by then.
+    func execute() throws(CCLError) {
+        if !p2p.isEmpty { try comm.run("group", pointToPoint) }
+        for (name, body) in calls { try comm.run(name, body) }
+    }
+
+    /// Sends to self are paired with receives from self in call order and copied; the rest is posted.
+    private func pointToPoint() throws(CCLError) {
+        let sends = p2p.filter { $0.send != nil && $0.to == comm.rank }.map { $0.send! }
+        let recvs = p2p.filter { $0.recv != nil && $0.from == comm.rank }.map { $0.recv! }
+        guard sends.count == recvs.count else {
+            throw CCLError.invalidUsage("the group has \(sends.count) sends to self but \(recvs.count) receives from self")
+        }
+        for (d, r) in zip(sends, recvs) where d.count != r.count {
+            throw CCLError.invalidUsage("a send to self of \(d.count) bytes meets a receive from self of \(r.count)")
+        }
+        for (d, r) in zip(sends, recvs) {
+            if let src = d.baseAddress, let dst = r.baseAddress, r.count > 0, UnsafeRawPointer(dst) != src {
+                dst.copyMemory(from: src, byteCount: d.count)
+            }
+        }
+        var pending: [Request] = []
+        pending.reserveCapacity(p2p.count * 2)
+        do throws(CCLError) {
+            for op in p2p { if let r = op.recv, op.from != comm.rank {
+                pending.append(try comm.transport.irecv(from: op.from, tag: comm.p2pTag(op.from, sending: false), into: r))
+            } }
+            for op in p2p { if let d = op.send, op.to != comm.rank {
+                pending.append(try comm.transport.isend(to: op.to, tag: comm.p2pTag(op.to, sending: true), d))
+            } }
+            for q in pending { try comm.transport.wait(q, deadline: .after(milliseconds: comm.timeoutMs)) }
+        } catch { throw error.breaking }
     }
 }

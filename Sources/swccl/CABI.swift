@@ -11,12 +11,13 @@ import SwiftCCL
 /// answered with an error instead of a crash wherever that can be detected.
 final class CommHandle: @unchecked Sendable {
     let comm: Communicator
-    /// Address of a malloc'd C string (kept as an integer so the mutex holds a Sendable value).
-    let lastError = Mutex<UInt>(0)
+    /// The communicator's last error as handed out by swcclGetLastError: its text and the address of a
+    /// malloc'd copy (an integer, so that the mutex holds a Sendable value), renewed when the text changes.
+    let lastError = Mutex<(text: String, c: UInt)>(("", 0))
     /// Reduction operators made at run time for this communicator (`swcclRedOpCreatePreMulSum`).
     let ops = Mutex<(next: Int32, table: [Int32: PreMulSum])>((5, [:]))
     init(_ comm: Communicator) { self.comm = comm }
-    deinit { lastError.withLock { free(UnsafeMutableRawPointer(bitPattern: $0)) } }
+    deinit { lastError.withLock { free(UnsafeMutableRawPointer(bitPattern: $0.c)) } }
 }
 
 enum Handles {
@@ -62,10 +63,18 @@ enum Handles {
 }
 
 extension CommHandle {
-    func setError(_ text: String) {
-        let c = UInt(bitPattern: strdup(text))
-        let old = lastError.withLock { v in let o = v; v = c; return o }
-        free(UnsafeMutableRawPointer(bitPattern: old))
+    /// The communicator's last error (of a call, of an operation run by a stream or a group, or the
+    /// failure that broke it) as a C string that stays valid until the text changes; nil if none.
+    func lastErrorCString() -> UnsafePointer<CChar>? {
+        let text = comm.lastError
+        guard !text.isEmpty else { return nil }
+        return lastError.withLock { v -> UnsafePointer<CChar>? in
+            if v.text != text || v.c == 0 {
+                free(UnsafeMutableRawPointer(bitPattern: v.c))
+                v = (text, UInt(bitPattern: strdup(text)))
+            }
+            return UnsafePointer(bitPattern: v.c)
+        }
     }
 }
 
@@ -84,7 +93,7 @@ func result(_ kind: CCLError.Kind) -> swcclResult_t {
 func report(_ error: CCLError, _ handle: CommHandle? = nil, operation: String) -> swcclResult_t {
     let e = error.with(operation: operation, rank: handle?.comm.rank)
     let text = e.description
-    handle?.setError(text)
+    handle?.comm.noteLastError(text)
     Handles.setThreadError(text)
     Log.info(.api, text)
     return result(e.kind)
@@ -139,8 +148,11 @@ public func swcclGetErrorString(_ r: swcclResult_t) -> UnsafePointer<CChar>! {
 @c @implementation
 public func swcclGetLastError(_ comm: swcclComm_t?) -> UnsafePointer<CChar>! {
     let empty: StaticString = ""
-    if let h = Handles.lookup(comm), let p = UnsafePointer<CChar>(bitPattern: h.lastError.withLock({ $0 })) { return p }
-    return Handles.threadError() ?? UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
+    let none = UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
+    // A live communicator answers for itself only; NULL or a handle that is no longer live: the
+    // calling thread's last error (which says why that handle was refused).
+    if let h = Handles.lookup(comm) { return h.lastErrorCString() ?? none }
+    return Handles.threadError() ?? none
 }
 
 @c @implementation

@@ -4,7 +4,11 @@
  *
  * In process: misuse answered by swcclInvalidArgument/swcclInvalidUsage and a message, never a crash
  * (uninitialised config, NULL pointers, bad rank counts, unknown type and op, destroy twice, use after
- * destroy); swcclCommInitAll with 3 ranks driven by 3 threads; finalize then destroy.
+ * destroy); ranks that disagree on the rank count (swcclInvalidUsage on both) or never arrive
+ * (swcclTimeout); swcclCommInitAll with 3 ranks driven by 3 threads, then from this one thread by
+ * groups (an allreduce on each communicator and a ring of sends and receives, without streams and
+ * with one stream per communicator); a group failure reported by swcclGroupEnd, or by
+ * swcclStreamSynchronize with a stream, and by swcclGetLastError(comm); finalize then destroy.
  * Forked ranks: swcclCommInitFromEnv from torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR,
  * MASTER_PORT), allreduce, swcclCommSplit (two colors, reversed keys) and an allreduce on each half;
  * swcclCommShrink of a copy whose last rank left (argument errors first, then SWCCL_SHRINK_ABORT and
@@ -56,6 +60,77 @@ static void* init_all_thread(void* p) {
   return NULL;
 }
 
+struct init_arg { swcclUniqueId id; int nranks; int rank; int timeout_ms; swcclResult_t result; };
+
+static void* init_thread(void* p) {
+  struct init_arg* a = p;
+  swcclComm_t c = NULL;
+  swcclConfig_t cfg = SWCCL_CONFIG_INITIALIZER;
+  cfg.timeoutMs = a->timeout_ms;
+  a->result = swcclCommInitRankConfig(&c, a->nranks, a->id, a->rank, &cfg);
+  if (c) swcclCommDestroy(c);
+  return NULL;
+}
+
+/* Communicators of initAll driven from this thread by one group per step; with streams when given. */
+static void init_all_groups(swcclComm_t* comms, int n, swcclStream_t* streams) {
+  enum { COUNT = 1000 };
+  static float x[3][COUNT], ring_out[3][COUNT], ring_in[3][COUNT];
+  const char* how = streams ? "with streams" : "without streams";
+  int i, r, step;
+  for (step = 0; step < 3; step++) {
+    for (r = 0; r < n; r++)
+      for (i = 0; i < COUNT; i++) {
+        x[r][i] = (float)(r * 7 + i + step);
+        ring_out[r][i] = (float)(r * 1000 + i);
+        ring_in[r][i] = -1;
+      }
+    EXPECT_RESULT(swcclGroupStart(), swcclSuccess);
+    for (r = 0; r < n; r++) {
+      swcclStream_t s = streams ? streams[r] : NULL;
+      EXPECT_RESULT(swcclAllReduce(x[r], x[r], COUNT, swcclFloat, swcclSum, comms[r], s), swcclSuccess);
+      EXPECT_RESULT(swcclSend(ring_out[r], COUNT, swcclFloat, (r + 1) % n, comms[r], s), swcclSuccess);
+      EXPECT_RESULT(swcclRecv(ring_in[r], COUNT, swcclFloat, (r + n - 1) % n, comms[r], s), swcclSuccess);
+    }
+    EXPECT_RESULT(swcclGroupEnd(), swcclSuccess);
+    if (streams)
+      for (r = 0; r < n; r++) EXPECT_RESULT(swcclStreamSynchronize(streams[r]), swcclSuccess);
+    for (r = 0; r < n; r++)
+      for (i = 0; i < COUNT; i++) {
+        float want = (float)(7 * n * (n - 1) / 2 + n * (i + step));
+        if (x[r][i] != want) { fail("group %s, step %d: rank %d allreduce[%d] = %g, want %g", how, step, r, i, x[r][i], want); break; }
+        if (ring_in[r][i] != (float)(((r + n - 1) % n) * 1000 + i)) {
+          fail("group %s, step %d: rank %d received [%d] = %g", how, step, r, i, ring_in[r][i]);
+          break;
+        }
+      }
+  }
+}
+
+/* A group that fails when it runs (a send to self with no receive from self) on a 1-rank
+ * communicator: swcclGroupEnd reports it, or with a stream swcclStreamSynchronize; either way
+ * swcclGetLastError(comm) says what happened. */
+static void group_failure(swcclStream_t stream) {
+  swcclComm_t comm = NULL;
+  swcclUniqueId id;
+  float x[4] = {1, 2, 3, 4};
+  const char* how = stream ? "with a stream" : "without a stream";
+  EXPECT_RESULT(swcclGetUniqueId(&id), swcclSuccess);
+  EXPECT_RESULT(swcclCommInitRank(&comm, 1, id, 0), swcclSuccess);
+  if (strlen(swcclGetLastError(comm)) != 0) fail("a new communicator has a last error: %s", swcclGetLastError(comm));
+  EXPECT_RESULT(swcclGroupStart(), swcclSuccess);
+  EXPECT_RESULT(swcclSend(x, 4, swcclFloat, 0, comm, stream), swcclSuccess);
+  if (stream) {
+    EXPECT_RESULT(swcclGroupEnd(), swcclSuccess);
+    EXPECT_RESULT(swcclStreamSynchronize(stream), swcclInvalidUsage);
+  } else {
+    EXPECT_RESULT(swcclGroupEnd(), swcclInvalidUsage);
+  }
+  if (!strstr(swcclGetLastError(comm), "to self"))
+    fail("group failure %s: swcclGetLastError(comm) = \"%s\"", how, swcclGetLastError(comm));
+  EXPECT_RESULT(swcclCommDestroy(comm), swcclSuccess);
+}
+
 static int in_process(void) {
   swcclComm_t comm = NULL, comms[3];
   swcclUniqueId id;
@@ -92,6 +167,36 @@ static int in_process(void) {
   EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL), swcclInvalidUsage); /* after */
   if (strlen(swcclGetLastError(NULL)) == 0) fail("no message for a destroyed communicator");
   EXPECT_RESULT(swcclCommDestroy(NULL), swcclSuccess);
+  /* Ranks that disagree on the rank count, then a rank whose peer never comes. */
+  {
+    struct init_arg a[2];
+    pthread_t t[2];
+    double t0;
+    EXPECT_RESULT(swcclGetUniqueId(&a[0].id), swcclSuccess);
+    a[1].id = a[0].id;
+    a[0].nranks = 2; a[0].rank = 0; a[1].nranks = 3; a[1].rank = 1;
+    a[0].timeout_ms = a[1].timeout_ms = 20000;
+    for (i = 0; i < 2; i++) pthread_create(&t[i], NULL, init_thread, &a[i]);
+    for (i = 0; i < 2; i++) {
+      pthread_join(t[i], NULL);
+      if (a[i].result != swcclInvalidUsage)
+        fail("rank %d of %d among ranks that disagree: result %d, expected swcclInvalidUsage (%s)", a[i].rank, a[i].nranks,
+             (int)a[i].result, swcclGetLastError(NULL));
+    }
+    EXPECT_RESULT(swcclGetUniqueId(&a[0].id), swcclSuccess);
+    a[0].nranks = 2; a[0].rank = 0; a[0].timeout_ms = 500;
+    t0 = now_s();
+    init_thread(&a[0]);
+    if (a[0].result != swcclTimeout) fail("rank 0 of 2 alone: result %d, expected swcclTimeout", (int)a[0].result);
+    if (now_s() - t0 > 5) fail("rank 0 of 2 alone took %.1f s with a 0.5 s timeout", now_s() - t0);
+  }
+  group_failure(NULL);
+  {
+    swcclStream_t s;
+    EXPECT_RESULT(swcclStreamCreate(&s), swcclSuccess);
+    group_failure(s);
+    EXPECT_RESULT(swcclStreamDestroy(s), swcclSuccess);
+  }
   /* Ranks as threads. */
   EXPECT_RESULT(swcclCommInitAll(comms, 3), swcclSuccess);
   for (i = 0; i < 3; i++) {
@@ -105,6 +210,14 @@ static int in_process(void) {
   for (i = 0; i < 3; i++) {
     pthread_join(th[i], NULL);
     if (!args[i].ok) fail("initAll: allreduce on thread %d", i);
+  }
+  /* The same communicators from this one thread, by groups. */
+  init_all_groups(comms, 3, NULL);
+  {
+    swcclStream_t streams[3];
+    for (i = 0; i < 3; i++) EXPECT_RESULT(swcclStreamCreate(&streams[i]), swcclSuccess);
+    init_all_groups(comms, 3, streams);
+    for (i = 0; i < 3; i++) EXPECT_RESULT(swcclStreamDestroy(streams[i]), swcclSuccess);
   }
   for (i = 0; i < 3; i++) EXPECT_RESULT(swcclCommDestroy(comms[i]), swcclSuccess);
   printf("in process: %s\n", g_failures ? "FAILED" : "passed");

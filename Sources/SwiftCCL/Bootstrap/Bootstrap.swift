@@ -43,10 +43,12 @@ enum BootstrapRoot {
         var nranks = 0
         var deadline = Deadline.distantFuture  // until the first rank arrives: NCCL's root also waits indefinitely
         var timeoutMs = 0
-        func finish(error: String?) {
+        /// Answers every member: status 0 and every rank's payload, or the kind of the failure (the raw
+        /// value of `CCLError.Kind`, so ranks report it as such) and its cause.
+        func finish(error: String?, kind: CCLError.Kind = .remoteError) {
             for (_, m) in members {
                 var w = ByteWriter()
-                if let error { w.u8(1); w.string(error) } else {
+                if let error { w.u8(UInt8(kind.rawValue)); w.string(error) } else {
                     w.u8(0)
                     for r in 0..<nranks { w.blob(members[r]!.payload) }
                 }
@@ -58,12 +60,12 @@ enum BootstrapRoot {
         while nranks == 0 || members.count < nranks {
             let accepted: (Int32, SocketAddress)?
             do { accepted = try SocketIO.accept(listenFD, deadline: deadline) } catch {
-                finish(error: "bootstrap root failed: \(error.cause)"); return
+                finish(error: "bootstrap root failed: \(error.cause)", kind: .systemError); return
             }
             guard let (fd, from) = accepted else {
                 let missing = (0..<nranks).filter { members[$0] == nil }
                 Log.warn(.bootstrap, "bootstrap root: ranks \(missing) did not arrive within \(timeoutMs) ms")
-                finish(error: "ranks \(missing) of \(nranks) did not reach the bootstrap root within \(timeoutMs) ms")
+                finish(error: "ranks \(missing) of \(nranks) did not reach the bootstrap root within \(timeoutMs) ms", kind: .timeout)
                 return
             }
             do {
@@ -83,12 +85,12 @@ enum BootstrapRoot {
                     deadline = .after(milliseconds: t)
                 } else if size != nranks {
                     members[members.count + 1_000_000] = Member(fd: fd, payload: [])  // it gets the error too
-                    finish(error: "rank \(rank) was started with \(size) ranks but others with \(nranks)")
+                    finish(error: "rank \(rank) was started with \(size) ranks but others with \(nranks)", kind: .invalidUsage)
                     return
                 }
                 if members[rank] != nil {
                     members[members.count + 1_000_000] = Member(fd: fd, payload: [])
-                    finish(error: "two processes claim rank \(rank)")
+                    finish(error: "two processes claim rank \(rank)", kind: .invalidUsage)
                     return
                 }
                 members[rank] = Member(fd: fd, payload: payload)
@@ -164,8 +166,9 @@ final class Bootstrap: @unchecked Sendable {
             try SocketIO.sendMessage(rootFD, w.bytes, deadline: deadline, abortFD: abortFD)
             // The root answers once every rank has arrived, or says who did not.
             reply = ByteReader(try SocketIO.receiveMessage(rootFD, deadline: Deadline.after(milliseconds: min(timeoutMs, Int(Int32.max)) + 2000), abortFD: abortFD))
-            if try reply.u8() != 0 {
-                throw CCLError(.remoteError, "bootstrap root: \(try reply.string())")
+            let status = try reply.u8()
+            if status != 0 {
+                throw CCLError(CCLError.Kind(rawValue: Int32(status)) ?? .remoteError, "bootstrap root: \(try reply.string())")
             }
         } catch {
             throw error.with(operation: "init: rendezvous", rank: rank, peerAddress: parts.root.description)
