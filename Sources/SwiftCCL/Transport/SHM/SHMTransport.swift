@@ -756,10 +756,12 @@ extension SHMTransport: SharedArena {
                 lastScan = Sys.monotonicNanos()
                 try check()
             }
+            // A peer may post and then close between the first read and the liveness check: its word,
+            // read again after its closed flag was seen, is final.
             if cshim_load_acquire_u64(word(next)) < value, let e = lock.withLock({ () -> CCLError? in
                 _ = checkPeers(force: false)
                 return peerError[next]
-            }) { throw e }
+            }), cshim_load_acquire_u64(word(next)) < value { throw e }
         }
     }
 }
