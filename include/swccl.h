@@ -13,7 +13,9 @@
  *   - swcclInvalidArgument: a bad argument (NULL pointer, out-of-range rank/count/type/op, ...). The call
  *     had no effect; the communicator is still usable.
  *   - swcclInvalidUsage: a valid argument used at the wrong time or in the wrong state (wrong call order,
- *     a finalized communicator, ranks that disagree, ...).
+ *     a finalized communicator, a handle -- communicator or stream -- that was destroyed or aborted,
+ *     ...). Argument-level misuse leaves the communicator usable; ranks that turn out to disagree
+ *     inside an operation (different collectives, counts or types) break it, with this code.
  *   - swcclSystemError, swcclInternalError, swcclRemoteError, swcclTimeout: the communicator is broken.
  *     Call swcclCommAbort on it; a new communicator may then be built. Later operations on a broken
  *     communicator return the error that broke it.
@@ -188,9 +190,11 @@ swcclResult_t swcclGetVersion(int* version);
  * rendezvous listener in the calling process (on an interface chosen by SWCCL_SOCKET_IFNAME /
  * SWCCL_SOCKET_FAMILY); that process must stay alive until every rank has finished swcclCommInitRank.
  * With SWCCL_COMM_ID set, the identifier names that address and rank 0 hosts the rendezvous there.
- * Does not block (no network round trip).
- * Returns swcclInvalidArgument if uniqueId is NULL or SWCCL_COMM_ID cannot be parsed, swcclSystemError
- * if no usable interface or listening socket was found.
+ * No network round trip; blocks only briefly (until the listener thread runs, and for a host name in
+ * SWCCL_COMM_ID, its name resolution).
+ * Returns swcclInvalidArgument if uniqueId is NULL, SWCCL_COMM_ID cannot be parsed or resolved,
+ * SWCCL_SOCKET_IFNAME matches no interface that is up, or SWCCL_SOCKET_FAMILY is not AF_INET/AF_INET6;
+ * swcclSystemError if no interface is up at all or no listening socket could be opened.
  */
 swcclResult_t swcclGetUniqueId(swcclUniqueId* uniqueId);
 
@@ -200,8 +204,9 @@ swcclResult_t swcclGetUniqueId(swcclUniqueId* uniqueId);
  * timeout). Each rank calls it from its own process or thread. Same as swcclCommInitRankConfig with a
  * NULL config. On success *comm holds the new communicator; on any error *comm is set to NULL (if comm
  * is not NULL) and nothing needs to be freed.
- * Returns swcclInvalidArgument (without contacting anyone) if comm is NULL, nranks < 1, rank is not in
- * [0, nranks) or commId is not an identifier made by swcclGetUniqueId; swcclInvalidUsage if the ranks
+ * Returns swcclInvalidArgument (without contacting anyone) if comm is NULL, nranks is not in
+ * [1, 65536], rank is not in [0, nranks), commId is not an identifier made by swcclGetUniqueId, or
+ * SWCCL_SOCKET_IFNAME / SWCCL_SOCKET_FAMILY select no interface; swcclInvalidUsage if the ranks
  * disagree (different nranks, two ranks with the same rank); swcclTimeout if not all ranks joined in
  * time; swcclSystemError / swcclRemoteError on network failures.
  */
@@ -211,7 +216,8 @@ swcclResult_t swcclCommInitRank(swcclComm_t* comm, int nranks, swcclUniqueId com
  * As swcclCommInitRank, with options. config may be NULL (all defaults); otherwise it must come from
  * SWCCL_CONFIG_INITIALIZER. Collective and blocking, as swcclCommInitRank.
  * Returns, besides the errors of swcclCommInitRank, swcclInvalidArgument if config has a wrong magic,
- * a size smaller than its three fixed fields, or a transports list with an unknown name; and
+ * a size smaller than its three fixed fields or larger than 4096 (not a struct from this header), or a
+ * transports list with an unknown name; and
  * swcclSystemError if a transport the list requires cannot be used between some pair of ranks.
  */
 swcclResult_t swcclCommInitRankConfig(swcclComm_t* comm, int nranks, swcclUniqueId commId, int rank,
@@ -222,8 +228,12 @@ swcclResult_t swcclCommInitRankConfig(swcclComm_t* comm, int nranks, swcclUnique
  * Blocks until all are connected. Since a call with a NULL stream blocks its thread, use them from one
  * thread per rank, with streams, or by issuing the operations of all ranks inside one
  * swcclGroupStart/swcclGroupEnd (as NCCL's single-thread multi-device use).
- * Returns swcclInvalidArgument if comms is NULL or nranks < 1; on any error no communicator is left
- * allocated and comms[] entries are set to NULL.
+ * The ranks meet at a rendezvous of their own in this process (SWCCL_COMM_ID is not used). Each rank
+ * holds shared-memory FIFOs to every other (memory grows with nranks squared): a few dozen ranks is
+ * the practical limit of one process.
+ * Returns swcclInvalidArgument if comms is NULL or nranks is not in [1, 65536]; swcclSystemError if
+ * the threads or the memory of the ranks cannot be had. On any error comms[] entries are set to NULL
+ * and no communicator is returned (ranks already started give up within the timeout).
  */
 swcclResult_t swcclCommInitAll(swcclComm_t* comms, int nranks);
 
@@ -235,7 +245,8 @@ swcclResult_t swcclCommInitAll(swcclComm_t* comms, int nranks);
  * MASTER_PORT + 1 (torchrun's own store keeps MASTER_PORT); rank 0 hosts the rendezvous there.
  * config may be NULL. Collective and blocking, as
  * swcclCommInitRank, whose errors it returns; in addition swcclInvalidUsage if the environment names
- * no rank, size or rendezvous address, or holds values that cannot be parsed.
+ * no rank, size or rendezvous address, holds values that cannot be parsed (or a rendezvous host that
+ * does not resolve), more than 65536 ranks, or only one of SWCCL_RANK and SWCCL_SIZE.
  */
 swcclResult_t swcclCommInitFromEnv(swcclComm_t* comm, swcclConfig_t* config);
 
@@ -260,7 +271,9 @@ swcclResult_t swcclCommSplit(swcclComm_t comm, int color, int key, swcclComm_t* 
  * remaining ranks and blocking. Needs no excluded rank: the new bootstrap root is the lowest remaining
  * rank, on the TCP port it published when comm was made (so not with SWCCL_TRANSPORTS=shm alone).
  * Returns swcclInvalidArgument if comm or newcomm is NULL, excludeRanksCount < 0, the list is NULL with
- * a positive count, names a rank out of range, twice, or the calling rank, or shrinkFlags is unknown.
+ * a positive count, names a rank out of range, twice, or the calling rank, or shrinkFlags is unknown;
+ * swcclInvalidUsage if comm is finalized or destroyed, or the new root published no TCP port;
+ * errors of communicator creation otherwise.
  */
 swcclResult_t swcclCommShrink(swcclComm_t comm, int* excludeRanksList, int excludeRanksCount,
                               swcclComm_t* newcomm, swcclConfig_t* config, int shrinkFlags);
@@ -268,18 +281,22 @@ swcclResult_t swcclCommShrink(swcclComm_t comm, int* excludeRanksList, int exclu
 /**
  * Completes all operations of comm enqueued on streams (and waits for one in flight on another
  * thread). Blocking, bounded by the timeout; not collective. Afterwards only swcclCommDestroy (which
- * closes the connections), swcclCommAbort and the query functions may be called on comm; other calls
- * return swcclInvalidUsage. An operation that fails while completing reports its error through
- * swcclStreamSynchronize as usual.
+ * closes the connections), swcclCommAbort, the queries (swcclCommCount, swcclCommUserRank,
+ * swcclCommGetAsyncError, swcclGetLastError) and the clean-up calls swcclCommDeregister and
+ * swcclRedOpDestroy may be called on comm; other calls (collectives, send/recv, split, shrink,
+ * register, swcclRedOpCreatePreMulSum) return swcclInvalidUsage. An operation that fails while
+ * completing reports its error through swcclStreamSynchronize as usual.
  * Returns swcclInvalidArgument if comm is NULL, swcclInvalidUsage if comm was already finalized or
- * destroyed, swcclTimeout if enqueued operations did not finish within the timeout (then abort comm).
+ * destroyed, swcclTimeout if enqueued operations did not finish within the timeout (comm is then
+ * broken, as swcclCommGetAsyncError says: abort it).
  */
 swcclResult_t swcclCommFinalize(swcclComm_t comm);
 
 /**
  * Frees comm. If swcclCommFinalize was not called, finalizes it first (blocking, as swcclCommFinalize).
  * The handle must not be used afterwards. comm == NULL: nothing happens, swcclSuccess.
- * Returns the error of the implicit finalize, if any; comm is freed in every case.
+ * Returns the error of the implicit finalize, if any; comm is freed in every case. A handle already
+ * destroyed or aborted (when still recognisable): swcclInvalidUsage, nothing happens.
  */
 swcclResult_t swcclCommDestroy(swcclComm_t comm);
 
@@ -288,13 +305,17 @@ swcclResult_t swcclCommDestroy(swcclComm_t comm);
  * connections are closed without waiting for peers (which then see swcclRemoteError or swcclTimeout),
  * and all its resources are freed. Callable from any thread, including while another thread is blocked
  * in a call on comm; never blocks long. The handle must not be used once both have returned.
- * comm == NULL: nothing happens, swcclSuccess. Returns swcclSuccess otherwise.
+ * comm == NULL: nothing happens, swcclSuccess. A handle already destroyed or aborted (when still
+ * recognisable): swcclInvalidUsage, nothing happens. Returns swcclSuccess otherwise.
  */
 swcclResult_t swcclCommAbort(swcclComm_t comm);
 
 /**
  * Stores in *asyncError the state of comm: swcclSuccess while it is healthy, or the error that broke
- * it (for example a failure detected in the background or in an operation on a stream).
+ * it. Errors are found by operations (there is no background thread): one that failed in a blocking
+ * call, on a stream or in a group, or a swcclCommFinalize that timed out. An operation still blocked
+ * waiting for a dead peer shows here once it has failed (within the timeout). A communicator broken by
+ * ranks that disagreed inside an operation reports swcclInvalidUsage.
  * Never blocks; callable from any thread.
  * Returns swcclInvalidArgument if comm or asyncError is NULL.
  */
@@ -317,15 +338,15 @@ swcclResult_t swcclCommUserRank(const swcclComm_t comm, int* rank);
  * (e.g. pinning for a network transport); *handle receives a registration handle. Local (not
  * collective); may block briefly while memory is registered. Registration is optional: unregistered
  * buffers always work. Release with swcclCommDeregister before freeing the memory or comm.
- * Returns swcclInvalidArgument if comm, buff or handle is NULL or size is 0; swcclSystemError if the
- * memory could not be registered.
+ * Returns swcclInvalidArgument if comm, buff or handle is NULL or size is 0; swcclInvalidUsage if comm
+ * is finalized; swcclSystemError if the memory could not be registered (a transport that pins memory).
  */
 swcclResult_t swcclCommRegister(const swcclComm_t comm, void* buff, size_t size, void** handle);
 
 /**
- * Releases a registration made by swcclCommRegister on the same comm. Waits for operations already
- * enqueued that use the buffer. Returns swcclInvalidArgument if comm is NULL or handle is not a live
- * registration of comm.
+ * Releases a registration made by swcclCommRegister on the same comm. Does not wait: as with NCCL,
+ * synchronize the streams whose operations use the buffer first. Allowed after swcclCommFinalize.
+ * Returns swcclInvalidArgument if comm is NULL or handle is not a live registration of comm.
  */
 swcclResult_t swcclCommDeregister(const swcclComm_t comm, void* handle);
 
@@ -339,14 +360,15 @@ swcclResult_t swcclCommDeregister(const swcclComm_t comm, void* handle);
  * swcclScalarDevice (0) reads it each time an operation using op runs, so scalar must stay valid until
  * then. The operator is valid only with comm and with this datatype. Local; never blocks.
  * Returns swcclInvalidArgument if op, scalar or comm is NULL, datatype is not a valid type, or residence
- * is neither 0 nor 1.
+ * is neither 0 nor 1; swcclInvalidUsage if comm is finalized, or already holds 2^20 live operators.
  */
 swcclResult_t swcclRedOpCreatePreMulSum(swcclRedOp_t* op, void* scalar, swcclDataType_t datatype,
                                         int residence /* 1 = host immediate */, swcclComm_t comm);
 
 /**
  * Destroys an operator made by swcclRedOpCreatePreMulSum on comm. Allowed as soon as the last call
- * given op has returned (operations already enqueued with it still complete correctly). Never blocks.
+ * given op has returned (operations already enqueued with it still complete correctly), and after
+ * swcclCommFinalize. Its value may be handed out again by a later swcclRedOpCreatePreMulSum. Never blocks.
  * Returns swcclInvalidArgument if comm is NULL, op is a built-in operator, or op is not a live operator
  * of comm.
  */
@@ -366,9 +388,9 @@ swcclResult_t swcclStreamCreate(swcclStream_t* stream);
 
 /**
  * Waits for all work enqueued on stream to finish, then frees it. Blocking.
- * Returns swcclInvalidArgument if stream is NULL; otherwise the stream's first error not yet reported by
- * swcclStreamSynchronize or swcclStreamQuery, else swcclSuccess. The stream is freed in every case
- * except swcclInvalidArgument.
+ * Returns swcclInvalidArgument if stream is NULL; swcclInvalidUsage if it is not a live stream
+ * (destroyed already); otherwise the stream's first error not yet cleared by swcclStreamSynchronize,
+ * else swcclSuccess. The stream is freed in every case but these two.
  */
 swcclResult_t swcclStreamDestroy(swcclStream_t stream);
 
@@ -378,14 +400,14 @@ swcclResult_t swcclStreamDestroy(swcclStream_t stream);
  * synchronize. Once an operation on the stream failed, work enqueued after it is skipped (its result
  * would be meaningless) until this call reports the error; the error is then cleared and the stream
  * runs new work again (on a new communicator: the failed one is broken). Returns
- * swcclInvalidArgument if stream is NULL or not a live stream.
+ * swcclInvalidArgument if stream is NULL, swcclInvalidUsage if it is not a live stream.
  */
 swcclResult_t swcclStreamSynchronize(swcclStream_t stream);
 
 /**
  * Never blocks. Returns swcclSuccess if all work enqueued on stream has finished successfully,
  * swcclInProgress if some is still pending, or the stream's first error (not cleared: swcclStreamSynchronize clears it).
- * Returns swcclInvalidArgument if stream is NULL.
+ * Returns swcclInvalidArgument if stream is NULL, swcclInvalidUsage if it is not a live stream.
  */
 swcclResult_t swcclStreamQuery(swcclStream_t stream);
 
@@ -406,7 +428,8 @@ swcclResult_t swcclStreamQuery(swcclStream_t stream);
 /* Each returns swcclInvalidArgument (no effect, comm still usable) if comm is NULL, a buffer needed */
 /* on this rank is NULL while count > 0, datatype or op is not valid (op: built-in or a live        */
 /* run-time operator of comm for this datatype), root/peer is not in [0, nranks), or the buffers     */
-/* overlap other than in the allowed in-place way; swcclInvalidUsage if comm is finalized;         */
+/* overlap other than in the allowed in-place way; swcclInvalidUsage if comm is finalized, stream  */
+/* is not a live stream, or (in a group) another call of comm in the group named another stream;   */
 /* swcclSystemError, swcclInternalError, swcclRemoteError or swcclTimeout if the operation failed    */
 /* or comm was already broken by an earlier failure (the communicator is broken: abort it).         */
 /* ------------------------------------------------------------------------------------------------ */
@@ -476,7 +499,8 @@ swcclResult_t swcclScatter(const void* sendbuff, void* recvbuff, size_t count, s
  * datatype. Sends and receives between the same pair match in call order. With stream == NULL and
  * outside a group, blocks until the data has been handed over (the peer may need to post its receive
  * first). Inside swcclGroupStart/swcclGroupEnd, all sends and receives of the group progress together,
- * so a ring of sends and receives in one group cannot deadlock. peer may be the calling rank.
+ * so a ring of sends and receives in one group cannot deadlock. peer may be the calling rank only
+ * inside a group that also holds the matching swcclRecv (outside one: swcclInvalidUsage, no effect).
  */
 swcclResult_t swcclSend(const void* sendbuff, size_t count, swcclDataType_t datatype, int peer,
                         swcclComm_t comm, swcclStream_t stream);

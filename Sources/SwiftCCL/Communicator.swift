@@ -97,7 +97,9 @@ public final class Communicator: @unchecked Sendable {
     /// or from one thread with a stream per communicator, or inside a group.
     public static func initAll(count: Int, config: CommConfig = CommConfig()) throws(CCLError) -> [Communicator] {
         guard count >= 1, count <= maxRanks else { throw CCLError.invalidArgument("nranks \(count) must be between 1 and \(maxRanks)") }
-        let id = try UniqueID.make()
+        // Always a fresh root in this process: SWCCL_COMM_ID names the job's rendezvous, which the
+        // ranks of initAll must not join (several processes of a job may each call initAll).
+        let id = try UniqueID.makeRandom()
         final class Slots: @unchecked Sendable {
             let done = Condition()
             var results: [Result<Communicator, CCLError>?]
@@ -194,11 +196,13 @@ public final class Communicator: @unchecked Sendable {
             throw record(CCLError.invalidUsage("rank \(survivors[0]), the new root, published no TCP address (SWCCL_TRANSPORTS=shm): cannot shrink").with(operation: "shrink", rank: rank))
         }
         let cfg = config ?? CommConfig(timeoutMs: timeoutMs, transports: transportsSetting, name: name, algorithm: forcedAlgorithm)
-        if abortingInFlight {
-            abort()
-        } else if let e = state.withLock({ s -> CCLError? in s.destroyed ? CCLError.invalidUsage("the communicator was destroyed") : nil }) {
+        if let e = state.withLock({ s -> CCLError? in
+            s.destroyed ? CCLError.invalidUsage("the communicator was destroyed")
+                : s.finalized ? CCLError.invalidUsage("the communicator was finalized (only destroy, abort and queries remain)") : nil
+        }) {
             throw record(e.with(operation: "shrink", rank: rank))
         }
+        if abortingInFlight { abort() }
         // Free this rank's endpoints (the new root rebinds the TCP port it published here).
         opLock.withLock {
             state.withLock { $0.aborted = true }
@@ -219,7 +223,16 @@ public final class Communicator: @unchecked Sendable {
     /// A communicator from the launcher's environment (see `LaunchEnvironment`).
     public static func fromEnvironment(config: CommConfig = CommConfig()) throws(CCLError) -> Communicator {
         let env = try LaunchEnvironment.detect()
-        let id = try UniqueID.fromCommID(env.rendezvous)
+        guard env.size <= maxRanks else {
+            throw CCLError.invalidUsage("the launcher's environment (\(env.source)) gives \(env.size) ranks; at most \(maxRanks) are supported").with(operation: "init")
+        }
+        // A rendezvous address that does not parse or resolve is the environment's fault, not an argument's.
+        let id: UniqueID
+        do throws(CCLError) { id = try UniqueID.fromCommID(env.rendezvous) } catch {
+            var e = error
+            if e.kind == .invalidArgument { e.kind = .invalidUsage }
+            throw e.with(operation: "init")
+        }
         return try Communicator(id: id, rank: env.rank, size: env.size, config: config, source: env.source)
     }
 
@@ -380,7 +393,9 @@ public final class Communicator: @unchecked Sendable {
         let deadline = Deadline.after(milliseconds: timeoutMs)
         while state.withLock({ $0.onStreams }) > 0 {
             if deadline.hasPassed {
-                throw record(CCLError(.timeout, "operations enqueued on streams did not finish within \(timeoutMs) ms").with(operation: "finalize", rank: rank))
+                let e = CCLError(.timeout, "operations enqueued on streams did not finish within \(timeoutMs) ms").with(operation: "finalize", rank: rank)
+                state.withLock { if $0.asyncError == nil { $0.asyncError = e } }
+                throw record(e)
             }
             Sys.sleep(nanos: 1_000_000)
         }
@@ -403,6 +418,9 @@ public final class Communicator: @unchecked Sendable {
     /// The transport the communicator chose: `shm` (all ranks on this host), `tcp`, or `shm+tcp` (shared
     /// memory to the ranks on this host, TCP to the others).
     public var transportName: String { transport.capabilities.name }
+
+    /// Whether `finalize` completed (or `destroy` ran): only destroy, abort and queries remain.
+    public var isFinalized: Bool { state.withLock { $0.finalized || $0.destroyed } }
 
     /// The error that broke this communicator, if any.
     public var asyncError: CCLError? { state.withLock { $0.asyncError } }
@@ -561,7 +579,7 @@ extension Communicator {
                 guard recvCount > 0, let send, let recv else { return }
                 var input = send
                 if let pm = preMulSum {
-                    let tmp = self.preMulScratch.get(recvCount * self.size * type.size)
+                    let tmp = try self.preMulScratch.get(recvCount * self.size * type.size)
                     pm.scale(into: tmp, from: send, count: recvCount * self.size)
                     input = UnsafeRawPointer(tmp)
                 }
@@ -599,7 +617,7 @@ extension Communicator {
                 guard count > 0, let send else { return }
                 var input = send
                 if let pm = preMulSum {
-                    let tmp = self.preMulScratch.get(count * type.size)
+                    let tmp = try self.preMulScratch.get(count * type.size)
                     pm.scale(into: tmp, from: send, count: count)
                     input = UnsafeRawPointer(tmp)
                 }
@@ -758,18 +776,26 @@ final class Scratch: @unchecked Sendable {
     private var base: UnsafeMutableRawPointer?
     private var capacity = 0
 
-    func get(_ bytes: Int) -> UnsafeMutableRawPointer {
+    /// At least `bytes` of scratch; `systemError` (not a crash) when the memory cannot be had.
+    func get(_ bytes: Int) throws(CCLError) -> UnsafeMutableRawPointer {
         if bytes > capacity {
-            base?.deallocate()
-            capacity = max(bytes, 64 << 10)
-            let p = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
-            memset(p, 0, capacity)  // fault the pages in now, not inside the collective
+            free(base)
+            base = nil
+            capacity = 0
+            let want = max(bytes, 64 << 10)
+            var p: UnsafeMutableRawPointer?
+            let rc = posix_memalign(&p, 4096, want)
+            guard rc == 0, let p else {
+                throw CCLError.system("cannot allocate \(want) bytes of scratch memory", Errno(rc == 0 ? ENOMEM : rc))
+            }
+            memset(p, 0, want)  // fault the pages in now, not inside the collective
             base = p
+            capacity = want
         }
         return base!
     }
 
-    func release() { base?.deallocate(); base = nil; capacity = 0 }
+    func release() { free(base); base = nil; capacity = 0 }
 }
 
 /// A pre-multiplied sum (NCCL's `ncclRedOpCreatePreMulSum`): each rank's input is multiplied by a

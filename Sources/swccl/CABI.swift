@@ -415,7 +415,7 @@ func collectiveCall(_ name: String, _ comm: swcclComm_t?, _ datatype: swcclDataT
             if let stream {
                 // Checked now, enqueued on the stream; errors of the run come from swcclStreamSynchronize.
                 guard let s = Streams.lookup(stream) else {
-                    return invalid("stream \(stream) is not a live stream (destroyed already?)", h, operation: name)
+                    return report(.invalidUsage("stream \(stream) is not a live stream (destroyed already?)"), h, operation: name)
                 }
                 let comm = h.comm
                 try s.submit { () throws(CCLError) in try body(comm, type, rop, pre) }
@@ -546,6 +546,14 @@ public func swcclGroupEnd() -> swcclResult_t {
 enum Streams {
     static let live = Mutex<Set<UInt>>([])
 
+    /// The stream behind a handle: `invalidArgument` for NULL, `invalidUsage` for a handle that is not
+    /// (or no longer) a live stream — as for communicators.
+    static func checked(_ s: swcclStream_t?) -> Result<ExecutionStream, CCLError> {
+        guard let s else { return .failure(.invalidArgument("stream is NULL")) }
+        guard let live = lookup(s) else { return .failure(.invalidUsage("stream \(s) is not a live stream (destroyed already?)")) }
+        return .success(live)
+    }
+
     static func lookup(_ s: swcclStream_t?) -> ExecutionStream? {
         guard let s else { return nil }
         let raw = UnsafeMutableRawPointer(s)
@@ -585,18 +593,24 @@ public func swcclStreamDestroy(_ stream: swcclStream_t?) -> swcclResult_t {
 @c @implementation
 public func swcclStreamSynchronize(_ stream: swcclStream_t?) -> swcclResult_t {
     let op = "swcclStreamSynchronize"
-    guard let s = Streams.lookup(stream) else { return invalid("stream is NULL or not a live stream", operation: op) }
-    do { try s.synchronize(); return swcclSuccess } catch { return report(error, operation: op) }
+    switch Streams.checked(stream) {
+    case .failure(let e): return report(e, operation: op)
+    case .success(let s):
+        do { try s.synchronize(); return swcclSuccess } catch { return report(error, operation: op) }
+    }
 }
 
 @c @implementation
 public func swcclStreamQuery(_ stream: swcclStream_t?) -> swcclResult_t {
     let op = "swcclStreamQuery"
-    guard let s = Streams.lookup(stream) else { return invalid("stream is NULL or not a live stream", operation: op) }
-    switch s.query() {
-    case nil: return swcclInProgress
-    case .success?: return swcclSuccess
-    case .failure(let e)?: return report(e, operation: op)
+    switch Streams.checked(stream) {
+    case .failure(let e): return report(e, operation: op)
+    case .success(let s):
+        switch s.query() {
+        case nil: return swcclInProgress
+        case .success?: return swcclSuccess
+        case .failure(let e)?: return report(e, operation: op)
+        }
     }
 }
 
@@ -640,11 +654,18 @@ public func swcclCommDeregister(_ comm: swcclComm_t?, _ reg: UnsafeMutableRawPoi
     switch handle(comm, operation: op) {
     case .failure(let e): return report(e, operation: op)
     case .success(let h):
-        guard let reg, Registrations.live.withLock({ $0.contains(UInt(bitPattern: reg)) }),
-              Unmanaged<RegistrationHandle>.fromOpaque(reg).takeUnretainedValue().comm === h else {
+        // Checked and removed under one lock: two threads deregistering one handle cannot both free it.
+        let mine = reg.map { reg in
+            Registrations.live.withLock { set -> Bool in
+                guard set.contains(UInt(bitPattern: reg)),
+                      Unmanaged<RegistrationHandle>.fromOpaque(reg).takeUnretainedValue().comm === h else { return false }
+                set.remove(UInt(bitPattern: reg))
+                return true
+            }
+        } ?? false
+        guard let reg, mine else {
             return invalid("handle is not a live registration of this communicator", h, operation: op)
         }
-        _ = Registrations.live.withLock { $0.remove(UInt(bitPattern: reg)) }
         let r = Unmanaged<RegistrationHandle>.fromOpaque(reg).takeRetainedValue()
         h.comm.deregister(r.region)
         return swcclSuccess
@@ -652,6 +673,9 @@ public func swcclCommDeregister(_ comm: swcclComm_t?, _ reg: UnsafeMutableRawPoi
 }
 
 // MARK: - run-time reduction operators
+
+/// Live run-time operators one communicator may hold at once.
+let maxRunTimeOps = 1 << 20
 
 @c @implementation
 public func swcclRedOpCreatePreMulSum(_ op: UnsafeMutablePointer<swcclRedOp_t>?, _ scalar: UnsafeMutableRawPointer?,
@@ -662,6 +686,9 @@ public func swcclRedOpCreatePreMulSum(_ op: UnsafeMutablePointer<swcclRedOp_t>?,
     case .success(let h):
         guard let op else { return invalid("op is NULL", h, operation: name) }
         guard let scalar else { return invalid("scalar is NULL", h, operation: name) }
+        guard !h.comm.isFinalized else {
+            return report(.invalidUsage("the communicator was finalized (only destroy, abort and queries remain)"), h, operation: name)
+        }
         guard let type = dataType(datatype) else { return invalid("unknown datatype \(datatype.rawValue)", h, operation: name) }
         let pm: PreMulSum
         switch residence {
@@ -669,11 +696,21 @@ public func swcclRedOpCreatePreMulSum(_ op: UnsafeMutablePointer<swcclRedOp_t>?,
         case 0: pm = PreMulSum(type: type, readingScalarAt: scalar)
         default: return invalid("residence \(residence) is neither 0 (read at each operation) nor 1 (host immediate)", h, operation: name)
         }
-        let id = h.ops.withLock { o -> Int32 in
-            let id = o.next
-            o.next += 1
+        // Ids count up from 5 (after the built-in ops); after Int32.max the freed ones are reused.
+        let id = h.ops.withLock { o -> Int32? in
+            guard o.table.count < maxRunTimeOps else { return nil }
+            var id = o.next
+            if id == Int32.max || o.table[id] != nil {
+                id = 5
+                while o.table[id] != nil { id += 1 }
+            } else {
+                o.next += 1
+            }
             o.table[id] = pm
             return id
+        }
+        guard let id else {
+            return report(.invalidUsage("\(maxRunTimeOps) run-time operators are live on this communicator; destroy some with swcclRedOpDestroy"), h, operation: name)
         }
         op.pointee = swcclRedOp_t(rawValue: UInt32(bitPattern: id))
         return swcclSuccess

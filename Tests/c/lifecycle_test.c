@@ -160,13 +160,59 @@ static int in_process(void) {
   EXPECT_RESULT(swcclSend(x, 4, swcclFloat, -1, comm, NULL), swcclInvalidArgument);
   EXPECT_RESULT(swcclSend(x, 4, swcclFloat, 0, comm, NULL), swcclInvalidUsage);        /* self, no group */
   EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL), swcclSuccess); /* still usable */
-  EXPECT_RESULT(swcclCommFinalize(comm), swcclSuccess);
-  EXPECT_RESULT(swcclCommFinalize(comm), swcclInvalidUsage);
+  {
+    /* After finalize: clean-up calls and queries work, anything that would start something does not. */
+    swcclRedOp_t pre, pre2;
+    float scale = 2;
+    void* reg = NULL;
+    int n = 0;
+    swcclResult_t async = swcclInternalError;
+    EXPECT_RESULT(swcclRedOpCreatePreMulSum(&pre, &scale, swcclFloat, 1, comm), swcclSuccess);
+    EXPECT_RESULT(swcclCommRegister(comm, x, sizeof x, &reg), swcclSuccess);
+    EXPECT_RESULT(swcclCommFinalize(comm), swcclSuccess);
+    EXPECT_RESULT(swcclCommFinalize(comm), swcclInvalidUsage);
+    EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL), swcclInvalidUsage);
+    EXPECT_RESULT(swcclRedOpCreatePreMulSum(&pre2, &scale, swcclFloat, 1, comm), swcclInvalidUsage);
+    EXPECT_RESULT(swcclCommRegister(comm, x, sizeof x, &reg), swcclInvalidUsage);
+    EXPECT_RESULT(swcclCommDeregister(comm, reg), swcclSuccess);
+    EXPECT_RESULT(swcclCommDeregister(comm, reg), swcclInvalidArgument);                    /* twice */
+    EXPECT_RESULT(swcclRedOpDestroy(pre, comm), swcclSuccess);
+    EXPECT_RESULT(swcclCommCount(comm, &n), swcclSuccess);
+    EXPECT_RESULT(swcclCommGetAsyncError(comm, &async), swcclSuccess);
+    if (n != 1 || async != swcclSuccess) fail("queries after finalize: count %d, async error %d", n, (int)async);
+  }
   EXPECT_RESULT(swcclCommDestroy(comm), swcclSuccess);
   EXPECT_RESULT(swcclCommDestroy(comm), swcclInvalidUsage);                            /* twice */
   EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL), swcclInvalidUsage); /* after */
   if (strlen(swcclGetLastError(NULL)) == 0) fail("no message for a destroyed communicator");
   EXPECT_RESULT(swcclCommDestroy(NULL), swcclSuccess);
+  EXPECT_RESULT(swcclCommAbort(comm), swcclInvalidUsage);                              /* after destroy */
+  {
+    /* Streams: NULL is an argument error, a destroyed one a usage error, everywhere. */
+    swcclStream_t s;
+    EXPECT_RESULT(swcclStreamCreate(NULL), swcclInvalidArgument);
+    EXPECT_RESULT(swcclStreamSynchronize(NULL), swcclInvalidArgument);
+    EXPECT_RESULT(swcclStreamQuery(NULL), swcclInvalidArgument);
+    EXPECT_RESULT(swcclStreamDestroy(NULL), swcclInvalidArgument);
+    EXPECT_RESULT(swcclStreamCreate(&s), swcclSuccess);
+    EXPECT_RESULT(swcclStreamQuery(s), swcclSuccess);
+    EXPECT_RESULT(swcclStreamDestroy(s), swcclSuccess);
+    EXPECT_RESULT(swcclStreamDestroy(s), swcclInvalidUsage);
+    EXPECT_RESULT(swcclStreamSynchronize(s), swcclInvalidUsage);
+    EXPECT_RESULT(swcclStreamQuery(s), swcclInvalidUsage);
+    EXPECT_RESULT(swcclGetUniqueId(&id), swcclSuccess);
+    EXPECT_RESULT(swcclCommInitRank(&comm, 1, id, 0), swcclSuccess);
+    EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, s), swcclInvalidUsage);
+    EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL), swcclSuccess);
+    EXPECT_RESULT(swcclCommDestroy(comm), swcclSuccess);
+  }
+  {
+    /* A half-set SWCCL_RANK/SWCCL_SIZE pair is an error, not a silent fall-through to RANK. */
+    setenv("SWCCL_RANK", "0", 1);
+    EXPECT_RESULT(swcclCommInitFromEnv(&comm, NULL), swcclInvalidUsage);
+    if (comm != NULL) fail("InitFromEnv left a communicator after an error");
+    unsetenv("SWCCL_RANK");
+  }
   /* Ranks that disagree on the rank count, then a rank whose peer never comes. */
   {
     struct init_arg a[2];

@@ -107,7 +107,7 @@ enum AllReduce {
         let es = type.size, bytes = count * es
         let fold = Fold(rank: ctx.rank, size: ctx.size)
         let kernel = Reduction.kernel(type, op)
-        let tmp = ctx.scratch.get(max(bytes, 1))
+        let tmp = try ctx.scratch.get(max(bytes, 1))
         guard let input = try foldIn(ctx, fold, send: send, into: recv, count: count, type: type, op: op, tmp: tmp) else {
             try foldOut(ctx, fold, result: recv, bytes: bytes)
             return
@@ -137,7 +137,7 @@ enum AllReduce {
                                   count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         let bytes = count * type.size
         let fold = Fold(rank: ctx.rank, size: ctx.size)
-        let tmp = ctx.scratch.get(max(bytes, 1))
+        let tmp = try ctx.scratch.get(max(bytes, 1))
         let kernel = Reduction.kernel(type, op)
         guard var mine = try foldIn(ctx, fold, send: send, into: recv, count: count, type: type, op: op, tmp: tmp) else {
             try foldOut(ctx, fold, result: recv, bytes: bytes)
@@ -175,7 +175,7 @@ enum AllReduce {
         chunk = min(max(chunk, minChunkElems), maxChunkElems)
         let rounds = (maxSeg + chunk - 1) / chunk
         let lanes = min(lanesWanted, rounds)
-        let scratch = ctx.scratch.get(lanes * chunk * esize)
+        let scratch = try ctx.scratch.get(lanes * chunk * esize)
         let steps = 2 * (n - 1)
 
         // Per-lane ring geometry.

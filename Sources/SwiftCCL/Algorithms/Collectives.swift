@@ -39,7 +39,7 @@ enum Collectives {
     /// as many from r+d); one rotation puts them in rank order.
     static func bruck(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer, bytes: Int) throws(CCLError) {
         let n = ctx.size, r = ctx.rank
-        let tmp = ctx.scratch.get(n * bytes)
+        let tmp = try ctx.scratch.get(n * bytes)
         tmp.copyMemory(from: send, byteCount: bytes)
         var d = 1
         while d < n {
@@ -73,7 +73,7 @@ enum Collectives {
         let n = ctx.size, es = type.size, blockBytes = count * es
         let fold = AllReduce.Fold(rank: ctx.rank, size: n)
         let kernel = Reduction.kernel(type, op)
-        let scratch = ctx.scratch.get(2 * n * blockBytes)
+        let scratch = try ctx.scratch.get(2 * n * blockBytes)
         let acc = scratch, tmp = scratch + n * blockBytes
         guard let input = try AllReduce.foldIn(ctx, fold, send: send, into: acc, count: n * count, type: type, op: op, tmp: tmp) else {
             let q = try ctx.recv(ctx.rank + 1, lane: 255, recv, blockBytes)
@@ -104,7 +104,7 @@ enum Collectives {
             return
         }
         let kernel = Reduction.kernel(type, op)
-        let scratch = ctx.scratch.get(2 * max(bytes, 1))
+        let scratch = try ctx.scratch.get(2 * max(bytes, 1))
         let tmp = scratch, acc = scratch + max(bytes, 1)
         let right = (r + 1) % n, left = (r + n - 1) % n
         @inline(__always) func block(_ b: Int) -> Int { ((b % n) + n) % n }
@@ -193,7 +193,7 @@ enum Collectives {
         let n = ctx.size, bytes = count * type.size
         let v = (ctx.rank - root + n) % n
         let kernel = Reduction.kernel(type, op)
-        let scratch = ctx.scratch.get(2 * max(bytes, 1))
+        let scratch = try ctx.scratch.get(2 * max(bytes, 1))
         let tmp = scratch
         let acc = v == 0 ? recv! : scratch + max(bytes, 1)
         var partial = send
@@ -231,7 +231,7 @@ enum Collectives {
         let to = v == 0 ? -1 : (ctx.rank - 1 + n) % n     // towards the root
         // Two receive buffers (one filling while the other is reduced) and two partials (one being sent).
         let slot = chunkElems * esize
-        let scratch = ctx.scratch.get(4 * slot)
+        let scratch = try ctx.scratch.get(4 * slot)
         var sends: [Request?] = [nil, nil]
         var recvReq: Request?
         func range(_ k: Int) -> (Int, Int) { (k * chunkElems, min(chunkElems, count - k * chunkElems)) }

@@ -88,7 +88,7 @@ public enum DoubleTree {
         let chunkElems = max(1, min(max(Knobs.treeChunkBytes.value, 1024), max((half * es + 3) / 4, 4096)) / es)
         let W = window
         let slotBytes = chunkElems * es
-        let scratch = ctx.scratch.get(2 * W * 2 * slotBytes)
+        let scratch = try ctx.scratch.get(2 * W * 2 * slotBytes)
         var pipes: [Pipe] = []
         for (t, node) in [t0, t1].enumerated() {
             let base = t == 0 ? 0 : half

@@ -37,6 +37,9 @@ public struct LaunchEnvironment: Sendable, Equatable {
 
     public static func detect(_ env: (String) -> String?) throws(CCLError) -> LaunchEnvironment {
         for s in sources {
+            if s.name == "SWCCL", (env(s.rank) == nil) != (env(s.size) == nil) {
+                throw CCLError.invalidUsage("SWCCL_RANK and SWCCL_SIZE must be set together (only \(env(s.rank) == nil ? "SWCCL_SIZE" : "SWCCL_RANK") is)")
+            }
             guard let rt = env(s.rank), let st = env(s.size) else { continue }
             guard let r = Int(rt.trimmingSpaces), let n = Int(st.trimmingSpaces), n > 0, r >= 0, r < n else {
                 throw CCLError.invalidUsage("\(s.rank)=\(rt) and \(s.size)=\(st) are not a valid rank and size")
