@@ -64,6 +64,9 @@ struct Options {
     var unalign = 0
     var jsonFile: String?
     var timeoutS = 0.0
+    var plotFile: String?
+    var compareFile: String?
+    var title: String?
 }
 
 @MainActor func fail(_ message: String, code: Int32 = 2) -> Never {
@@ -93,8 +96,15 @@ usage: swccl-perf <collective> [options]
   --transport T         auto (shm when every rank shares a host, else tcp), tcp, shm
   -u, --unalign N       offset buffers by N elements
   -J, --output_file F   also write every row as JSON lines
+  --plot F.svg          draw bus bandwidth against size (out-of-place) as an SVG chart
+  --compare F.json      add the series of F (JSON lines: {"series":NAME,"size":B,"busbw":GBPS}, or
+                        rows of another run's -J) to the chart
+  --title T             the chart's title
   -T, --timeout S       fail if one size takes longer than S seconds, naming the stuck rank
   --env                 list every SWCCL_* environment variable and exit
+
+       swccl-perf plot --compare F.json --plot F.svg [--title T]
+                        draw the series of F.json only (no ranks are started)
 """
 
 @MainActor func parseSize(_ s: String) -> Int? {
@@ -153,6 +163,9 @@ usage: swccl-perf <collective> [options]
         case "-u", "--unalign": o.unalign = int(value())
         case "-J", "--output_file": o.jsonFile = value()
         case "-T", "--timeout": guard let v = Double(value()), v > 0 else { fail("bad timeout") }; o.timeoutS = v
+        case "--plot": o.plotFile = value()
+        case "--compare": o.compareFile = value()
+        case "--title": o.title = value()
         default:
             if a.hasPrefix("-") { fail("unknown option \(a)\n\(usage)") }
             guard o.collective.isEmpty else { fail("unexpected argument \(a)") }
@@ -161,6 +174,15 @@ usage: swccl-perf <collective> [options]
         i += 1
     }
     guard !o.collective.isEmpty else { fail("which collective?\n\(usage)") }
+    if o.collective == "plot" {
+        guard let out = o.plotFile, let input = o.compareFile else { fail("plot needs --compare F.json and --plot F.svg") }
+        do {
+            let series = try readSeries(input)
+            guard !series.isEmpty else { fail("\(input) holds no points") }
+            guard writeFile(out, svgChart(title: o.title ?? "bus bandwidth", series: series)) else { fail("cannot write \(out)") }
+        } catch { fail("\(error)") }
+        exit(0)
+    }
     guard let c = Collective(rawValue: o.collective) ?? Collective(rawValue: o.collective.replacingUnderscores) else {
         fail("unknown collective \(o.collective)\n\(usage)")
     }
@@ -220,6 +242,12 @@ let config = CommConfig(timeoutMs: options.timeoutS > 0 ? Int(options.timeoutS *
         exit(1)
     }
 }
+
+// Fail on an unreadable --compare file now, not after the run.
+let compared: [Series] = {
+    guard let f = options.compareFile, !isChild else { return [] }
+    do { return try readSeries(f) } catch { fail("\(error)") }
+}()
 
 let comm = makeCommunicator()
 let rank = comm.rank
@@ -398,6 +426,28 @@ if rank == 0, let f = options.jsonFile {
 
 @MainActor func fmtTime(_ us: Double) -> String { us >= 10000 ? fmt(us, 7, 0) : us >= 100 ? fmt(us, 7, 1) : fmt(us, 7, 2) }
 
+/// Rows kept for --plot: (type, op) → points of out-of-place and in-place busbw.
+var plotted: [(name: String, oop: [(Double, Double)], ip: [(Double, Double)])] = []
+
+/// The progress line on standard error (rank 0, only when it is a terminal): the size under way and
+/// the time since the start, so a long sweep shows it is alive.
+enum Progress {
+    nonisolated(unsafe) static var shown = false
+    static let enabled = isatty(2) != 0
+    static let start = Clock.nanos()
+    static func show(_ text: String) {
+        guard enabled else { return }
+        let elapsed = Double(Clock.nanos() - start) / 1e9
+        eprint("\r\u{1B}[K# \(text), \(String(Int(elapsed))) s elapsed")
+        shown = true
+    }
+    static func clear() {
+        guard enabled && shown else { return }
+        eprint("\r\u{1B}[K")
+        shown = false
+    }
+}
+
 var totalWrong = 0
 var busSum = 0.0
 var rowsCount = 0
@@ -413,9 +463,16 @@ if rank == 0 {
     fflush(nil)
 }
 
+let sweep = options.kind == .barrier ? [0] : sizes()
+let combinations = options.types.count * options.ops.count
+var step = 0
 outer: for type in options.types {
     for op in options.ops {
-        for size in (options.kind == .barrier ? [0] : sizes()) {
+        for size in sweep {
+            step += 1
+            if rank == 0 {
+                Progress.show("size \(size) B \(type) \(op) (\(step) of \(sweep.count * combinations))")
+            }
             let kind = options.kind
             let per = kind.sizeIsTotal ? nranks : 1
             let block = kind == .barrier ? 0 : size / (type.size * per)
@@ -441,6 +498,11 @@ outer: for type in options.types {
             busSum += row.busbw[0]
             rowsCount += 1
             if rank == 0 {
+                Progress.clear()
+                let name = "SwiftCCL \(type) \(kind.reduces ? op.description : "")".trimmingCharacters(in: .whitespaces)
+                if plotted.last?.name != name { plotted.append((name, [], [])) }
+                plotted[plotted.count - 1].oop.append((Double(bytes), row.busbw[0]))
+                if kind.hasInPlace { plotted[plotted.count - 1].ip.append((Double(bytes), row.busbw[1])) }
                 var line = pad(String(bytes), 12) + pad(String(count), 10) + pad(type.description, 9)
                     + pad(kind.reduces ? op.description : "none", 7) + pad(kind.rooted ? String(options.root) : "-1", 6)
                 for k in 0..<2 {
@@ -453,7 +515,7 @@ outer: for type in options.types {
                 print(line)
                 fflush(nil)
                 if let j = jsonOut {
-                    let s = "{\"collective\":\"\(options.kind.rawValue)\",\"nranks\":\(nranks),\"size\":\(bytes),\"count\":\(count),\"type\":\"\(type)\",\"op\":\"\(op)\",\"root\":-1,"
+                    let s = "{\"collective\":\"\(options.kind.rawValue)\",\"nranks\":\(nranks),\"size\":\(bytes),\"count\":\(count),\"type\":\"\(type)\",\"op\":\"\(op)\",\"root\":\(kind.rooted ? options.root : -1),"
                         + "\"oop_time_us\":\(row.time[0]),\"oop_algbw\":\(row.algbw[0]),\"oop_busbw\":\(row.busbw[0]),\"oop_wrong\":\(row.wrong[0]),"
                         + "\"ip_time_us\":\(row.time[1]),\"ip_algbw\":\(row.algbw[1]),\"ip_busbw\":\(row.busbw[1]),\"ip_wrong\":\(row.wrong[1])}\n"
                     fputs(s, j)
@@ -464,6 +526,18 @@ outer: for type in options.types {
 }
 
 if let j = jsonOut { fclose(j) }
+if rank == 0 { Progress.clear() }
+if rank == 0 && !failed, let out = options.plotFile {
+    var series: [Series] = []
+    for p in plotted {
+        series.append(Series(name: plotted.count == 1 ? "SwiftCCL out-of-place" : "\(p.name) out-of-place", points: p.oop.map { ($0.0, $0.1) }))
+        if plotted.count == 1 && !p.ip.isEmpty { series.append(Series(name: "SwiftCCL in-place", points: p.ip.map { ($0.0, $0.1) })) }
+    }
+    series += compared
+    let title = options.title ?? "\(options.kind.rawValue), \(nranks) ranks, \(comm.transportName)"
+    let note = "swccl-perf " + arguments.joined(separator: " ")
+    if !writeFile(out, svgChart(title: title, note: note, series: series)) { eprint("swccl-perf: cannot write \(out)\n"); failed = true }
+}
 if rank == 0 && !failed {
     print("# Out of bounds values : \(totalWrong) \(totalWrong == 0 ? "OK" : "FAILED")")
     print("# Avg bus bandwidth    : \(fmt(rowsCount > 0 ? busSum / Double(rowsCount) : 0, 0, 3))")

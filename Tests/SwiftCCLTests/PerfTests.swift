@@ -63,4 +63,46 @@ final class PerfTests: XCTestCase {
         let (code2, _) = try runPerf(["all_reduce", "-np", "2", "--transport", "carrier-pigeon"])
         XCTAssertNotEqual(code2, 0)
     }
+
+    func readText(_ path: String) -> String {
+        guard let f = fopen(path, "r") else { return "" }
+        defer { fclose(f) }
+        var text = "", line = [CChar](repeating: 0, count: 65536)
+        while fgets(&line, 65536, f) != nil { text += line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
+        return text
+    }
+
+    /// --plot writes an SVG chart of the run (one point per size and series) with the series of a
+    /// --compare file beside it; -J rows name the root of rooted collectives; `swccl-perf plot` draws
+    /// a file of series alone and refuses a malformed one.
+    func testPlotAndJSON() throws {
+        let dir = "/tmp/swccl-perf-plot-\(getpid())"
+        mkdir(dir, 0o755)
+        defer { system("rm -rf \(dir)") }
+        let peers = "\(dir)/peers.json"
+        let f = fopen(peers, "w")!
+        fputs("# a comment\n{\"series\":\"Peer X\",\"size\":1024,\"busbw\":0.25}\n{\"series\":\"Peer X\",\"size\":65536,\"busbw\":1.5}\n", f)
+        fclose(f)
+        let (code, text) = try runPerf(["broadcast", "-np", "2", "-b", "1K", "-e", "64K", "-f", "4", "-n", "2", "-w", "1", "-r", "1",
+                                        "--plot", "\(dir)/run.svg", "--compare", peers, "-J", "\(dir)/run.json"])
+        XCTAssertEqual(code, 0, text)
+        let svg = readText("\(dir)/run.svg")
+        XCTAssertTrue(svg.hasPrefix("<svg") && svg.contains("</svg>"), svg)
+        XCTAssertTrue(svg.contains("SwiftCCL out-of-place") && svg.contains("SwiftCCL in-place") && svg.contains("Peer X"), svg)
+        XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 3, svg)
+        XCTAssertEqual(svg.components(separatedBy: "<circle").count - 1, 4 + 4 + 2, svg)  // sizes 1K 4K 16K 64K, twice, and 2 peer points
+        let rows = readText("\(dir)/run.json").split(separator: "\n")
+        XCTAssertEqual(rows.count, 4)
+        XCTAssertTrue(rows.allSatisfy { $0.contains("\"root\":1") && $0.contains("\"oop_busbw\":") }, rows.joined(separator: "\n"))
+        // A previous run's rows are a valid --compare file for `plot`.
+        let (c2, t2) = try runPerf(["plot", "--compare", "\(dir)/run.json", "--plot", "\(dir)/again.svg", "--title", "again"])
+        XCTAssertEqual(c2, 0, t2)
+        XCTAssertTrue(readText("\(dir)/again.svg").contains(">again</text>"))
+        let bad = fopen("\(dir)/bad.json", "w")!
+        fputs("{\"series\":\"Y\",\"size\":8}\n", bad)
+        fclose(bad)
+        let (c3, t3) = try runPerf(["plot", "--compare", "\(dir)/bad.json", "--plot", "\(dir)/bad.svg"])
+        XCTAssertNotEqual(c3, 0)
+        XCTAssertTrue(t3.contains("bad.json:1"), t3)
+    }
 }
