@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """gloo_allreduce — times a torch.distributed collective with the Gloo backend, nccl-tests style.
 
-    python gloo_allreduce.py [-np N] [-b MINBYTES] [-e MAXBYTES] [-w WARMUP] [-n ITERS]
+    python gloo_allreduce.py [-np N] [-b MINBYTES] [-e MAXBYTES] [-f STEPFACTOR] [-w WARMUP] [-n ITERS]
                              [-c allreduce|allgather|reducescatter|bcast] [--port PORT]
 
 Starts N ranks as separate processes (this script again, with --rank), joined with
 init_method tcp://127.0.0.1:PORT (a free port is picked when none is given) and
 GLOO_SOCKET_IFNAME=lo unless already set. Gloo in torch only has a TCP transport.
 
-Output on rank 0, one line per size (sizes step by a factor 2; lines starting with '#' are
+Output on rank 0, one line per size (sizes step by a factor STEPFACTOR, default 2; lines starting with '#' are
 comments), the same format as mpi_allreduce.c:
 
     size_bytes time_us algbw busbw
@@ -57,11 +57,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def sizes(minb, maxb):
+def sizes(minb, maxb, step=2):
     b = minb
     while b <= maxb:
         yield b
-        b *= 2
+        b *= step
 
 
 def worker(args):
@@ -143,7 +143,7 @@ def worker(args):
         print("# size_bytes time_us algbw busbw", flush=True)
 
     timing = torch.zeros(1, dtype=torch.float64)
-    for b in sizes(args.minbytes, args.maxbytes):
+    for b in sizes(args.minbytes, args.maxbytes, args.stepfactor):
         unit = 4 * n if coll in ("allgather", "reducescatter") else 4
         size = b // unit * unit
         if size == 0:
@@ -174,7 +174,7 @@ def launcher(args):
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     env.setdefault("OMP_NUM_THREADS", "1")
     common = [sys.executable, os.path.abspath(__file__), "-np", str(args.np),
-              "-b", str(args.minbytes), "-e", str(args.maxbytes), "-w", str(args.warmup),
+              "-b", str(args.minbytes), "-e", str(args.maxbytes), "-f", str(args.stepfactor), "-w", str(args.warmup),
               "-n", str(args.iters), "-c", args.coll, "--port", str(port)]
     # On SIGTERM/SIGINT (e.g. from `timeout`), raise so that the finally below kills the ranks.
     def on_signal(signum, _frame):
@@ -216,6 +216,7 @@ def main():
     ap.add_argument("-np", "--np", type=int, default=2, help="ranks (processes) to start")
     ap.add_argument("-b", "--minbytes", type=parse_size, default=8)
     ap.add_argument("-e", "--maxbytes", type=parse_size, default=64 << 20)
+    ap.add_argument("-f", "--stepfactor", type=int, default=2)
     ap.add_argument("-w", "--warmup", type=int, default=5)
     ap.add_argument("-n", "--iters", type=int, default=20)
     ap.add_argument("-c", "--coll", type=parse_coll, default="allreduce")
@@ -223,7 +224,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=0, help="kill the ranks after S seconds")
     ap.add_argument("--rank", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.np < 1 or args.iters < 1 or args.warmup < 0 or args.minbytes < 1 \
+    if args.np < 1 or args.iters < 1 or args.warmup < 0 or args.minbytes < 1 or args.stepfactor < 2 \
             or args.maxbytes < args.minbytes:
         ap.error("bad arguments")
     if args.rank >= 0:

@@ -1,9 +1,9 @@
 /*
  * mpi_allreduce — times an MPI collective on float32 data, nccl-tests style.
  *
- *   mpirun -np N ./mpi_allreduce [MINBYTES [MAXBYTES [WARMUP [ITERS [COLL]]]]]
- *     MINBYTES, MAXBYTES  sizes in bytes, K/M/G suffixes (powers of 1024); steps by a factor 2
- *                         (defaults 8 and 64M)
+ *   mpirun -np N ./mpi_allreduce [MINBYTES [MAXBYTES [WARMUP [ITERS [COLL [STEPFACTOR]]]]]]
+ *     MINBYTES, MAXBYTES  sizes in bytes, K/M/G suffixes (powers of 1024); steps by a factor
+ *                         STEPFACTOR (default 2) (defaults 8 and 64M)
  *     WARMUP, ITERS       untimed / timed iterations per size (defaults 5, 20)
  *     COLL                allreduce (default) | allgather | reducescatter | bcast
  *
@@ -84,11 +84,12 @@ int main(int argc, char **argv) {
     int warmup = argc > 3 ? atoi(argv[3]) : 5;
     int iters = argc > 4 ? atoi(argv[4]) : 20;
     int coll = argc > 5 ? parse_coll(argv[5]) : ALLREDUCE;
-    if (coll < 0 || iters <= 0 || warmup < 0 || minb == 0 || maxb < minb) {
+    int step = argc > 6 ? atoi(argv[6]) : 2;
+    if (coll < 0 || iters <= 0 || warmup < 0 || minb == 0 || maxb < minb || step < 2) {
         if (rank == 0)
             fprintf(stderr,
                     "usage: %s [MINBYTES [MAXBYTES [WARMUP [ITERS [allreduce|allgather|"
-                    "reducescatter|bcast]]]]]\n",
+                    "reducescatter|bcast [STEPFACTOR]]]]]]\n",
                     argv[0]);
         MPI_Finalize();
         return 2;
@@ -125,7 +126,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
 
-    for (size_t bytes = minb; bytes <= maxb; bytes *= 2) {
+    for (size_t bytes = minb; bytes <= maxb; bytes *= (size_t)step) {
         size_t unit = (coll == ALLGATHER || coll == REDUCESCATTER) ? sizeof(float) * n : sizeof(float);
         size_t size = bytes / unit * unit;
         if (size == 0) {
@@ -178,7 +179,7 @@ int main(int argc, char **argv) {
             printf("%12zu %12.2f %8.3f %8.3f\n", size, time_us, algbw, algbw * factor);
             fflush(stdout);
         }
-        if (bytes > maxb / 2) break; /* avoid overflow */
+        if (bytes > maxb / (size_t)step) break; /* avoid overflow */
     }
 
     free(sendbuf);

@@ -40,6 +40,14 @@ if [ "${SWCCL_SKIP_APT:-0}" != 1 ]; then
         $SUDO apt-get update
         $SUDO apt-get install -y openmpi-bin libopenmpi-dev
     fi
+    if ! command -v iperf3 >/dev/null; then
+        log "installing iperf3 (the loopback TCP yardstick of Benchmarks/compare/compare.sh)"
+        SUDO=""
+        [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y iperf3 \
+            || { $SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y iperf3; } \
+            || log "iperf3 could not be installed (the comparison runs without that yardstick)"
+    fi
 fi
 
 if command -v mpicc >/dev/null; then
