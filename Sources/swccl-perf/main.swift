@@ -437,7 +437,8 @@ enum Progress {
     static let start = Clock.nanos()
     static func show(_ text: String) {
         guard enabled else { return }
-        let elapsed = Double(Clock.nanos() - start) / 1e9
+        let since = start  // read before the clock: the first read sets it
+        let elapsed = Double(Clock.nanos() &- since) / 1e9
         eprint("\r\u{1B}[K# \(text), \(String(Int(elapsed))) s elapsed")
         shown = true
     }
@@ -463,6 +464,7 @@ if rank == 0 {
     fflush(nil)
 }
 
+_ = Progress.start  // elapsed time counts from here
 let sweep = options.kind == .barrier ? [0] : sizes()
 let combinations = options.types.count * options.ops.count
 var step = 0

@@ -105,4 +105,23 @@ final class PerfTests: XCTestCase {
         XCTAssertNotEqual(c3, 0)
         XCTAssertTrue(t3.contains("bad.json:1"), t3)
     }
+
+    /// The progress line goes to standard error only when it is a terminal: under `script` (a pseudo
+    /// terminal) it appears and is erased; into a file (as in every other test) it does not.
+    func testProgressLineOnlyOnATerminal() throws {
+        guard access("/usr/bin/script", X_OK) == 0 else { throw XCTSkip("no /usr/bin/script (util-linux) to provide a terminal") }
+        let args = ["all_reduce", "-np", "2", "-b", "8", "-e", "64K", "-n", "2", "-w", "1"]
+        let (code, text) = try runPerf(args)
+        XCTAssertEqual(code, 0, text)
+        XCTAssertFalse(text.contains("elapsed"), text)
+        let out = "/tmp/swccl-perf-tty-\(getpid()).log"
+        defer { unlink(out) }
+        let p = try Spawn.start("/usr/bin/script", ["-qec", ([perf] + args).joined(separator: " "), "/dev/null"],
+                                env: ["SWCCL_SOCKET_IFNAME": "lo"], output: out)
+        XCTAssertEqual(p.wait(), 0)
+        let tty = readText(out)
+        XCTAssertTrue(tty.contains("# size 65536 B float sum (14 of 14), 0 s elapsed") || tty.contains("(14 of 14)"), tty)
+        XCTAssertTrue(tty.contains("\u{1B}[K"), "the line is erased before rows are printed")
+        XCTAssertTrue(tty.contains("# Out of bounds values : 0 OK"), tty)
+    }
 }
