@@ -17,8 +17,10 @@ let package = Package(
         .target(name: "CSwcclKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // Static-inline wrappers of the few syscalls Glibc's Swift module lacks.
         .target(name: "CSwcclShims"),
+        // libibverbs, loaded at run time (dlopen); its types from libibverbs-dev's header.
+        .target(name: "CSwcclVerbs"),
         // The core: transports, bootstrap, algorithms, communicator. Glibc and Synchronization only.
-        .target(name: "SwiftCCL", dependencies: ["CSwcclKernels", "CSwcclShims"]),
+        .target(name: "SwiftCCL", dependencies: ["CSwcclKernels", "CSwcclShims", "CSwcclVerbs"]),
         // The hand-written public header, imported by the C ABI layer.
         .target(name: "CSwcclHeader", path: "include", sources: [], publicHeadersPath: "."),
         // The C ABI: a thin layer of @c @implementation functions over the Swift API.

@@ -338,6 +338,7 @@ public final class Communicator: @unchecked Sendable {
             let sameHost = hosts.allSatisfy { $0.sameHost(as: hosts[0]) }
             Log.info(.initialization, "rank \(rank): NUMA topology: \(NUMA.topology().joined(separator: "; ")); this rank runs on node \(NUMA.currentNode().map(String.init) ?? "?")"
                      + (NUMA.available ? "" : " (no placement: \(NUMA.unavailableReason))"))
+            if Log.enabled(.info, .initialization) { Log.info(.initialization, "transports on this host: shm, tcp; \(VerbsDevices.summary)") }
             Log.info(.initialization, "\(name): \(size) ranks\(source.map { " from \($0)" } ?? ""), \(sameHost ? "all on one host" : "several hosts"), transport \(transport.capabilities), timeout \(timeoutMs) ms")
             for problem in selector.rules.problems { Log.warn(.tuning, "SWCCL_ALGO: ignoring \(problem)") }
             if Log.enabled(.info, .tuning) {

@@ -102,6 +102,7 @@ usage: swccl-perf <collective> [options]
   --title T             the chart's title
   -T, --timeout S       fail if one size takes longer than S seconds, naming the stuck rank
   --env                 list every SWCCL_* environment variable and exit
+  --transports          list the transports this host offers (RDMA ports with their GIDs) and exit
 
        swccl-perf plot --compare F.json --plot F.svg [--title T]
                         draw the series of F.json only (no ranks are started)
@@ -134,6 +135,12 @@ usage: swccl-perf <collective> [options]
         let a = args[i]
         switch a {
         case "-h", "--help": print(usage); exit(0)
+        case "--transports":
+            // What this host offers (the verbs transport itself comes with issue 7).
+            print("shm: available (ranks on this host)")
+            print("tcp: available")
+            print(VerbsDevices.summary)
+            exit(0)
         case "--env":
             for k in Knobs.all { print("\(k.name)=\(k.currentText)    (default \(k.defaultText.isEmpty ? "unset" : k.defaultText)) \(k.help)") }
             exit(0)

@@ -102,4 +102,40 @@ final class SetupTests: XCTestCase {
         let r = try Ranks.run("badiface", ranks: 1, env: ["SWCCL_SOCKET_IFNAME": "=nosuchif0"])
         XCTAssertTrue(r.allPassed, r.summary)
     }
+
+    /// SWCCL_IB_HCA as NCCL_IB_HCA: prefixes, ports, `^` to exclude, `=` for exact names.
+    func testHCAFilter() {
+        XCTAssertTrue(HCAFilter("").admits("mlx5_0", port: 1))
+        let prefix = HCAFilter("mlx5")
+        XCTAssertTrue(prefix.admits("mlx5_0", port: 1) && prefix.admits("mlx5_12", port: 2))
+        XCTAssertFalse(prefix.admits("rxe0", port: 1))
+        let ports = HCAFilter("mlx5_0:1, mlx5_1")
+        XCTAssertTrue(ports.admits("mlx5_0", port: 1) && ports.admits("mlx5_1", port: 2))
+        XCTAssertFalse(ports.admits("mlx5_0", port: 2))
+        let exact = HCAFilter("=mlx5_1")
+        XCTAssertTrue(exact.admits("mlx5_1", port: 1))
+        XCTAssertFalse(exact.admits("mlx5_10", port: 1))
+        let excluded = HCAFilter("^mlx5_0:1,rxe")
+        XCTAssertFalse(excluded.admits("mlx5_0", port: 1) || excluded.admits("rxe0", port: 1))
+        XCTAssertTrue(excluded.admits("mlx5_0", port: 2) && excluded.admits("mlx5_1", port: 1))
+        let both = HCAFilter("^=mlx5_1")
+        XCTAssertTrue(both.exclude && both.exact)
+        XCTAssertFalse(both.admits("mlx5_1", port: 1))
+        XCTAssertTrue(both.admits("mlx5_10", port: 1))
+    }
+
+    /// The verbs probe never fails the process: with RDMA ports it lists them (each with a GID);
+    /// without (no rdma-core, a kernel without RDMA, as on the CI machines here) it says why.
+    func testVerbsProbeListsPortsOrSaysWhy() {
+        let probed = VerbsDevices.probed
+        if probed.ports.isEmpty {
+            XCTAssertFalse(probed.why.isEmpty)
+            XCTAssertTrue(VerbsDevices.summary.hasPrefix("ib: unavailable: "), VerbsDevices.summary)
+        } else {
+            XCTAssertTrue(probed.why.isEmpty)
+            for p in probed.ports { XCTAssertTrue(p.port >= 1 && p.gidIndex >= 0 && p.gid.contains(":"), p.description) }
+        }
+        XCTAssertEqual(VerbsDevices.gidText([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 233, 0, 1]), "::ffff:10.233.0.1")
+        XCTAssertEqual(VerbsDevices.gidText([0xfe, 0x80] + Array(repeating: 0, count: 13) + [1]), "fe80::1")
+    }
 }
