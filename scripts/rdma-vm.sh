@@ -65,8 +65,10 @@ build() {
     host_packages || die "cannot install qemu-system-x86, mmdebstrap and cpio"
     local t0=$SECONDS sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
     if [ ! -f "$CACHE/rootfs-$RECIPE" ]; then
-        $sudo rm -rf "$CACHE"
+        # Only what this script puts there: SWCCL_VM_CACHE may name a folder shared with others.
         mkdir -p "$CACHE"
+        $sudo rm -rf "$CACHE/rootfs" "$CACHE"/rootfs-* "$CACHE"/ready-* "$CACHE/vmlinux" "$CACHE/initramfs" \
+            "$CACHE/initramfs.cpio.gz" "$CACHE/kernel-version"
         log "root filesystem ($SUITE, minbase + rdma-core + kernel) from $(mirror)"
         # update-initramfs is diverted: the VM boots with its own tiny initramfs.
         $sudo mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
@@ -149,12 +151,13 @@ run() {
     share "$top" rw
     [ -d /opt/swift ] && share /opt/swift ro
     for extra in ${SWCCL_VM_SHARE:-}; do share "$extra" ro; done
-    # The command, run in the same folder with the caller's SWCCL_* settings.
+    # The command, run in the same folder with the caller's SWCCL_* settings. POSIX single quotes
+    # (the guest's sh is dash: no $'...').
+    squote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
     {
-        echo "cd $(printf '%q' "$cwd") || exit 127"
-        { env | grep -E '^SWCCL_[A-Z0-9_]*=' | grep -v '^SWCCL_VM_' || true; } | while IFS= read -r kv; do printf 'export %q\n' "$kv"; done
-        printf '%q ' sh -c "$*"
-        echo
+        echo "cd $(squote "$cwd") || exit 127"
+        { env | grep -E '^SWCCL_[A-Z0-9_]*=' | grep -v '^SWCCL_VM_' || true; } | while IFS= read -r kv; do echo "export $(squote "$kv")"; done
+        echo "sh -c $(squote "$*")"
     } >"$ctl/command"
     cat >"$ctl/guest-init" <<'EOF'
 export PATH=/opt/swift/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root

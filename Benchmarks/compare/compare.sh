@@ -100,7 +100,7 @@ run_peer() {
             rc=$?
             # Broadcast: the in-place columns, as MPI_Bcast (one buffer) is; the others out-of-place, as
             # the MPI peer runs them.
-            [ $rc -eq 0 ] && awk -v ip="$([ "$coll" = broadcast ] && echo 1)" '/^[[:space:]]*#/ || NF < 9 { next }
+            [ $rc -eq 0 ] && awk -v ip="$([ "$coll" = broadcast ] && echo 1)" '$1 !~ /^[0-9]+$/ || NF < 9 { next }
                 { if (ip) print $1 "\t" $10 "\t" $12; else print $1 "\t" $6 "\t" $8 }' "$log" ;;
         ompi-shm | ompi-tcp)
             local mca=(--mca pml ob1 --mca btl tcp,self --mca btl_tcp_if_include lo)
@@ -110,13 +110,13 @@ run_peer() {
             timeout -k 10 "$RUN_TIMEOUT" "${base[@]}" "${mca[@]}" "$PEERS_DIR/mpi_allreduce" \
                 "$MINBYTES" "$MAXBYTES" "$WARMUP" "$ITERS" "$mcoll" "$STEP" >"$log" 2>&1
             rc=$?
-            [ $rc -eq 0 ] && awk '/^[[:space:]]*#/ || NF < 4 { next } { print $1 "\t" $2 "\t" $4 }' "$log" ;;
+            [ $rc -eq 0 ] && awk '$1 !~ /^[0-9]+$/ || NF < 4 { next } { print $1 "\t" $2 "\t" $4 }' "$log" ;;
         gloo)
             GLOO_SOCKET_IFNAME=lo timeout -k 10 "$RUN_TIMEOUT" "$VENV/bin/python" "$PEERS_DIR/gloo_allreduce.py" \
                 -np "$np" -b "$MINBYTES" -e "$MAXBYTES" -f "$STEP" -w "$WARMUP" -n "$ITERS" -c "$mcoll" \
                 --timeout "$RUN_TIMEOUT" >"$log" 2>&1
             rc=$?
-            [ $rc -eq 0 ] && awk '/^[[:space:]]*#/ || NF < 4 { next } { print $1 "\t" $2 "\t" $4 }' "$log" ;;
+            [ $rc -eq 0 ] && awk '$1 !~ /^[0-9]+$/ || NF < 4 { next } { print $1 "\t" $2 "\t" $4 }' "$log" ;;
     esac
     return $rc
 }
@@ -131,11 +131,14 @@ run_references() { # ROUND
                     | awk -v r="$r" '$1 == "memcpy" { printf "%s\tmemcpy\t%.3f\n", r, $3 }' >>"$REFS_TSV" ;;
             iperf3)
                 command -v iperf3 >/dev/null || continue
-                iperf3 -s -1 -p 5299 -B 127.0.0.1 >/dev/null 2>&1 &
-                sleep 0.5
-                iperf3 -c 127.0.0.1 -p 5299 -t 3 -f g 2>/dev/null \
+                # The one-shot server is bounded too: a client that never connects must not hang the run.
+                timeout 30 iperf3 -s -1 -p 5299 -B 127.0.0.1 >/dev/null 2>&1 &
+                local srv=$!
+                sleep 1
+                timeout 30 iperf3 -c 127.0.0.1 -p 5299 -t 3 -f g 2>/dev/null \
                     | awk -v r="$r" '/receiver/ { for (i = 1; i < NF; i++) if ($(i + 1) == "Gbits/sec") printf "%s\tiperf3\t%.3f\n", r, $i / 8 }' >>"$REFS_TSV"
-                wait ;;
+                kill "$srv" 2>/dev/null
+                wait "$srv" 2>/dev/null ;;
         esac
     done
 }

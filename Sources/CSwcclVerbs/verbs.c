@@ -26,6 +26,7 @@ int cswccl_verbs_load(char *why, size_t why_len) {
         *(void **)&api.field = dlsym(h, name);                                                      \
         if (!api.field) {                                                                           \
             snprintf(why, why_len, "libibverbs.so.1 lacks %s (rdma-core too old?)", name);          \
+            dlclose(h);                                                                             \
             return -2;                                                                              \
         }                                                                                           \
     } while (0)

@@ -365,21 +365,21 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// Runs `body` as operation `name` on `stream`'s thread, counted until it finished (`finalize`
-    /// waits for the count to drop to zero). `wrapped: false` when `body` calls `run` itself.
-    func enqueue(on stream: ExecutionStream, _ name: String, wrapped: Bool = true,
-                 _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
-        state.withLock { $0.onStreams += 1 }
+    /// waits for the count to drop to zero).
+    func enqueue(on stream: ExecutionStream, _ name: String, _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
+        streamOperation(started: true)
         do throws(CCLError) {
             // `finally` runs even when the stream skips the operation after an earlier failure.
-            try stream.enqueue({ () throws(CCLError) in
-                                   if wrapped { try self.run(name) { () throws(CCLError) in try body() } } else { try body() }
-                               },
-                               finally: { self.state.withLock { $0.onStreams -= 1 } })
+            try stream.enqueue({ () throws(CCLError) in try self.run(name) { () throws(CCLError) in try body() } },
+                               finally: { self.streamOperation(started: false) })
         } catch {
-            state.withLock { $0.onStreams -= 1 }
+            streamOperation(started: false)
             throw error
         }
     }
+
+    /// Counts an operation of this communicator enqueued on a stream (`finalize` waits for none).
+    func streamOperation(started: Bool) { state.withLock { $0.onStreams += started ? 1 : -1 } }
 
     /// Completes every operation of this communicator enqueued on streams (bounded by the timeout),
     /// then refuses all but `destroy`, `abort` and queries. Errors: `invalidUsage` if already finalized

@@ -87,13 +87,28 @@ public enum Group {
         s.batches = []
         var firstError: CCLError?
         var now: [Batch] = []
+        // Batches that named the same stream become one operation of that stream, which runs them
+        // concurrently too (several communicators of one process may share a stream).
+        var onStream: [(stream: ExecutionStream, batches: [Batch])] = []
         for b in batches {
             if let stream = b.stream {
-                do throws(CCLError) {
-                    try b.comm.enqueue(on: stream, "group", wrapped: false) { () throws(CCLError) in try b.execute() }
-                } catch { firstError = firstError ?? error }
+                if let k = onStream.firstIndex(where: { $0.stream === stream }) { onStream[k].batches.append(b) }
+                else { onStream.append((stream, [b])) }
             } else {
                 now.append(b)
+            }
+        }
+        for (stream, group) in onStream {
+            for b in group { b.comm.streamOperation(started: true) }
+            do throws(CCLError) {
+                try stream.enqueue({ () throws(CCLError) in if let e = runConcurrently(group) { throw e } },
+                                   finally: { for b in group { b.comm.streamOperation(started: false) } })
+            } catch {
+                for b in group {
+                    b.comm.streamOperation(started: false)
+                    let e = b.comm.record(error.with(operation: "group", rank: b.comm.rank))
+                    firstError = firstError ?? e
+                }
             }
         }
         if let e = runConcurrently(now) { firstError = firstError ?? e }
@@ -113,7 +128,6 @@ public enum Group {
         @Sendable func execute(_ i: Int) -> CCLError? {
             do throws(CCLError) { try batches[i].execute(); return nil } catch { return error }
         }
-        var inline: [Int] = [0]
         for i in 1..<batches.count {
             out.done.lock(); out.running += 1; out.done.unlock()
             do {
@@ -126,15 +140,16 @@ public enum Group {
                     out.done.unlock()
                 }
             } catch {
-                // No thread to spare: run it here after the first (it may then wait for peers longer).
-                out.done.lock(); out.running -= 1; out.done.unlock()
-                inline.append(i)
+                // Run after the first instead, it would wait for it (ranks of one process) until both
+                // time out: report at once that it could not start.
+                let comm = batches[i].comm
+                let e = comm.record(CCLError.system("cannot start a thread for this communicator's part of the group", error)
+                    .with(operation: "group", rank: comm.rank))
+                out.done.lock(); out.running -= 1; out.errors[i] = e; out.done.unlock()
             }
         }
-        for i in inline {
-            let e = execute(i)
-            out.done.lock(); out.errors[i] = e; out.done.unlock()
-        }
+        let mine = execute(0)
+        out.done.lock(); out.errors[0] = mine; out.done.unlock()
         out.done.lock()
         while out.running > 0 { out.done.wait() }
         let first = out.errors.lazy.compactMap { $0 }.first

@@ -66,9 +66,10 @@ extension CommHandle {
     /// The communicator's last error (of a call, of an operation run by a stream or a group, or the
     /// failure that broke it) as a C string that stays valid until the text changes; nil if none.
     func lastErrorCString() -> UnsafePointer<CChar>? {
-        let text = comm.lastError
-        guard !text.isEmpty else { return nil }
-        return lastError.withLock { v -> UnsafePointer<CChar>? in
+        lastError.withLock { v -> UnsafePointer<CChar>? in
+            // Read under this lock: two readers must not replace a newer copy by an older text.
+            let text = comm.lastError
+            guard !text.isEmpty else { return nil }
             if v.text != text || v.c == 0 {
                 free(UnsafeMutableRawPointer(bitPattern: v.c))
                 v = (text, UInt(bitPattern: strdup(text)))

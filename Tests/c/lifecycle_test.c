@@ -6,8 +6,8 @@
  * (uninitialised config, NULL pointers, bad rank counts, unknown type and op, destroy twice, use after
  * destroy); ranks that disagree on the rank count (swcclInvalidUsage on both) or never arrive
  * (swcclTimeout); swcclCommInitAll with 3 ranks driven by 3 threads, then from this one thread by
- * groups (an allreduce on each communicator and a ring of sends and receives, without streams and
- * with one stream per communicator); a group failure reported by swcclGroupEnd, or by
+ * groups (an allreduce on each communicator and a ring of sends and receives, without streams,
+ * with one stream per communicator and with one stream shared by all); a group failure reported by swcclGroupEnd, or by
  * swcclStreamSynchronize with a stream, and by swcclGetLastError(comm); finalize then destroy.
  * Forked ranks: swcclCommInitFromEnv from torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR,
  * MASTER_PORT), allreduce, swcclCommSplit (two colors, reversed keys) and an allreduce on each half;
@@ -263,7 +263,11 @@ static int in_process(void) {
     swcclStream_t streams[3];
     for (i = 0; i < 3; i++) EXPECT_RESULT(swcclStreamCreate(&streams[i]), swcclSuccess);
     init_all_groups(comms, 3, streams);
-    for (i = 0; i < 3; i++) EXPECT_RESULT(swcclStreamDestroy(streams[i]), swcclSuccess);
+    for (i = 1; i < 3; i++) EXPECT_RESULT(swcclStreamDestroy(streams[i]), swcclSuccess);
+    /* One stream shared by all three: the group's three parts still progress together. */
+    streams[1] = streams[2] = streams[0];
+    init_all_groups(comms, 3, streams);
+    EXPECT_RESULT(swcclStreamDestroy(streams[0]), swcclSuccess);
   }
   for (i = 0; i < 3; i++) EXPECT_RESULT(swcclCommDestroy(comms[i]), swcclSuccess);
   printf("in process: %s\n", g_failures ? "FAILED" : "passed");

@@ -108,9 +108,11 @@ public enum VerbsDevices {
         for i in 0..<max(tableSize, 1) {
             var e = ibv_gid_entry()
             guard cswccl_ibv_query_gid_ex(ctx, UInt32(port), UInt32(i), &e) == 0 else { continue }
-            let raw = Array(UnsafeBufferPointer(start: cswccl_gid_bytes(&e), count: 16))
+            let (raw, type) = withUnsafePointer(to: &e) { p in
+                (Array(UnsafeBufferPointer(start: cswccl_gid_bytes(p), count: 16)),
+                 cswccl_gid_entry_is_roce_v2(p) != 0 ? "RoCE v2" : cswccl_gid_entry_is_roce_v1(p) != 0 ? "RoCE v1" : "IB")
+            }
             guard raw.contains(where: { $0 != 0 }) else { continue }
-            let type = cswccl_gid_entry_is_roce_v2(&e) != 0 ? "RoCE v2" : cswccl_gid_entry_is_roce_v1(&e) != 0 ? "RoCE v1" : "IB"
             entries.append((i, raw, type))
         }
         func pick(_ e: (index: Int, bytes: [UInt8], type: String)) -> (Int, String, String) { (e.index, gidText(e.bytes), e.type) }
