@@ -252,18 +252,20 @@ public final class Communicator: @unchecked Sendable {
         let transportSpec = (config.transports ?? Knobs.transports.value).lowercased()
         let wanted = Set(transportSpec.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty })
         let auto = wanted.isEmpty || wanted.contains("auto")
-        let known: Set<String> = ["auto", "tcp", "shm"]
+        let known: Set<String> = ["auto", "tcp", "shm", "ib"]
         guard wanted.isSubset(of: known) else {
-            throw CCLError.invalidArgument("transports \"\(transportSpec)\": this build has tcp and shm (ib comes with its issue)").with(operation: "init", rank: rank)
+            throw CCLError.invalidArgument("transports \"\(transportSpec)\": choose from auto, shm, ib, tcp (a comma-separated list)").with(operation: "init", rank: rank)
         }
-        // Candidates: both endpoints exist before the rendezvous (their addresses are published); once
-        // every rank's host is known, every rank makes the same choice and closes the other.
+        // Candidates: every endpoint exists before the rendezvous (their addresses are published); once
+        // every rank's host is known, every rank makes the same choice per pair and closes the rest.
         let tryShm = (auto && !Knobs.shmDisable.value) || wanted.contains("shm")
+        let tryIb = (auto && !VerbsDevices.ports.isEmpty) || wanted.contains("ib")
         let tryTcp = auto || wanted.contains("tcp")
         do { wakeFD = try Sys.eventFD() } catch { throw CCLError.system("eventfd", error).with(operation: "init", rank: rank) }
         let parts = try id.parsed()
         var tcp: TCPTransport?
         var shm: SHMTransport?
+        var ib: VerbsTransport?
         do throws(CCLError) {
             if tryTcp { tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret) }
             if tryShm && size > 1 {
@@ -272,8 +274,15 @@ public final class Communicator: @unchecked Sendable {
                     Log.warn(.net, "rank \(rank): no shared-memory transport (\(error.cause)); using TCP")
                 }
             }
+            if tryIb && size > 1 {
+                do throws(CCLError) { ib = try VerbsTransport(rank: rank, nranks: size, secret: parts.secret) } catch {
+                    if !auto { throw error }
+                    Log.warn(.net, "rank \(rank): no verbs transport (\(error.cause)); using TCP")
+                }
+            }
             var published: [(name: String, address: EndpointAddress)] = []
             if let shm { published.append(("shm", shm.localAddress)) }
+            if let ib { published.append(("ib", ib.localAddress)) }
             if let tcp { published.append(("tcp", tcp.localAddress)) }
             let info = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: published)
             bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: info.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
@@ -285,42 +294,39 @@ public final class Communicator: @unchecked Sendable {
             secret = parts.secret
             Spin.note(localRanks: hostList.filter { $0.sameHost(as: .local) }.count)
             let me = rank
-            // Per pair: shared memory where both ranks published a shm endpoint and share a host
-            // (the same decision on both sides), TCP otherwise.
-            let shmPeers = Set(infos.filter { i in
-                i.rank != me && shm != nil && i.host.sameHost(as: .local) && i.transports.contains { $0.name == "shm" }
-            }.map(\.rank))
-            let tcpPeers = (0..<size).filter { $0 != me && !shmPeers.contains($0) }
-            let t: any Transport
+            // Per pair, the same decision on both sides: shared memory where both published a shm
+            // endpoint and share a host; else verbs where both published one; else TCP.
+            let published2 = { (i: RankInfo, name: String) in i.transports.contains { $0.name == name } }
             var route = [Int](repeating: -1, count: size)
+            var choice = [String](repeating: "", count: size)
+            for i in infos where i.rank != me {
+                if shm != nil && i.host.sameHost(as: .local) && published2(i, "shm") { choice[i.rank] = "shm" }
+                else if ib != nil && published2(i, "ib") { choice[i.rank] = "ib" }
+                else if tcp != nil && published2(i, "tcp") { choice[i.rank] = "tcp" }
+                else {
+                    throw CCLError.invalidUsage("no transport reaches rank \(i.rank) (\(i.host.hostname)) with SWCCL_TRANSPORTS=\(transportSpec): it offers \(i.transports.map(\.name).joined(separator: ", ")), this rank \(published.map(\.name).joined(separator: ", "))")
+                }
+            }
+            let used = ["shm", "ib", "tcp"].filter { choice.contains($0) }
+            let candidates: [String: any Transport] = ["shm": shm as (any Transport)?, "ib": ib, "tcp": tcp].compactMapValues { $0 }
+            for (name, t) in candidates where !used.contains(name) && !(size == 1 && name == "tcp") { t.close() }
+            let t: any Transport
             if size == 1 {
-                shm?.close()
                 if tcp == nil { tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret) }
                 t = tcp!
-            } else if tcpPeers.isEmpty {
-                tcp?.close()
-                t = shm!
-                for r in shmPeers { route[r] = 0 }
+            } else if used.count == 1 {
+                t = candidates[used[0]]!
+                for r in 0..<size where r != me { route[r] = 0 }
             } else {
-                guard let tcp else {
-                    let names = tcpPeers.prefix(8).map { "\($0) (\(infos[$0].host.hostname))" }.joined(separator: ", ")
-                    throw CCLError.invalidUsage("SWCCL_TRANSPORTS=shm but ranks \(names)\(tcpPeers.count > 8 ? " …" : "") are not on this host (or have no shared memory)")
-                }
-                if shmPeers.isEmpty {
-                    shm?.close()
-                    t = tcp
-                    for r in tcpPeers { route[r] = 0 }
-                } else {
-                    for r in shmPeers { route[r] = 0 }
-                    for r in tcpPeers { route[r] = 1 }
-                    t = PerPeerTransport(backends: [shm!, tcp], route: route, sleeper: 1)
-                }
+                for r in 0..<size where r != me { route[r] = used.firstIndex(of: choice[r])! }
+                // Sleep in the backend with a kernel wait of its own that serves peers: TCP's poll, else verbs'.
+                t = PerPeerTransport(backends: used.map { candidates[$0]! }, route: route,
+                                     sleeper: used.firstIndex(of: "tcp") ?? used.firstIndex(of: "ib") ?? 0)
             }
             transport = t
             let peers = infos.compactMap { info -> PeerInfo? in
                 guard info.rank != me else { return nil }
-                let name = t is PerPeerTransport ? (route[info.rank] == 0 ? "shm" : "tcp") : t.capabilities.name
-                guard let a = info.transports.first(where: { $0.name == name }) else { return nil }
+                guard let a = info.transports.first(where: { $0.name == choice[info.rank] }) else { return nil }
                 return PeerInfo(rank: info.rank, address: a.address, host: info.host)
             }
             try t.connect(peers, deadline: .after(milliseconds: timeoutMs))
@@ -329,6 +335,7 @@ public final class Communicator: @unchecked Sendable {
         } catch {
             tcp?.close()
             shm?.close()
+            ib?.close()
             Sys.close(wakeFD)
             throw error.with(operation: "init", rank: rank)
         }

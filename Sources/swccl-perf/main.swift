@@ -93,7 +93,7 @@ usage: swccl-perf <collective> [options]
                         all_reduce ring tree recdbl rabenseifner oneshot staged;
                         all_gather ring recdbl staged; reduce_scatter ring halving staged;
                         broadcast chain binomial staged; reduce chain binomial
-  --transport T         auto (shm when every rank shares a host, else tcp), tcp, shm
+  --transport T         auto (per pair: shm on one host, else ib where both have an RDMA port, else tcp), shm, ib, tcp
   -u, --unalign N       offset buffers by N elements
   -J, --output_file F   also write every row as JSON lines
   --plot F.svg          draw bus bandwidth against size (out-of-place) as an SVG chart
@@ -136,7 +136,6 @@ usage: swccl-perf <collective> [options]
         switch a {
         case "-h", "--help": print(usage); exit(0)
         case "--transports":
-            // What this host offers (the verbs transport itself comes with issue 7).
             print("shm: available (ranks on this host)")
             print("tcp: available")
             print(VerbsDevices.summary)
@@ -198,7 +197,8 @@ usage: swccl-perf <collective> [options]
     guard o.np >= 1 else { fail("-np must be at least 1") }
     guard o.iters >= 1, o.warmup >= 0, o.check >= 0, o.unalign >= 0 else { fail("iterations must be positive") }
     guard o.minBytes <= o.maxBytes else { fail("minbytes > maxbytes") }
-    guard ["auto", "tcp", "shm"].contains(o.transport) else { fail("transport \(o.transport) is not available in this build (auto, tcp, shm)") }
+    guard ["auto", "tcp", "shm", "ib"].contains(o.transport) else { fail("unknown transport \(o.transport) (auto, shm, ib, tcp)") }
+    if o.transport == "ib" && VerbsDevices.ports.isEmpty { fail("transport ib is not available on this host: \(VerbsDevices.unavailableReason)") }
     if o.algo != "auto" {
         guard let a = Algorithm(name: o.algo.lowercased()) else {
             fail("unknown algorithm \(o.algo): auto, \(Algorithm.allCases.map(\.rawValue).joined(separator: ", "))")

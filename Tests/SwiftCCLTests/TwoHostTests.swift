@@ -2,9 +2,13 @@ import XCTest
 import SwiftCCL
 
 /// Ranks on two "hosts" (the second a mount namespace with its own /dev/shm, see `SecondHost`): each
-/// pair of ranks gets its own transport — shared memory between ranks of one host, TCP across — and
-/// every collective stays exact.
+/// pair of ranks gets its own transport — shared memory between ranks of one host, verbs across where
+/// the host has an RDMA device (in the Soft-RoCE VM: scripts/verbs-tests.sh), else TCP — and every
+/// collective stays exact.
 final class TwoHostTests: XCTestCase {
+    /// What ranks on different hosts use: verbs where there is an RDMA port, else TCP.
+    let across = VerbsDevices.ports.isEmpty ? "tcp" : "ib"
+
     func run(_ scenario: String, ranks n: Int, onSecondHost: Set<Int>, expect: String) throws {
         guard let host = SecondHost() else { throw XCTSkip("cannot make a second /dev/shm here (needs root or user namespaces, unshare and nsenter)") }
         let r = try Ranks.run(scenario, ranks: n, launcher: { onSecondHost.contains($0) ? host.launcher : [] })
@@ -17,15 +21,15 @@ final class TwoHostTests: XCTestCase {
 
     /// Ranks 0, 1 on this host, 2, 3 on the other: every rank mixes shared memory and TCP.
     func testAllReduceAcrossTwoHosts() throws {
-        try run("allreduce", ranks: 4, onSecondHost: [2, 3], expect: "shm+tcp")
+        try run("allreduce", ranks: 4, onSecondHost: [2, 3], expect: "shm+\(across)")
     }
 
     func testCollectivesAcrossTwoHosts() throws {
-        try run("collectives", ranks: 5, onSecondHost: [1, 3], expect: "shm+tcp")
+        try run("collectives", ranks: 5, onSecondHost: [1, 3], expect: "shm+\(across)")
     }
 
-    /// Every rank on its own host: TCP only (shared memory is never tried across hosts).
+    /// Every rank on its own host: TCP (or verbs) only (shared memory is never tried across hosts).
     func testOneRankPerHostIsTCP() throws {
-        try run("allreduce", ranks: 2, onSecondHost: [1], expect: "tcp")
+        try run("allreduce", ranks: 2, onSecondHost: [1], expect: across)
     }
 }

@@ -319,10 +319,19 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
             exit(0)
         }
         let t0 = Clock.nanos()
+        let deadline = tb.deadline
         do {
             if rank == 0 {
                 let s = try tb.transport.isend(to: 1, tag: 700, UnsafeRawBufferPointer(start: b, count: n))
-                try tb.transport.wait(s, deadline: tb.deadline)
+                try tb.transport.wait(s, deadline: deadline)
+                // With one-sided writes (verbs) the payload lands in a stopped receiver's memory without
+                // its CPU, once it has posted the receive: the send may complete. Then wait for a reply
+                // the stopped peer cannot send.
+                if caps.oneSidedWrites {
+                    say("send to rank 1 completed (one-sided write into its posted buffer); waiting for its reply")
+                    let r = try tb.transport.irecv(from: 1, tag: 701, into: UnsafeMutableRawBufferPointer(start: b, count: 8))
+                    try tb.transport.wait(r, deadline: deadline)
+                }
             } else {
                 // Others wait for a message rank 1 will never send.
                 let r = try tb.transport.irecv(from: 1, tag: 701, into: UnsafeMutableRawBufferPointer(start: b, count: 8))

@@ -310,6 +310,8 @@ enum Sys {
     static func getpid() -> Int32 { Glibc.getpid() }
     /// Yields the core while spinning, if `Spin.yields` (oversubscribed host or `SWCCL_SPIN_YIELD=1`).
     static func yield() { if Spin.yields { _ = sched_yield() } }
+    /// Always gives the core away (a transport whose progress needs the kernel's own threads, e.g. Soft-RoCE).
+    static func yieldCore() { _ = sched_yield() }
     static func onlineCPUs() -> Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
     static func gettid() -> Int32 { cshim_gettid() }
 

@@ -58,11 +58,23 @@ final class PerPeerTransport: Transport, @unchecked Sendable {
         }
     }
 
+    /// Registered with the backend that needs registration (verbs), if any; the key carries its index.
     func register(_ buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> MemoryRegion {
-        MemoryRegion(base: buffer.baseAddress, length: buffer.count, key: 0)
+        guard let b = backends.firstIndex(where: { $0.capabilities.needsRegistration }) else {
+            return MemoryRegion(base: buffer.baseAddress, length: buffer.count, key: 0)
+        }
+        var r = try backends[b].register(buffer)
+        r.key = UInt64(b + 1) << 56 | r.key
+        return r
     }
 
-    func deregister(_ region: MemoryRegion) {}
+    func deregister(_ region: MemoryRegion) {
+        let b = Int(region.key >> 56) - 1
+        guard b >= 0, b < backends.count else { return }
+        var r = region
+        r.key &= (1 << 56) - 1
+        backends[b].deregister(r)
+    }
 
     func isend(to peer: Int, tag: UInt64, _ data: UnsafeRawBufferPointer) throws(CCLError) -> Request {
         let b = try backend(peer)

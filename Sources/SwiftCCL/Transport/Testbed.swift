@@ -9,9 +9,15 @@ public enum TransportRegistry {
         "shm": { (rank, nranks, secret) throws(CCLError) in try SHMTransport(rank: rank, nranks: nranks, secret: secret, crossMemoryAttach: false) },
         // Large messages pulled from the sender's memory (process_vm_readv) instead of through the FIFO.
         "shm-cma": { (rank, nranks, secret) throws(CCLError) in try SHMTransport(rank: rank, nranks: nranks, secret: secret, crossMemoryAttach: true) },
+        "ib": { (rank, nranks, secret) throws(CCLError) in try VerbsTransport(rank: rank, nranks: nranks, secret: secret) },
     ]
 
     public static var names: [String] { backends.keys.sorted() }
+
+    /// Why a backend cannot run on this machine (no RDMA device for `ib`), or nil when it can.
+    public static func unavailable(_ name: String) -> String? {
+        name == "ib" && VerbsDevices.ports.isEmpty ? VerbsDevices.unavailableReason : nil
+    }
 }
 
 /// One rank of a bare transport, bootstrapped but without a communicator: what the conformance suite

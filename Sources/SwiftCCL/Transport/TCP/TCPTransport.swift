@@ -112,18 +112,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         return (Int(address.bytes[1]), a)
     }
 
-    private func hello(to peer: Int, socket: Int) -> [UInt8] {
-        var w = ByteWriter()
-        w.u32(Self.handshakeMagic)
-        w.u32(UInt32(Self.protocolVersion))
-        w.bytes.append(contentsOf: secret)
-        w.u32(UInt32(rank)); w.u32(UInt32(peer)); w.u32(UInt32(socket)); w.u32(UInt32(nsocks)); w.u32(UInt32(nranks))
-        return w.bytes
-    }
-    static let helloBytes = 8 + 16 + 20
-
     public func connect(_ peerList: [PeerInfo], deadline: Deadline) throws(CCLError) {
-        var expected = 0
         var remote: [Int: SocketAddress] = [:]
         for p in peerList where p.rank != rank {
             guard let (n, addr) = Self.decode(p.address) else {
@@ -133,71 +122,20 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                 throw CCLError(.invalidUsage, "peer uses \(n) sockets per peer and this rank \(nsocks): set SWCCL_NSOCKS_PERTHREAD and SWCCL_SOCKET_NTHREADS alike on every rank", operation: "connect", rank: rank, peer: p.rank)
             }
             peers[p.rank] = PeerState(rank: p.rank, address: addr, nsocks: nsocks)
-            if p.rank < rank { expected += nsocks } else { remote[p.rank] = addr }
+            if p.rank > rank { remote[p.rank] = addr }
         }
+        let mesh = SocketMesh(magic: Self.handshakeMagic, version: UInt32(Self.protocolVersion), secret: secret, rank: rank,
+                              nranks: nranks, nsocks: nsocks, wakeFD: wakeFD, owner: "TCP")
         do throws(CCLError) {
-            // Outgoing: to every higher rank, one connection per socket index, authenticated by hello/ack.
-            for (peer, addr) in remote.sorted(by: { $0.key < $1.key }) {
-                for s in 0..<nsocks {
-                    let fd = try SocketIO.connect(to: addr, deadline: deadline, abortFD: wakeFD)
-                    do throws(CCLError) {
-                        try SocketIO.writeAll(fd, hello(to: peer, socket: s), deadline: deadline, abortFD: wakeFD)
-                        var r = ByteReader(try SocketIO.read(fd, count: 8, deadline: deadline, abortFD: wakeFD))
-                        guard try r.u32() == Self.handshakeMagic, try r.u32() == 0 else {
-                            throw CCLError(.remoteError, "peer refused the handshake (different communicator or version)")
-                        }
-                    } catch {
-                        Sys.close(fd)
-                        throw error.with(peer: peer, peerAddress: addr.description)
-                    }
-                    peers[peer]!.socks[s].fd = fd
-                }
-            }
-            // Incoming: from every lower rank. Strangers and failed handshakes are logged and dropped.
-            while expected > 0 {
-                guard let (fd, from) = try SocketIO.accept(listenFD, deadline: deadline, abortFD: wakeFD) else {
-                    let missing = peerList.filter { $0.rank < rank && peers[$0.rank]!.socks.contains { $0.fd < 0 } }.map(\.rank)
-                    throw CCLError(.timeout, "ranks \(missing) did not connect before the deadline", operation: "connect", rank: rank, peer: missing.first)
-                }
-                if let (peer, s) = acceptHandshake(fd, from: from, deadline: deadline) {
-                    peers[peer]!.socks[s].fd = fd
-                    expected -= 1
-                } else {
-                    Sys.close(fd)
-                }
-            }
+            let fds = try mesh.establish(listenFD: listenFD, higher: remote.map { ($0.key, $0.value) },
+                                         lower: Set(peerList.filter { $0.rank < rank }.map(\.rank)), deadline: deadline)
+            for (peer, list) in fds { for (s, fd) in list.enumerated() { peers[peer]!.socks[s].fd = fd } }
         } catch {
             throw error.with(operation: "connect", rank: rank)
         }
         Sys.close(listenFD)
         listenFD = -1
         rebuildPollSet()
-    }
-
-    /// Checks a newcomer's hello: magic, version, secret, and that it names us and a socket we still need.
-    private func acceptHandshake(_ fd: Int32, from: SocketAddress, deadline: Deadline) -> (Int, Int)? {
-        // A stranger gets at most a short while to speak, so a silent one cannot stall setup.
-        let shortDeadline = min(deadline, Deadline.after(milliseconds: 2000))
-        do throws(CCLError) {
-            var r = ByteReader(try SocketIO.read(fd, count: Self.helloBytes, deadline: shortDeadline, abortFD: wakeFD))
-            let magic = try r.u32(), version = try r.u32()
-            guard magic == Self.handshakeMagic else { throw CCLError(.remoteError, "bad magic 0x\(String(magic, radix: 16))") }
-            guard version == UInt32(Self.protocolVersion) else { throw CCLError(.remoteError, "protocol version \(version), expected \(Self.protocolVersion)") }
-            var theirSecret: [UInt8] = []
-            for _ in 0..<16 { theirSecret.append(try r.u8()) }
-            guard theirSecret == secret else { throw CCLError(.remoteError, "wrong communicator secret") }
-            let from = Int(try r.u32()), to = Int(try r.u32()), s = Int(try r.u32()), n = Int(try r.u32()), size = Int(try r.u32())
-            guard to == rank, size == nranks, n == nsocks, from >= 0, from < rank, s >= 0, s < nsocks,
-                  let p = peers[from], p.socks[s].fd < 0 else {
-                throw CCLError(.remoteError, "unexpected hello (from \(from) to \(to), socket \(s)/\(n), size \(size))")
-            }
-            var w = ByteWriter(); w.u32(Self.handshakeMagic); w.u32(0)
-            try SocketIO.writeAll(fd, w.bytes, deadline: shortDeadline, abortFD: wakeFD)
-            return (from, s)
-        } catch {
-            Log.warn(.net, "rank \(rank): rejected a connection from \(from): \(error.cause)")
-            return nil
-        }
     }
 
     private func rebuildPollSet() {

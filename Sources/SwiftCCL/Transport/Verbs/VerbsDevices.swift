@@ -124,6 +124,19 @@ public enum VerbsDevices {
             ?? entries.first { $0.type == "RoCE v2" } ?? entries.first { $0.type == "RoCE v1" }).map(pick)
     }
 
+    /// Opens the device of `port` (nil with errno set if it is gone).
+    static func open(_ port: VerbsPort) -> UnsafeMutablePointer<ibv_context>? {
+        var n: Int32 = 0
+        guard let list = cswccl_ibv_get_device_list(&n) else { return nil }
+        defer { cswccl_ibv_free_device_list(list) }
+        for i in 0..<Int(n) {
+            guard let dev = list[i], String(cString: cswccl_ibv_get_device_name(dev)) == port.device else { continue }
+            return cswccl_ibv_open_device(dev)
+        }
+        Glibc.errno = ENODEV
+        return nil
+    }
+
     /// A GID in IPv6 text form (`::ffff:10.0.0.1` for IPv4-mapped ones).
     public static func gidText(_ b: [UInt8]) -> String {
         var addr = in6_addr()
