@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: Swift unit and multi-process tests (allreduce, transport conformance), then the C ABI
-# test through libswccl.so. Installs what it needs first. Set SWCCL_TEST_FULL=1 for the whole
+# test through libswccl.so, then the RDMA verbs tests (natively with an RDMA device, else in a
+# Soft-RoCE VM: scripts/verbs-tests.sh, scripts/rdma-vm.sh). Installs what it needs first. Set SWCCL_TEST_FULL=1 for the whole
 # type × op × count cross-product instead of the deterministic sample.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +18,31 @@ echo "== C ABI tests"
 bash Tests/c/run.sh .build/release 2>&1 | tee /tmp/swccl-c-test.log
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-# One closing line for the whole run: XCTest cases plus C checks.
+# RDMA verbs: natively where this host has an RDMA device, else inside the Soft-RoCE VM
+# (scripts/rdma-vm.sh builds it once and caches it), else skipped with the reason.
+echo "== RDMA verbs tests"
+vt=0; vf=0
+if .build/release/swccl-perf --transports | grep -qE "^ib: [^u]"; then
+  echo "   this host has an RDMA device: running natively"
+  bash scripts/verbs-tests.sh 2>&1 | tee /tmp/swccl-verbs-test.log || { status=1; vf=1; }
+  vt=1
+elif why=$(bash scripts/rdma-vm.sh check 2>&1); then
+  echo "   no RDMA device here ($(.build/release/swccl-perf --transports | sed -n 's/^ib: unavailable: //p')): running in the Soft-RoCE VM"
+  if ! bash scripts/rdma-vm.sh build; then
+    echo "   the VM image could not be built"; status=1; vf=1
+  elif ! SWCCL_VM_TIMEOUT=2400 bash scripts/rdma-vm.sh run -- bash scripts/verbs-tests.sh 2>&1 | tee /tmp/swccl-verbs-test.log; then
+    status=1; vf=1
+  fi
+  vt=1
+else
+  echo "SKIP: RDMA verbs tests: this host has no RDMA device and cannot run the Soft-RoCE VM: ${why#rdma-vm: unavailable: }"
+fi
+
+# One closing line for the whole run: XCTest cases plus C checks (plus the verbs run as one check).
 read -r xt xf < <(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" /tmp/swccl-swift-test.log | tail -n 1 |
   sed -E 's/.*Executed ([0-9]+) tests?, with ([0-9]+) failures?.*/\1 \2/')
 read -r cp cf < <(grep -E "^[0-9]+ passed, [0-9]+ failed$" /tmp/swccl-c-test.log | tail -n 1 | sed -E 's/([0-9]+) passed, ([0-9]+) failed/\1 \2/')
 xt=${xt:-0}; xf=${xf:-1}; cp=${cp:-0}; cf=${cf:-1}
 if [ $status -eq 0 ]; then echo "== all tests passed"; else echo "== some tests FAILED"; fi
-echo "total: $(( (xt > xf ? xt - xf : 0) + cp )) passed, $((xf + cf)) failed"
+echo "total: $(( (xt > xf ? xt - xf : 0) + cp + vt - vf )) passed, $((xf + cf + vf)) failed"
 exit $status

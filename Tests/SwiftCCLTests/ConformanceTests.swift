@@ -54,6 +54,8 @@ final class ConformanceTests: XCTestCase {
     func testSizesThreeRanks() throws { try expectPass("misaligned", ranks: 3) }
     func testManyOutstandingBothDirections() throws { try expectPass("many", ranks: 3) }
     func testPeerThatCloses() throws { try expectPass("close", ranks: 3) }
+    /// Registered buffers reused, deregistered and freed; then fresh unregistered ones.
+    func testRegisteredAndReusedBuffers() throws { try expectPass("register", ranks: 2) }
 
     /// A peer killed mid-transfer: the others get an error naming it within twice the timeout.
     func testPeerKilledMidTransfer() throws {

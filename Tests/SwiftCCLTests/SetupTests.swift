@@ -138,4 +138,24 @@ final class SetupTests: XCTestCase {
         XCTAssertEqual(VerbsDevices.gidText([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 233, 0, 1]), "::ffff:10.233.0.1")
         XCTAssertEqual(VerbsDevices.gidText([0xfe, 0x80] + Array(repeating: 0, count: 13) + [1]), "fe80::1")
     }
+
+    /// Forcing verbs where there is no RDMA port is an error that says why, at once (no hang, no crash).
+    func testForcedVerbsWithoutAPortSaysWhy() throws {
+        guard VerbsDevices.ports.isEmpty else { throw XCTSkip("this host has an RDMA port: ib is tested by scripts/verbs-tests.sh") }
+        do {
+            _ = try VerbsTransport(rank: 0, nranks: 2, secret: [UInt8](repeating: 7, count: 16))
+            XCTFail("a verbs transport without an RDMA port")
+        } catch {
+            XCTAssertEqual(error.kind, .systemError)
+            XCTAssertTrue(error.cause.contains(VerbsDevices.unavailableReason), error.description)
+        }
+        let t0 = Clock.nanos()
+        do {
+            _ = try Communicator(id: try UniqueID.make(), rank: 0, size: 2, config: .init(timeoutMs: 5000, transports: "ib"))
+            XCTFail("a communicator over ib without an RDMA port")
+        } catch {
+            XCTAssertTrue(error.description.contains("no RDMA device"), error.description)
+        }
+        XCTAssertLessThan(Double(Clock.nanos() - t0) / 1e9, 2, "the error comes at once")
+    }
 }

@@ -259,6 +259,38 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
         waitAll(tb, reqs, "many outstanding")
         for (rb, n, peer, i) in bufs { check(checkBytes(rb, n, peer * 100_000 + rank * 1000 + i), "message \(i) from \(peer)") }
         say("completed \(reqs.count) requests")
+    case "register":
+        // Buffers registered with the transport (zero-copy for verbs), used several times, deregistered
+        // and freed; then fresh unregistered buffers, likely at the same addresses, must receive the
+        // new data (a registration left behind would serve the old pages).
+        connect(tb)
+        let peer = rank ^ 1
+        let n = (1 << 20) + 3
+        if peer < size {
+            for round in 0..<3 {
+                let sb = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 64)
+                let rb = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 64)
+                var regions: [MemoryRegion] = []
+                do {
+                    if round < 2 {
+                        regions.append(try tb.transport.register(UnsafeMutableRawBufferPointer(start: sb, count: n)))
+                        regions.append(try tb.transport.register(UnsafeMutableRawBufferPointer(start: rb, count: n)))
+                    }
+                    for k in 0..<4 {
+                        fillBytes(sb, n, rank * 100 + round * 10 + k)
+                        memset(rb, 0, n)
+                        let r = try tb.transport.irecv(from: peer, tag: UInt64(900 + k), into: UnsafeMutableRawBufferPointer(start: rb, count: n))
+                        let s = try tb.transport.isend(to: peer, tag: UInt64(900 + k), UnsafeRawBufferPointer(start: sb, count: n))
+                        try tb.transport.wait(r, deadline: tb.deadline)
+                        try tb.transport.wait(s, deadline: tb.deadline)
+                        check(checkBytes(rb, n, peer * 100 + round * 10 + k), "round \(round) message \(k) (\(round < 2 ? "registered" : "unregistered") buffers)")
+                    }
+                } catch { check(false, "round \(round): \(error)") }
+                regions.forEach { tb.transport.deregister($0) }
+                sb.deallocate()
+                rb.deallocate()
+            }
+        }
     case "close":
         // Rank 1 closes cleanly while rank 0 still expects a message from it: rank 0's receive fails
         // with an error naming rank 1; other pairs are unaffected.

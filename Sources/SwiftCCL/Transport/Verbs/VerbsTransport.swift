@@ -25,8 +25,7 @@ extension Knobs {
 /// Data path (one completion queue for every QP, with a completion channel):
 /// - every message sent as a SEND starts with a 40-byte header `[type, tag, a, b, c]` (little-endian
 ///   64-bit words). EAGER (a = length, payload follows), RTS (a = length: a large message is coming),
-///   CTS (a = address, b = length, c = rkey << 32 | receive id), NAK (the receiver refused a large
-///   message of this tag: sizes differ), BYE.
+///   CTS (a = address, b = length, c = rkey << 32 | receive id), BYE.
 /// - eager messages (≤ the smaller of both ranks' `SWCCL_IB_EAGER_BYTES`) are copied into a registered
 ///   bounce slot and sent; the receiver keeps `recvBuffers` registered buffers posted per peer and
 ///   reposts each as soon as it has been read.
@@ -44,9 +43,12 @@ extension Knobs {
 ///   left registered, so a later buffer at the same address cannot be served stale pages).
 /// - waiting polls the CQ while spinning, then arms it and sleeps in poll(2) on the completion
 ///   channel, the asynchronous-event descriptor, the control connections and an eventfd (abort).
-/// - a failed work completion (retry exceeded, remote access error, …), a fatal asynchronous event or
-///   a lost control connection fails the pair with an error naming the peer, and moves its QP to the
-///   error state so the device stops touching the caller's memory.
+/// - a failed work completion (retry exceeded, remote access error, …), a fatal asynchronous event, a
+///   lost control connection or a size mismatch (the tag's stream is then out of step) fails the pair
+///   with an error naming the peer, and moves its QP to the error state so the device stops touching
+///   the caller's memory. So does a timeout of a request whose buffer was granted or is being written,
+///   and every QP goes to the error state before an abort or a broken endpoint is reported: once a
+///   call returns an error, no buffer it named is touched again.
 public final class VerbsTransport: Transport, @unchecked Sendable {
     public static let protocolVersion: UInt16 = 1
     static let handshakeMagic: UInt32 = 0x5357_4349  // "SWCI"
@@ -91,6 +93,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     private let isRoCE: Bool
     /// Soft-RoCE (rxe) or soft-iWARP (siw): the kernel's threads do the device's work.
     private let softDevice: Bool
+    private let maxCQE: Int
 
     // State; touched only with `lock` held.
     private var peers: [VerbsPeer?]
@@ -102,9 +105,12 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     private var pollSet: [pollfd] = []
     private var brokenBy: CCLError?
     private var closed = false
+    private var stopped = false
     private var wcs = [cswccl_wc](repeating: cswccl_wc(), count: 32)
 
-    public init(rank: Int, nranks: Int, secret: [UInt8], maxOutstanding: Int = 4096) throws(CCLError) {
+    public init(rank: Int, nranks: Int, secret: [UInt8], maxOutstanding requested: Int = 4096) throws(CCLError) {
+        // Receive ids carry the slot in 12 bits.
+        let maxOutstanding = max(1, min(requested, 4096))
         guard let port = VerbsDevices.ports.first else {
             throw CCLError(.systemError, "no RDMA device for the verbs transport: \(VerbsDevices.unavailableReason)", rank: rank)
         }
@@ -136,6 +142,9 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         cleanup.append { _ = cswccl_ibv_destroy_comp_channel(ch) }
         asyncFD = cswccl_async_fd(c)
         guard asyncFD >= 0 else { throw fail("asynchronous event descriptor") }
+        var da = ibv_device_attr()
+        guard cswccl_ibv_query_device(c, &da) == 0 else { throw fail("ibv_query_device") }
+        maxCQE = Int(da.max_cqe)
         var pa = ibv_port_attr()
         guard cswccl_ibv_query_port(c, UInt8(port.port), &pa) == 0 else { throw fail("ibv_query_port") }
         localLID = cswccl_port_lid(&pa)
@@ -165,7 +174,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         addr.withUnsafeMutableBytes { l.address.encode(into: $0.baseAddress! + 2) }
         localAddress = EndpointAddress(addr)
         capabilities = TransportCapabilities(
-            name: "ib", eagerThreshold: eagerThreshold, maxMessageBytes: Int(Int64.max), oneSidedWrites: true,
+            name: "ib", eagerThreshold: eagerThreshold, maxMessageBytes: (queueDepth - 1) * Self.maxWriteBytes, oneSidedWrites: true,
             needsRegistration: true, maxOutstandingRequests: maxOutstanding, sameHostOnly: false,
             alphaNanos: Self.modelAlphaNanos, betaNanosPerByte: Self.modelBetaNanosPerByte)
         peers = Array(repeating: nil, count: nranks)
@@ -198,13 +207,20 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
             Sys.close(listenFD)
             listenFD = -1
             // Resources for every pair first (a failure leaves nothing half-connected behind).
-            let cqe = max(1, fds.count) * (queueDepth + recvBuffers + 8)
-            guard let cq = cswccl_ibv_create_cq(ctx, Int32(min(cqe, 1 << 20)), channel) else {
+            let want = max(1, fds.count) * (queueDepth + recvBuffers + 8)
+            let cqe = min(want, maxCQE > 0 ? maxCQE : want)
+            if cqe < want {
+                Log.warn(.net, "rank \(rank): \(port.device) allows \(cqe) completion queue entries where \(want) could be outstanding; lower SWCCL_IB_QUEUE_DEPTH for this many peers")
+            }
+            guard let cq = cswccl_ibv_create_cq(ctx, Int32(min(cqe, Int(Int32.max))), channel) else {
                 for list in fds.values { list.forEach { Sys.close($0) } }
                 throw CCLError(.systemError, "\(port.device): ibv_create_cq(\(cqe)): \(Errno.current)")
             }
             self.cq = cq
-            for (peer, list) in fds { peers[peer] = VerbsPeer(rank: peer, fd: list[0]) }
+            for (peer, list) in fds {
+                let a = peerList.first { $0.rank == peer }.flatMap { TCPTransport.decode($0.address)?.address.description } ?? "?"
+                peers[peer] = VerbsPeer(rank: peer, fd: list[0], address: a, bounceSlots: sendSlots)
+            }
             for peer in fds.keys.sorted() { try setUp(peer: peer, deadline: deadline) }
             // Both sides at RTS: confirm on every control connection before any send.
             for peer in fds.keys.sorted() {
@@ -281,6 +297,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 
     public func register(_ buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> MemoryRegion {
         lock.lock(); defer { lock.unlock() }
+        if closed { throw abortError() }
         guard let base = buffer.baseAddress, buffer.count > 0 else { return MemoryRegion(base: buffer.baseAddress, length: buffer.count, key: 0) }
         let id = try acquire(UnsafeRawPointer(base), buffer.count, writable: true, peer: nil)
         regs[id]!.user += 1
@@ -359,7 +376,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         let i = try allocSlot(send: true, peer: peer, tag: tag, base: UnsafeMutableRawPointer(mutating: data.baseAddress), length: n)
         peers[peer]!.sends.append(i)
         if n <= peers[peer]!.eager {
-            peers[peer]!.outbox.append(.eager(i))
+            peers[peer]!.outbox.append(.eager(i, slots[Int(i)].generation))
         } else {
             do throws(CCLError) {
                 slots[Int(i)].reg = try acquire(data.baseAddress!, n, writable: false, peer: peer)
@@ -419,10 +436,16 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     private func arrived(slot i: Int32, peer: Int, _ length: Int, data: UnsafeRawPointer?, rts: Bool) {
         let s = slots[Int(i)]
         if length != s.length {
-            fail(slot: i, CCLError(.invalidUsage, "message size mismatch: rank \(peer) sent \(length) bytes where \(s.length) were expected (do all ranks call the same collective with the same count and type?)", rank: rank, peer: peer))
-            if rts { peers[peer]!.outbox.append(.control(.nak, tag: s.tag, a: UInt64(s.length), b: UInt64(length), c: 0)) }
-            // A clear-to-send of this receive is out: no later message may use it, so the pair stops.
-            if s.ctsSent { peerFailed(peer, slotErrors[Int(i)]!) }
+            // The tag's stream is out of step (a clear-to-send may already have gone to the wrong
+            // message): fail this receive and stop the pair, so no later one can succeed with wrong data.
+            let e = CCLError(.invalidUsage, "message size mismatch: rank \(peer) sent \(length) bytes where \(s.length) were expected (do all ranks call the same collective with the same count and type?)", rank: rank, peer: peer)
+            fail(slot: i, e)
+            peerFailed(peer, e)
+            return
+        }
+        if rts && !s.ctsSent {
+            // The pair failed before this receive could grant its buffer: the data cannot come.
+            fail(slot: i, peers[peer]!.failure ?? closedError(peer))
             return
         }
         if rts {
@@ -438,12 +461,20 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     private func granted(slot i: Int32, _ g: Grant) {
         let s = slots[Int(i)]
         let peer = Int(s.peer)
+        if closed {
+            // Closing: a write now would follow our BYE.
+            fail(slot: i, CCLError(.remoteError, "endpoint closed before rank \(peer) granted the message", rank: rank, peer: peer))
+            return
+        }
         guard g.length == s.length else {
-            fail(slot: i, CCLError(.invalidUsage, "message size mismatch: rank \(peer) expects \(g.length) bytes where \(s.length) are sent (do all ranks call the same collective with the same count and type?)", rank: rank, peer: peer))
+            // The tag's messages are out of step with the receiver's buffers: stop the pair.
+            let e = CCLError(.invalidUsage, "message size mismatch: rank \(peer) expects \(g.length) bytes where \(s.length) are sent (do all ranks call the same collective with the same count and type?)", rank: rank, peer: peer)
+            fail(slot: i, e)
+            peerFailed(peer, e)
             return
         }
         slots[Int(i)].state = .writing
-        peers[peer]!.outbox.append(.write(i, remote: g.address, rkey: g.rkey, rid: g.rid))
+        peers[peer]!.outbox.append(.write(i, s.generation, remote: g.address, rkey: g.rkey, rid: g.rid))
     }
 
     private func fail(slot i: Int32, _ e: CCLError) {
@@ -477,9 +508,10 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     private func post(_ op: OutOp, peer: Int) throws(CCLError) -> Bool {
         let p = peers[peer]!
         switch op {
-        case let .eager(i):
-            guard room(p, bounce: true) else { return false }
+        case let .eager(i, gen):
             let s = slots[Int(i)]
+            guard s.inUse, s.generation == gen, s.state == .posted else { return true }  // failed meanwhile
+            guard room(p, bounce: true) else { return false }
             let buf = bounceSlot(peer)
             writeHeader(buf, .eager, tag: s.tag, a: UInt64(s.length), b: 0, c: 0)
             if s.length > 0 { (buf + Self.headerBytes).copyMemory(from: s.base!, byteCount: s.length) }
@@ -490,9 +522,9 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
             let buf = bounceSlot(peer)
             writeHeader(buf, type, tag: tag, a: a, b: b, c: c)
             try postSend(peer: peer, op: CSWCCL_OP_SEND, buf, Self.headerBytes, lkey: cswccl_mr_lkey(p.poolMR!), signal: type == .bye, bounce: true)
-        case let .write(i, remote, rkey, rid):
+        case let .write(i, gen, remote, rkey, rid):
             let s = slots[Int(i)]
-            guard s.state == .writing else { return true }  // failed meanwhile
+            guard s.inUse, s.generation == gen, s.state == .writing else { return true }  // failed meanwhile
             let pieces = (s.length + Self.maxWriteBytes - 1) / Self.maxWriteBytes
             guard Int(p.posted &- p.retired) + pieces <= queueDepth else { return false }
             let lkey = cswccl_mr_lkey(regs[s.reg]!.mr)
@@ -525,23 +557,23 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     @discardableResult
     private func postSend(peer: Int, op: Int, _ local: UnsafeRawPointer, _ n: Int, lkey: UInt32, remote: UInt64 = 0, rkey: UInt32 = 0,
                           imm: UInt32 = 0, signal: Bool = false, bounce: Bool = false) throws(CCLError) -> UInt64 {
-        var p = peers[peer]!
-        let seq = p.posted &+ 1
+        // Mutated in place: a copy of the peer would copy its bounce table on every send.
+        let seq = peers[peer]!.posted &+ 1
         // Signal every `signalEvery` requests, and whenever the queue or the bounce slots run low, so
         // that a completion always comes to free them.
-        let signaled = signal || seq &- p.lastSignaled >= UInt64(signalEvery)
-            || Int(seq &- p.retired) >= queueDepth - 1 || (bounce && p.bounceUsed + 1 >= sendSlots)
-        let rc = cswccl_post_send(p.qp, WorkID.send(peer: peer, seq: seq), Int32(op), local, UInt32(n), lkey, remote, rkey, imm,
+        let signaled = signal || seq &- peers[peer]!.lastSignaled >= UInt64(signalEvery)
+            || Int(seq &- peers[peer]!.retired) >= queueDepth - 1 || (bounce && peers[peer]!.bounceUsed + 1 >= sendSlots)
+        let rc = cswccl_post_send(peers[peer]!.qp, WorkID.send(peer: peer, seq: seq), Int32(op), local, UInt32(n), lkey, remote, rkey, imm,
                                   signaled ? 1 : 0, 0)
         guard rc == 0 else { throw CCLError(.systemError, "ibv_post_send: \(Errno(rc))", peer: peer) }
-        p.posted = seq
-        if signaled { p.lastSignaled = seq }
+        peers[peer]!.posted = seq
+        if signaled { peers[peer]!.lastSignaled = seq }
         if bounce {
-            p.bounceSeq[p.bounceHead] = seq
-            p.bounceHead = (p.bounceHead + 1) % sendSlots
-            p.bounceUsed += 1
+            let head = peers[peer]!.bounceHead
+            peers[peer]!.bounceSeq[head] = seq
+            peers[peer]!.bounceHead = (head + 1) % sendSlots
+            peers[peer]!.bounceUsed += 1
         }
-        peers[peer] = p
         return seq
     }
 
@@ -569,14 +601,14 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         let s = slots[Int(i)]
         let peer = Int(s.peer)
         if s.state == .failed {
-            // A large receive that granted its buffer keeps it until the QP is quiet: the error stands,
-            // and the registration goes with the slot.
+            // A failed request whose buffer was granted or being written reaches here only after its
+            // QP was stopped (peerFailed, stopAllQueuePairs): the registration can go with the slot.
             let e = slotErrors.removeValue(forKey: Int(i)) ?? CCLError(.internalError, "request failed")
             releaseSlot(i)
-            throw e.with(rank: rank, peer: peer)
+            throw e.with(rank: rank, peer: peer, peerAddress: peers[peer]?.address)
         }
         if s.state != .done {
-            if let b = brokenBy { throw b }
+            if let b = brokenBy { stopAllQueuePairs(); throw b }
             if aborted.load(ordering: .acquiring) { throw abortError() }
             return false
         }
@@ -619,8 +651,12 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
                 let peer = Int(s.peer)
                 let what = s.isSend ? "for rank \(peer) to take \(s.length) bytes (tag \(s.tag))"
                                     : "to receive \(s.length) bytes from rank \(peer) (tag \(s.tag))"
-                throw CCLError(.timeout, "timed out waiting \(what) over verbs; the peer is stopped, overloaded, or not in the same operation",
-                               rank: rank, peer: peer)
+                let e = CCLError(.timeout, "timed out waiting \(what) over verbs; the peer is stopped, overloaded, or not in the same operation",
+                                 rank: rank, peer: peer, peerAddress: peers[peer]?.address)
+                // The peer may still write into a granted buffer, or the device still read one being
+                // written: stop the pair before the caller takes its buffer back.
+                if (!s.isSend && s.ctsSent && !s.dataArrived) || (s.isSend && s.state == .writing) { peerFailed(peer, e) }
+                throw e
             }
             if spinning {
                 // Yield between polls: a software device (Soft-RoCE) moves the data in kernel threads
@@ -634,7 +670,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 
     public func waitForProgress(deadline: Deadline) throws(CCLError) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        if let b = brokenBy { throw b }
+        if let b = brokenBy { stopAllQueuePairs(); throw b }
         if aborted.load(ordering: .acquiring) { throw abortError() }
         return try progress(timeoutMs: deadline.remainingMs)
     }
@@ -645,8 +681,19 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         return p.unexpected.map(\.tag)
     }
 
+    /// The error for calls after `abort`. Reporting it means callers may reuse their buffers: every QP
+    /// is stopped first.
     private func abortError() -> CCLError {
-        CCLError(.remoteError, "communicator aborted: \(abortReason.withLock { $0 })", rank: rank)
+        stopAllQueuePairs()
+        return CCLError(.remoteError, "communicator aborted: \(abortReason.withLock { $0 })", rank: rank)
+    }
+
+    /// Moves every QP to the error state (once): the device stops reading and writing the buffers of
+    /// requests that are about to be reported failed.
+    private func stopAllQueuePairs() {
+        if stopped { return }
+        stopped = true
+        for p in peers.indices { if let qp = peers[p]?.qp { _ = cswccl_qp_to_error(qp) } }
     }
 
     private func closedError(_ peer: Int) -> CCLError {
@@ -713,7 +760,13 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         var any = false
         while true {
             let n = wcs.withUnsafeMutableBufferPointer { cswccl_poll_cq(cq, 32, $0.baseAddress) }
-            if n <= 0 { break }
+            if n < 0 {
+                for p in peers.indices where peers[p] != nil {
+                    peerFailed(p, CCLError(.systemError, "\(port.device): ibv_poll_cq failed (\(n)): the completion queue is unusable", peer: p), abrupt: true)
+                }
+                break
+            }
+            if n == 0 { break }
             any = true
             for k in 0..<Int(n) { handle(wcs[k]) }
             if n < 32 { break }
@@ -726,7 +779,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         let (kind, peer, value) = WorkID.decode(wc.wr_id)
         guard peer < peers.count, peers[peer] != nil else { return }
         if wc.status != 0 {
-            if cswccl_wc_is_flush(wc.status) != 0 && peers[peer]!.failure != nil { return }  // after the pair failed
+            if peers[peer]!.failure != nil { return }  // flushed or refused after the pair failed or closed
             let what = kind == .recv ? "receive" : "send"
             peerFailed(peer, CCLError(.remoteError, "\(what) work completion failed on the queue pair to rank \(peer): \(String(cString: cswccl_wc_status_str(wc.status))) (vendor error 0x\(String(wc.vendor_err, radix: 16)); the peer died or its memory registration is gone)", peer: peer), abrupt: true)
             return
@@ -751,14 +804,14 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 
     /// A signalled send completed: it and every earlier request of the QP are done.
     private func retire(peer: Int, upTo seq: UInt64) {
-        var p = peers[peer]!
-        if seq > p.retired { p.retired = seq }
-        while p.bounceUsed > 0 {
-            let tail = (p.bounceHead - p.bounceUsed + sendSlots) % sendSlots
-            guard p.bounceSeq[tail] <= p.retired else { break }
-            p.bounceUsed -= 1
+        if seq > peers[peer]!.retired { peers[peer]!.retired = seq }
+        let retired = peers[peer]!.retired
+        while peers[peer]!.bounceUsed > 0 {
+            let tail = (peers[peer]!.bounceHead - peers[peer]!.bounceUsed + sendSlots) % sendSlots
+            guard peers[peer]!.bounceSeq[tail] <= retired else { break }
+            peers[peer]!.bounceUsed -= 1
         }
-        peers[peer] = p
+        let p = peers[peer]!
         for i in p.sends where slots[Int(i)].state == .writing && slots[Int(i)].completionSeq != 0 && slots[Int(i)].completionSeq <= p.retired {
             slots[Int(i)].state = .done
         }
@@ -811,15 +864,11 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
             } else {
                 peers[peer]!.grants.append(g)
             }
-        case .nak:
-            if let i = peers[peer]!.sends.first(where: { slots[Int($0)].state == .awaitingCTS && slots[Int($0)].tag == tag }) {
-                fail(slot: i, CCLError(.invalidUsage, "message size mismatch: rank \(peer) expected \(a) bytes where \(b) are sent (do all ranks call the same collective with the same count and type?)", rank: rank, peer: peer))
-            }
         case .bye:
+            // Everything the peer sent before is handled (arrivals are in order); its unexpected
+            // messages stay deliverable. The rest fails, and the QP stops.
             peers[peer]!.saidGoodbye = true
-            let e = closedError(peer)
-            for i in peers[peer]!.recvs where slots[Int(i)].state != .done { fail(slot: i, e) }
-            for i in peers[peer]!.sends where slots[Int(i)].state != .done { fail(slot: i, e) }
+            peerFailed(peer, closedError(peer))
         }
     }
 
@@ -866,10 +915,10 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     /// The pair with `peer` is unusable: fail its requests, stop its QP.
     private func peerFailed(_ peer: Int, _ error: CCLError, abrupt: Bool = false) {
         guard peers[peer] != nil, peers[peer]!.failure == nil else { return }
-        let e = error.with(rank: rank, peer: peer)
+        let e = error.with(rank: rank, peer: peer, peerAddress: peers[peer]!.address)
         peers[peer]!.failure = e
         if abrupt && brokenBy == nil { brokenBy = e }
-        Log.warn(.net, "rank \(rank): \(e)")
+        if peers[peer]!.saidGoodbye { Log.info(.net, "rank \(rank): \(e)") } else { Log.warn(.net, "rank \(rank): \(e)") }
         for i in peers[peer]!.sends + peers[peer]!.recvs where slots[Int(i)].state != .done { fail(slot: i, e) }
         peers[peer]!.outbox.removeAll()
         if let qp = peers[peer]!.qp { _ = cswccl_qp_to_error(qp) }
@@ -886,6 +935,8 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         // Say goodbye on every healthy pair and give the BYEs (and what was queued before them) a
         // moment to be acknowledged, so that peers can tell this from a crash.
         if !wasAborted, let cq {
+            // Goodbyes that arrived already: no BYE back to a QP that is gone.
+            _ = drainCQ(cq)
             for p in peers.indices where peers[p] != nil && peers[p]!.failure == nil && !peers[p]!.saidGoodbye && peers[p]!.fd >= 0 {
                 peers[p]!.outbox.append(.control(.bye, tag: 0, a: 0, b: 0, c: 0))
                 flush(peer: p)
@@ -920,7 +971,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 
 // MARK: - state
 
-enum MessageType: UInt64 { case eager = 1, rts = 2, cts = 3, nak = 4, bye = 5 }
+enum MessageType: UInt64 { case eager = 1, rts = 2, cts = 3, bye = 5 }
 
 /// Work request ids: kind in the top bit, the peer's rank in the next 23, then a send's sequence
 /// number (40 bits) or a receive buffer's index.
@@ -978,9 +1029,10 @@ struct VerbsUnexpected {
 }
 
 enum OutOp {
-    case eager(Int32)
+    /// Slots are named with their generation: an entry whose request failed meanwhile is skipped.
+    case eager(Int32, UInt32)
     case control(MessageType, tag: UInt64, a: UInt64, b: UInt64, c: UInt64)
-    case write(Int32, remote: UInt64, rkey: UInt32, rid: UInt32)
+    case write(Int32, UInt32, remote: UInt64, rkey: UInt32, rid: UInt32)
 }
 
 struct Registration {
@@ -1016,9 +1068,13 @@ struct VerbsPeer {
     var failure: CCLError?
     var saidGoodbye = false
 
-    init(rank: Int, fd: Int32) {
+    /// The peer's control address (for errors).
+    let address: String
+
+    init(rank: Int, fd: Int32, address: String, bounceSlots: Int) {
         self.rank = rank
         self.fd = fd
-        bounceSeq = [UInt64](repeating: 0, count: 4096)
+        self.address = address
+        bounceSeq = [UInt64](repeating: 0, count: bounceSlots)
     }
 }
