@@ -335,7 +335,8 @@ swcclResult_t swcclCommUserRank(const swcclComm_t comm, int* rank);
 
 /**
  * Registers the buffer [buff, buff + size) with comm so that operations on it can avoid copies
- * (e.g. pinning for a network transport); *handle receives a registration handle. Local (not
+ * (with the RDMA verbs transport: ibv_reg_mr, kept until swcclCommDeregister; TCP and shared
+ * memory need none); *handle receives a registration handle. Local (not
  * collective); may block briefly while memory is registered. Registration is optional: unregistered
  * buffers always work. Release with swcclCommDeregister before freeing the memory or comm.
  * Returns swcclInvalidArgument if comm, buff or handle is NULL or size is 0; swcclInvalidUsage if comm

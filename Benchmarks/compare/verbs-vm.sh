@@ -34,12 +34,18 @@ ibbw() {  # size, extra flags -> average MB/s as ib_write_bw reports it
         awk -v s="$size" '$1 == s { print $4; exit }'
     wait $server
 }
+swccl() {  # size -> MB/s (bytes per microsecond of the out-of-place time)
+    "$PERF" sendrecv -np 2 -b "$1" -e "$1" -n $(( $1 >= 1048576 ? 20 : 200 )) -w 2 -c 0 --transport ib 2>/dev/null |
+        awk -v s="$1" '$1 == s { printf "%.1f", $1 / $6; exit }'
+}
 for r in $(seq 1 "$ROUNDS"); do
     for s in $SIZES; do
-        sw=$("$PERF" sendrecv -np 2 -b "$s" -e "$s" -n $(( s >= 1048576 ? 20 : 200 )) -w 2 -c 0 --transport ib 2>/dev/null |
-             awk -v s="$s" '$1 == s { printf "%.1f", $1 / $6; exit }')
-        bi=$(ibbw "$s" -b)
-        uni=$(ibbw "$s")
+        # Order reversed every other round, so that a drift of the machine favours neither side.
+        if [ $((r % 2)) -eq 1 ]; then
+            sw=$(swccl "$s"); bi=$(ibbw "$s" -b); uni=$(ibbw "$s")
+        else
+            uni=$(ibbw "$s"); bi=$(ibbw "$s" -b); sw=$(swccl "$s")
+        fi
         bi_half=$(awk -v b="${bi:-0}" 'BEGIN { printf "%.1f", b / 2 }')
         echo "$r  $s  ${sw:-NA}  $bi_half  ${uni:-NA}"
     done
