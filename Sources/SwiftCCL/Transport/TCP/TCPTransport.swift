@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 
 extension Knobs {
     static let nsocksPerThread = Knob.int("SWCCL_NSOCKS_PERTHREAD", default: 1,
@@ -39,16 +38,13 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     let eagerThreshold: Int
     private var listenFD: Int32
     private let listenAddress: SocketAddress
-    private let wakeFD: Int32
-    private let aborted = Atomic<Bool>(false)
-    private let abortReason = Mutex<String>("")
+    private let abortSignal: AbortSignal
+    private var wakeFD: Int32 { abortSignal.wakeFD }
     private let lock = Lock()
 
     // Progress state; touched only by the thread that holds `lock`.
     private var peers: [PeerState?]
-    private var slots: [Slot]
-    private var slotErrors: [Int: CCLError] = [:]
-    private var freeSlots: [Int32]
+    private var slots: RequestTable<Slot>
     private var pollSet: [pollfd] = []
     private var pollOwners: [(peer: Int32, sock: Int32)] = []
     /// The first abrupt loss of a peer: it breaks the communicator, so every wait reports it.
@@ -80,9 +76,9 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         let l = try SocketIO.listen(on: iface.address.withAnyPort)
         listenFD = l.fd
         listenAddress = l.address
-        do { wakeFD = try Sys.eventFD() } catch {
+        do throws(CCLError) { abortSignal = try AbortSignal() } catch {
             Sys.close(l.fd)
-            throw CCLError.system("eventfd", error)
+            throw error
         }
         var addr = [UInt8](repeating: 0, count: 2 + SocketAddress.encodedSize)
         addr[0] = UInt8(Self.protocolVersion)
@@ -94,15 +90,11 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             needsRegistration: false, maxOutstandingRequests: maxOutstanding, sameHostOnly: false,
             alphaNanos: TCPTransport.modelAlphaNanos, betaNanosPerByte: TCPTransport.modelBetaNanosPerByte)
         peers = Array(repeating: nil, count: nranks)
-        slots = Array(repeating: Slot(), count: maxOutstanding)
-        freeSlots = (0..<Int32(maxOutstanding)).reversed()
+        slots = RequestTable(capacity: maxOutstanding)
         Log.info(.net, "rank \(rank): TCP listening on \(iface.name) \(l.address), \(nsocks) socket(s) per peer, eager <= \(eagerThreshold) B")
     }
 
-    deinit {
-        close()
-        Sys.close(wakeFD)
-    }
+    deinit { close() }
 
     // MARK: connection setup
 
@@ -160,7 +152,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     // MARK: posting
 
     private func checkUsable(_ peer: Int, _ what: String) throws(CCLError) {
-        if aborted.load(ordering: .acquiring) { throw abortError() }
+        if abortSignal.isRaised { throw abortError() }
         guard peer >= 0, peer < nranks, peer != rank, peers[peer] != nil else {
             throw CCLError.invalidArgument("\(what): peer \(peer) is not a connected peer of rank \(rank)")
         }
@@ -168,13 +160,9 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     }
 
     private func allocSlot(send: Bool, peer: Int, tag: UInt64, base: UnsafeMutableRawPointer?, length: Int) throws(CCLError) -> Int32 {
-        guard let i = freeSlots.popLast() else {
-            throw CCLError(.invalidUsage, "more than \(slots.count) outstanding requests", rank: rank, peer: peer)
+        try slots.allocate(rank: rank, peer: peer) { gen in
+            Slot(generation: gen, inUse: true, isSend: send, state: .posted, peer: Int32(peer), tag: tag, base: base, length: length)
         }
-        let gen = slots[Int(i)].generation &+ 1
-        slots[Int(i)] = Slot(generation: gen, inUse: true, isSend: send, state: .posted, peer: Int32(peer), tag: tag,
-                             base: base, length: length)
-        return i
     }
 
     public func isend(to peer: Int, tag: UInt64, _ data: UnsafeRawBufferPointer) throws(CCLError) -> Request {
@@ -195,12 +183,12 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             enqueue(peer: peer, sock: 0, Frame(type: .rts, tag: tag, a: UInt64(length), b: id, payload: nil, payloadLength: 0, slot: -1))
         }
         flush(peer: peer)
-        return Request(slot: UInt32(i), generation: slots[Int(i)].generation)
+        return slots.handle(i)
     }
 
     public func irecv(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> Request {
         lock.lock(); defer { lock.unlock() }
-        if aborted.load(ordering: .acquiring) { throw abortError() }
+        if abortSignal.isRaised { throw abortError() }
         guard peer >= 0, peer < nranks, peer != rank, peers[peer] != nil else {
             throw CCLError.invalidArgument("receive: peer \(peer) is not a connected peer of rank \(rank)")
         }
@@ -210,7 +198,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         // closed: what it sent before closing is still delivered.
         deliverUnexpected(peer: peer)
         if let e = peers[peer]!.failure, slots[Int(i)].state != .done { fail(slot: i, e) }
-        return Request(slot: UInt32(i), generation: slots[Int(i)].generation)
+        return slots.handle(i)
     }
 
     /// Pairs a posted receive with an incoming message's header.
@@ -262,7 +250,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
 
     private func fail(slot i: Int32, _ e: CCLError) {
         slots[Int(i)].state = .failed
-        slotErrors[Int(i)] = e
+        slots.setError(i, e)
     }
 
     private func enqueue(peer: Int, sock: Int, _ f: Frame) {
@@ -274,18 +262,10 @@ public final class TCPTransport: Transport, @unchecked Sendable {
 
     public func test(_ r: Request) throws(CCLError) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        let i = try validate(r)
+        let i = try slots.validate(r)
         if try complete(i) { return true }
         try progress(timeoutMs: 0)
         return try complete(i)
-    }
-
-    private func validate(_ r: Request) throws(CCLError) -> Int32 {
-        let i = Int32(r.slot)
-        guard Int(r.slot) < slots.count, slots[Int(i)].inUse, slots[Int(i)].generation == r.generation else {
-            throw CCLError.invalidUsage("request \(r.slot)/\(r.generation) is not outstanding (already completed?)")
-        }
-        return i
     }
 
     /// True (and releases the slot) if request `i` is done and no earlier request of the same pair,
@@ -294,20 +274,16 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         let s = slots[Int(i)]
         let peer = Int(s.peer)
         if s.state == .failed {
-            let e = slotErrors.removeValue(forKey: Int(i)) ?? CCLError(.internalError, "request failed")
+            let e = slots.takeError(i)
             release(i, peer: peer, send: s.isSend)
             throw e.with(rank: rank, peer: peer, peerAddress: peers[peer]?.address.description)
         }
         if s.state != .done {
             if let b = brokenBy { throw b }
-            if aborted.load(ordering: .acquiring) { throw abortError() }
+            if abortSignal.isRaised { throw abortError() }
             return false
         }
-        let list = s.isSend ? peers[peer]!.sends : peers[peer]!.recvs
-        for j in list {
-            if j == i { break }
-            if slots[Int(j)].tag == s.tag && slots[Int(j)].state != .done { return false }
-        }
+        if slots.earlierPending(i, in: s.isSend ? peers[peer]!.sends : peers[peer]!.recvs) { return false }
         release(i, peer: peer, send: s.isSend)
         return true
     }
@@ -321,52 +297,39 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             if let k = peers[peer]!.recvs.firstIndex(of: i) { peers[peer]!.recvs.remove(at: k) }
             if id != 0 && peers[peer]!.incoming[id] == i { peers[peer]!.incoming.removeValue(forKey: id) }
         }
-        slots[Int(i)].inUse = false
         slots[Int(i)].base = nil
-        freeSlots.append(i)
+        slots.release(i)
     }
 
 
     public func wait(_ r: Request, deadline: Deadline) throws(CCLError) {
         lock.lock(); defer { lock.unlock() }
-        let i = try validate(r)
-        let spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
-        while true {
+        let i = try slots.validate(r)
+        try RequestWait.run(deadline: deadline, complete: { () throws(CCLError) in try complete(i) }, spin: { () throws(CCLError) -> Bool in
+            // Fast path for a receive: read the peer's control connection directly, without a poll
+            // first (one syscall fewer per small message).
+            let s = slots[i]
+            let peer = Int(s.peer)
+            if !s.isSend, peers[peer]!.failure == nil, !peers[peer]!.stalled, peers[peer]!.socks[0].fd >= 0 {
+                do throws(CCLError) { try read(peer: peer, sock: 0) } catch { peerFailed(peer, error) }
+                if try complete(i) { return true }
+            }
+            // Nothing yet: let a rank sharing this core run (the scheduler tends to co-locate
+            // processes that wake each other), then look again.
+            if !(try progress(timeoutMs: 0)) { Sys.yield() }
+            return false
+        }, block: { (ms) throws(CCLError) in try progress(timeoutMs: ms) }, timedOut: { () throws(CCLError) in
+            try progress(timeoutMs: 0)
             if try complete(i) { return }
-            let spinning = Sys.monotonicNanos() < spinUntil
-            let left = deadline.remainingMs
-            if left == 0 && !spinning {
-                try progress(timeoutMs: 0)
-                if try complete(i) { return }
-                let s = slots[Int(i)]
-                let peer = Int(s.peer)
-                let what = s.isSend ? "for rank \(peer) to take \(s.length) bytes (tag \(s.tag))"
-                                    : "to receive \(s.length) bytes from rank \(peer) (tag \(s.tag))"
-                throw CCLError(.timeout, "timed out waiting \(what); the peer is stopped, overloaded, or not in the same operation",
-                               rank: rank, peer: peer, peerAddress: peers[peer]?.address.description)
-            }
-            if spinning {
-                // Fast path for a receive: read the peer's control connection directly, without a
-                // poll first (one syscall fewer per small message).
-                let s = slots[Int(i)]
-                let peer = Int(s.peer)
-                if !s.isSend, peers[peer]!.failure == nil, !peers[peer]!.stalled, peers[peer]!.socks[0].fd >= 0 {
-                    do throws(CCLError) { try read(peer: peer, sock: 0) } catch { peerFailed(peer, error) }
-                    if try complete(i) { return }
-                }
-                // Nothing yet: let a rank sharing this core run (the scheduler tends to co-locate
-                // processes that wake each other), then look again.
-                if !(try progress(timeoutMs: 0)) { Sys.yield() }
-            } else {
-                try progress(timeoutMs: min(left, 1000))
-            }
-        }
+            let peer = Int(slots[i].peer)
+            throw slots.timeoutError(i, rank: rank, over: "", peerAddress: peers[peer]?.address.description)
+        })
     }
 
     public func waitForProgress(deadline: Deadline) throws(CCLError) -> Bool {
         lock.lock(); defer { lock.unlock() }
         if let b = brokenBy { throw b }
-        if aborted.load(ordering: .acquiring) { throw abortError() }
+        if abortSignal.isRaised { throw abortError() }
         let left = deadline.remainingMs
         return try progress(timeoutMs: left)
     }
@@ -377,18 +340,12 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         return p.unexpected.map(\.tag)
     }
 
-    private func abortError() -> CCLError {
-        CCLError(.remoteError, "communicator aborted: \(abortReason.withLock { $0 })", rank: rank)
-    }
+    private func abortError() -> CCLError { abortSignal.error(rank: rank) }
 
-    public func abort(_ reason: String) {
-        abortReason.withLock { if $0.isEmpty { $0 = reason } }
-        aborted.store(true, ordering: .releasing)
-        Sys.signal(eventFD: wakeFD)
-    }
+    public func abort(_ reason: String) { abortSignal.raise(reason) }
 
     public func close() {
-        let wasAborted = aborted.load(ordering: .acquiring)
+        let wasAborted = abortSignal.isRaised
         abort("closed")
         lock.lock(); defer { lock.unlock() }
         if closed { return }
@@ -442,8 +399,8 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         catch { throw CCLError.system("poll", error).with(rank: rank) }
         if n == 0 { return false }
         if pollSet[0].revents != 0 {
-            Sys.drain(eventFD: wakeFD)
-            if aborted.load(ordering: .acquiring) { throw abortError() }
+            abortSignal.drain()
+            if abortSignal.isRaised { throw abortError() }
         }
         for k in pollSet.indices.dropFirst() where pollSet[k].revents != 0 {
             let (p, s) = pollOwners[k]
@@ -746,7 +703,8 @@ struct Frame {
 
 enum SlotState: UInt8 { case free, posted, matched, done, failed }
 
-struct Slot {
+struct Slot: RequestSlot {
+    var isDone: Bool { state == .done }
     var generation: UInt32 = 0
     var inUse = false
     var isSend = false

@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 import CSwcclVerbs
 
 extension Knobs {
@@ -77,9 +76,8 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     let bufBytes: Int
 
     private var listenFD: Int32
-    private let wakeFD: Int32
-    private let aborted = Atomic<Bool>(false)
-    private let abortReason = Mutex<String>("")
+    private let abortSignal: AbortSignal
+    private var wakeFD: Int32 { abortSignal.wakeFD }
     private let lock = Lock()
 
     // Verbs objects.
@@ -97,9 +95,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 
     // State; touched only with `lock` held.
     private var peers: [VerbsPeer?]
-    private var slots: [VerbsSlot]
-    private var slotErrors: [Int: CCLError] = [:]
-    private var freeSlots: [Int32]
+    private var slots: RequestTable<VerbsSlot>
     private var regs: [Int: Registration] = [:]
     private var nextRegID = 1
     private var pollSet: [pollfd] = []
@@ -163,10 +159,10 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
             throw error.with(rank: rank)
         }
         listenFD = l.fd
-        do { wakeFD = try Sys.eventFD() } catch {
+        do throws(CCLError) { abortSignal = try AbortSignal() } catch {
             Sys.close(l.fd)
             cleanup.reversed().forEach { $0() }
-            throw CCLError.system("eventfd", error)
+            throw error
         }
         var addr = [UInt8](repeating: 0, count: 2 + SocketAddress.encodedSize)
         addr[0] = UInt8(Self.protocolVersion)
@@ -178,15 +174,11 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
             needsRegistration: true, maxOutstandingRequests: maxOutstanding, sameHostOnly: false,
             alphaNanos: Self.modelAlphaNanos, betaNanosPerByte: Self.modelBetaNanosPerByte)
         peers = Array(repeating: nil, count: nranks)
-        slots = Array(repeating: VerbsSlot(), count: maxOutstanding)
-        freeSlots = (0..<Int32(maxOutstanding)).reversed()
+        slots = RequestTable(capacity: maxOutstanding, generationMask: 0xf_ffff)  // receive ids: 12 + 20 bits
         Log.info(.net, "rank \(rank): verbs on \(port), control socket \(l.address) (\(iface.name)), eager <= \(eagerThreshold) B, queue depth \(queueDepth)")
     }
 
-    deinit {
-        close()
-        Sys.close(wakeFD)
-    }
+    deinit { close() }
 
     // MARK: connection setup
 
@@ -352,20 +344,16 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     // MARK: posting
 
     private func checkPeer(_ peer: Int, _ what: String) throws(CCLError) {
-        if aborted.load(ordering: .acquiring) { throw abortError() }
+        if abortSignal.isRaised { throw abortError() }
         guard peer >= 0, peer < nranks, peer != rank, peers[peer] != nil else {
             throw CCLError.invalidArgument("\(what): peer \(peer) is not a connected peer of rank \(rank)")
         }
     }
 
     private func allocSlot(send: Bool, peer: Int, tag: UInt64, base: UnsafeMutableRawPointer?, length: Int) throws(CCLError) -> Int32 {
-        guard let i = freeSlots.popLast() else {
-            throw CCLError(.invalidUsage, "more than \(slots.count) outstanding requests", rank: rank, peer: peer)
+        try slots.allocate(rank: rank, peer: peer) { gen in
+            VerbsSlot(generation: gen, inUse: true, isSend: send, state: .posted, peer: Int32(peer), tag: tag, base: base, length: length)
         }
-        let gen = (slots[Int(i)].generation &+ 1) & 0xf_ffff
-        slots[Int(i)] = VerbsSlot(generation: gen, inUse: true, isSend: send, state: .posted, peer: Int32(peer), tag: tag,
-                                  base: base, length: length)
-        return i
     }
 
     public func isend(to peer: Int, tag: UInt64, _ data: UnsafeRawBufferPointer) throws(CCLError) -> Request {
@@ -382,7 +370,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
                 slots[Int(i)].reg = try acquire(data.baseAddress!, n, writable: false, peer: peer)
             } catch {
                 fail(slot: i, error)
-                return Request(slot: UInt32(i), generation: slots[Int(i)].generation)
+                return slots.handle(i)
             }
             slots[Int(i)].state = .awaitingCTS
             peers[peer]!.outbox.append(.control(.rts, tag: tag, a: UInt64(n), b: 0, c: 0))
@@ -393,7 +381,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
             }
         }
         flush(peer: peer)
-        return Request(slot: UInt32(i), generation: slots[Int(i)].generation)
+        return slots.handle(i)
     }
 
     public func irecv(from peer: Int, tag: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(CCLError) -> Request {
@@ -413,7 +401,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
                 slots[Int(i)].ctsSent = true
             } catch {
                 fail(slot: i, error)
-                return Request(slot: UInt32(i), generation: slots[Int(i)].generation)
+                return slots.handle(i)
             }
         }
         // Something with this tag may have arrived already, even from a peer that has since closed.
@@ -428,7 +416,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
             fail(slot: i, closedError(peer))
         }
         flush(peer: peer)
-        return Request(slot: UInt32(i), generation: slots[Int(i)].generation)
+        return slots.handle(i)
     }
 
     /// A message of `length` bytes (eager data at `data`, or an RTS) is the next one of its tag: it
@@ -480,7 +468,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     private func fail(slot i: Int32, _ e: CCLError) {
         guard slots[Int(i)].state != .failed else { return }
         slots[Int(i)].state = .failed
-        slotErrors[Int(i)] = e
+        slots.setError(i, e)
     }
 
     // MARK: the send queue
@@ -581,18 +569,10 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 
     public func test(_ r: Request) throws(CCLError) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        let i = try validate(r)
+        let i = try slots.validate(r)
         if try complete(i) { return true }
         try progress(timeoutMs: 0)
         return try complete(i)
-    }
-
-    private func validate(_ r: Request) throws(CCLError) -> Int32 {
-        let i = Int32(r.slot)
-        guard Int(r.slot) < slots.count, slots[Int(i)].inUse, slots[Int(i)].generation == r.generation else {
-            throw CCLError.invalidUsage("request \(r.slot)/\(r.generation) is not outstanding (already completed?)")
-        }
-        return i
     }
 
     /// True (and releases the slot) if request `i` is done and no earlier request of the same pair,
@@ -603,20 +583,16 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         if s.state == .failed {
             // A failed request whose buffer was granted or being written reaches here only after its
             // QP was stopped (peerFailed, stopAllQueuePairs): the registration can go with the slot.
-            let e = slotErrors.removeValue(forKey: Int(i)) ?? CCLError(.internalError, "request failed")
+            let e = slots.takeError(i)
             releaseSlot(i)
             throw e.with(rank: rank, peer: peer, peerAddress: peers[peer]?.address)
         }
         if s.state != .done {
             if let b = brokenBy { stopAllQueuePairs(); throw b }
-            if aborted.load(ordering: .acquiring) { throw abortError() }
+            if abortSignal.isRaised { throw abortError() }
             return false
         }
-        let list = s.isSend ? peers[peer]!.sends : peers[peer]!.recvs
-        for j in list {
-            if j == i { break }
-            if slots[Int(j)].tag == s.tag && slots[Int(j)].state != .done { return false }
-        }
+        if slots.earlierPending(i, in: s.isSend ? peers[peer]!.sends : peers[peer]!.recvs) { return false }
         releaseSlot(i)
         return true
     }
@@ -630,48 +606,36 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
             if let k = peers[peer]!.recvs.firstIndex(of: i) { peers[peer]!.recvs.remove(at: k) }
         }
         if s.reg != 0 { release(reg: s.reg) }
-        slots[Int(i)].inUse = false
         slots[Int(i)].base = nil
         slots[Int(i)].reg = 0
-        freeSlots.append(i)
+        slots.release(i)
     }
 
     public func wait(_ r: Request, deadline: Deadline) throws(CCLError) {
         lock.lock(); defer { lock.unlock() }
-        let i = try validate(r)
-        let spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
-        while true {
+        let i = try slots.validate(r)
+        try RequestWait.run(deadline: deadline, complete: { () throws(CCLError) in try complete(i) }, spin: { () throws(CCLError) -> Bool in
+            // Yield between polls: a software device (Soft-RoCE) moves the data in kernel threads
+            // that a spinning rank would starve.
+            if !(try progress(timeoutMs: 0)) { if softDevice { Sys.yieldCore() } else { Sys.yield() } }
+            return false
+        }, block: { (ms) throws(CCLError) in try progress(timeoutMs: ms) }, timedOut: { () throws(CCLError) in
+            try progress(timeoutMs: 0)
             if try complete(i) { return }
-            let spinning = Sys.monotonicNanos() < spinUntil
-            let left = deadline.remainingMs
-            if left == 0 && !spinning {
-                try progress(timeoutMs: 0)
-                if try complete(i) { return }
-                let s = slots[Int(i)]
-                let peer = Int(s.peer)
-                let what = s.isSend ? "for rank \(peer) to take \(s.length) bytes (tag \(s.tag))"
-                                    : "to receive \(s.length) bytes from rank \(peer) (tag \(s.tag))"
-                let e = CCLError(.timeout, "timed out waiting \(what) over verbs; the peer is stopped, overloaded, or not in the same operation",
-                                 rank: rank, peer: peer, peerAddress: peers[peer]?.address)
-                // The peer may still write into a granted buffer, or the device still read one being
-                // written: stop the pair before the caller takes its buffer back.
-                if (!s.isSend && s.ctsSent && !s.dataArrived) || (s.isSend && s.state == .writing) { peerFailed(peer, e) }
-                throw e
-            }
-            if spinning {
-                // Yield between polls: a software device (Soft-RoCE) moves the data in kernel threads
-                // that a spinning rank would starve.
-                if !(try progress(timeoutMs: 0)) { if softDevice { Sys.yieldCore() } else { Sys.yield() } }
-            } else {
-                try progress(timeoutMs: min(left, 1000))
-            }
-        }
+            let s = slots[i]
+            let peer = Int(s.peer)
+            let e = slots.timeoutError(i, rank: rank, over: " over verbs", peerAddress: peers[peer]?.address)
+            // The peer may still write into a granted buffer, or the device still read one being
+            // written: stop the pair before the caller takes its buffer back.
+            if (!s.isSend && s.ctsSent && !s.dataArrived) || (s.isSend && s.state == .writing) { peerFailed(peer, e) }
+            throw e
+        })
     }
 
     public func waitForProgress(deadline: Deadline) throws(CCLError) -> Bool {
         lock.lock(); defer { lock.unlock() }
         if let b = brokenBy { stopAllQueuePairs(); throw b }
-        if aborted.load(ordering: .acquiring) { throw abortError() }
+        if abortSignal.isRaised { throw abortError() }
         return try progress(timeoutMs: deadline.remainingMs)
     }
 
@@ -685,7 +649,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     /// is stopped first.
     private func abortError() -> CCLError {
         stopAllQueuePairs()
-        return CCLError(.remoteError, "communicator aborted: \(abortReason.withLock { $0 })", rank: rank)
+        return abortSignal.error(rank: rank)
     }
 
     /// Moves every QP to the error state (once): the device stops reading and writing the buffers of
@@ -700,11 +664,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         CCLError(.remoteError, "rank \(peer) closed its verbs endpoint", rank: rank, peer: peer)
     }
 
-    public func abort(_ reason: String) {
-        abortReason.withLock { if $0.isEmpty { $0 = reason } }
-        aborted.store(true, ordering: .releasing)
-        Sys.signal(eventFD: wakeFD)
-    }
+    public func abort(_ reason: String) { abortSignal.raise(reason) }
 
     // MARK: progress engine
 
@@ -714,7 +674,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     @discardableResult
     private func progress(timeoutMs: Int32) throws(CCLError) -> Bool {
         if closed { throw abortError() }
-        if aborted.load(ordering: .acquiring) { throw abortError() }
+        if abortSignal.isRaised { throw abortError() }
         guard let cq else { return false }
         var any = drainCQ(cq)
         if any || timeoutMs == 0 && !pollQuick() { return any }
@@ -729,8 +689,8 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         catch { throw CCLError.system("poll", error).with(rank: rank) }
         if n == 0 { return any }
         if pollSet[0].revents != 0 {
-            Sys.drain(eventFD: wakeFD)
-            if aborted.load(ordering: .acquiring) { throw abortError() }
+            abortSignal.drain()
+            if abortSignal.isRaised { throw abortError() }
         }
         if pollSet[1].revents != 0 {
             _ = cswccl_drain_cq_events(channel)
@@ -819,7 +779,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 
     private func writeArrived(peer: Int, rid: UInt32) {
         let i = Int32(rid & 0xfff), gen = rid >> 12
-        guard Int(i) < slots.count, slots[Int(i)].inUse, slots[Int(i)].generation == gen, !slots[Int(i)].isSend,
+        guard Int(i) < slots.capacity, slots[Int(i)].inUse, slots[Int(i)].generation == gen, !slots[Int(i)].isSend,
               Int(slots[Int(i)].peer) == peer else {
             peerFailed(peer, CCLError(.remoteError, "rank \(peer) completed a write for receive \(i)/\(gen), which is not outstanding", peer: peer), abrupt: true)
             return
@@ -927,7 +887,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     // MARK: closing
 
     public func close() {
-        let wasAborted = aborted.load(ordering: .acquiring)
+        let wasAborted = abortSignal.isRaised
         abort("closed")
         lock.lock(); defer { lock.unlock() }
         if closed { return }
@@ -986,7 +946,8 @@ enum WorkID {
 
 enum VerbsSlotState: UInt8 { case free, posted, awaitingCTS, writing, done, failed }
 
-struct VerbsSlot {
+struct VerbsSlot: RequestSlot {
+    var isDone: Bool { state == .done }
     var generation: UInt32 = 0
     var inUse = false
     var isSend = false
