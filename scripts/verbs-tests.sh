@@ -17,7 +17,7 @@ ulimit -l unlimited 2>/dev/null || true
 
 echo "== verbs: transport conformance suite on ib"
 "$bin/swccl-perf" --transports | sed 's/^/   /'
-SWCCL_CONFORMANCE_BACKENDS=ib SWCCL_CONFORMANCE_TIMEOUT_MS="$timeout_ms" \
+SWCCL_TEST_CONFORMANCE_BACKENDS=ib SWCCL_TEST_CONFORMANCE_TIMEOUT_MS="$timeout_ms" \
     "$bin/SwiftCCLPackageTests.xctest" SwiftCCLTests.ConformanceTests 2>&1 | tee /tmp/swccl-verbs-conformance.log |
     grep -E "^Test Case .*(passed|failed)|error:|SKIP|Executed" | sed 's/^/   /'
 grep -qE "Executed [0-9]+ tests, with 0 failures" /tmp/swccl-verbs-conformance.log || status=1

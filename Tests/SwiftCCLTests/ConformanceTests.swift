@@ -5,15 +5,15 @@ import SwiftCCL
 /// The transport conformance suite: each case is written once against the `Transport` protocol and
 /// runs against every backend in `TransportRegistry`, ranks as real processes.
 final class ConformanceTests: XCTestCase {
-    /// 3 s; `SWCCL_CONFORMANCE_TIMEOUT_MS` raises it where the transport is emulated (Soft-RoCE in a VM
+    /// 3 s; `SWCCL_TEST_CONFORMANCE_TIMEOUT_MS` raises it where the transport is emulated (Soft-RoCE in a VM
     /// moves ≈50 MB/s, so a 256 MiB message needs several seconds).
-    let timeoutMs = Int(ProcessInfo.processInfo.environment["SWCCL_CONFORMANCE_TIMEOUT_MS"] ?? "") ?? 3000
+    let timeoutMs = Int(ProcessInfo.processInfo.environment["SWCCL_TEST_CONFORMANCE_TIMEOUT_MS"] ?? "") ?? 3000
 
-    /// The backends to run: every registered one, or those listed in `SWCCL_CONFORMANCE_BACKENDS`.
+    /// The backends to run: every registered one, or those listed in `SWCCL_TEST_CONFORMANCE_BACKENDS`.
     /// A backend this machine cannot run (no RDMA device for `ib`) is skipped with a message naming
     /// the reason; `scripts/test.sh` runs the suite for `ib` inside a Soft-RoCE VM instead.
     static var selectedBackends: [String] {
-        let only = (ProcessInfo.processInfo.environment["SWCCL_CONFORMANCE_BACKENDS"] ?? "").split(separator: ",").map(String.init)
+        let only = (ProcessInfo.processInfo.environment["SWCCL_TEST_CONFORMANCE_BACKENDS"] ?? "").split(separator: ",").map(String.init)
         return TransportRegistry.names.filter { only.isEmpty || only.contains($0) }
     }
 

@@ -1,5 +1,6 @@
 import Glibc
 import XCTest
+import Foundation
 import SwiftCCL
 import SwcclVerify
 
@@ -157,5 +158,28 @@ final class SetupTests: XCTestCase {
             XCTAssertTrue(error.description.contains("no RDMA device"), error.description)
         }
         XCTAssertLessThan(Double(Clock.nanos() - t0) / 1e9, 2, "the error comes at once")
+    }
+
+    /// Every knob declared in the sources is listed by `Knobs.all` (so `swccl-perf --env` shows it and
+    /// setting it draws no "unknown variable" warning) and documented in docs/ENVIRONMENT.md.
+    func testEveryKnobIsListedAndDocumented() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let listed = Set(Knobs.all.map(\.name))
+        let docs = try String(contentsOf: root.appendingPathComponent("docs/ENVIRONMENT.md"), encoding: .utf8)
+        var declared: Set<String> = []
+        let files = FileManager.default.enumerator(atPath: root.appendingPathComponent("Sources").path)!
+        let pattern = try NSRegularExpression(pattern: #"Knob\.(int|bool|string|double)\("(SWCCL_[A-Z0-9_]+)""#)
+        while let f = files.nextObject() as? String {
+            guard f.hasSuffix(".swift") else { continue }
+            let text = try String(contentsOf: root.appendingPathComponent("Sources").appendingPathComponent(f), encoding: .utf8)
+            for m in pattern.matches(in: text, range: NSRange(text.startIndex..., in: text)) {
+                declared.insert(String(text[Range(m.range(at: 2), in: text)!]))
+            }
+        }
+        XCTAssertGreaterThan(declared.count, 20, "the scan found the knobs")
+        for name in declared.sorted() {
+            XCTAssertTrue(listed.contains(name), "\(name) is declared but not in Knobs.all")
+            XCTAssertTrue(docs.contains("`\(name)`"), "\(name) is not documented in docs/ENVIRONMENT.md")
+        }
     }
 }

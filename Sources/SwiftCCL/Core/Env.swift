@@ -83,6 +83,7 @@ public enum Knobs {
          Knobs.spinMicroseconds.info,
          Knobs.spinYield.info, Knobs.shmSlots.info, Knobs.shmStageBytes.info, Knobs.shmStageSlots.info, Knobs.numa.info, Knobs.shmCMA.info, Knobs.streamingBytes.info, Knobs.treeChunkBytes.info,
          Knobs.shmDisable.info, Knobs.ibDisable.info, Knobs.ibHCA.info, Knobs.ibGidIndex.info,
+         Knobs.ibEagerBytes.info, Knobs.ibTimeout.info, Knobs.ibRetryCount.info, Knobs.ibQueueDepth.info,
          Knobs.rank.info, Knobs.size.info]
     }
 
