@@ -8,7 +8,7 @@
 #   scripts/rdma-vm.sh check              exit 0 if this machine can build and boot the VM, else say why
 #
 # In the guest: the project folder (the git top level of the current folder, else the current folder)
-# is shared read-write at the same path as on the host, /opt/swift (the toolchain, if present) read-only
+# is shared read-write at the same path as on the host (also below /tmp), /opt/swift (the toolchain, if present) read-only
 # at the same path; /tmp, /run and /dev/shm are fresh tmpfs; the device rxe0 sits on a dummy interface
 # rdma0 with 10.233.0.1/24 (librdmacm needs an address; rxe on lo serves raw verbs only). The VM has no
 # network card: nothing leaves it. SWCCL_* variables of the caller are passed on. The command's
@@ -162,8 +162,17 @@ run() {
     cat >"$ctl/guest-init" <<'EOF'
 export PATH=/opt/swift/usr/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+# Shares below the folders that get a fresh tmpfs (a project cloned under /tmp) are moved aside and
+# back, or the tmpfs would hide them.
+mkdir -p /mnt/keep
+while read -r n path mode; do
+    case "$path" in /tmp/*|/run/*|/dev/shm/*) mkdir -p "/mnt/keep/$n" && mount --move "$path" "/mnt/keep/$n" ;; esac
+done </mnt/ctl/shares
 mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /run
+while read -r n path mode; do
+    case "$path" in /tmp/*|/run/*|/dev/shm/*) mkdir -p "$path" && mount --move "/mnt/keep/$n" "$path" ;; esac
+done </mnt/ctl/shares
 hostname rdma-vm; ip link set lo up
 ulimit -l unlimited; ulimit -n 65536
 modprobe -a ib_uverbs rdma_ucm rdma_rxe
