@@ -87,8 +87,9 @@ public enum Knobs {
          Knobs.rank.info, Knobs.size.info]
     }
 
-    /// Variables that a launcher or a later transport sets and that are not knobs of their own.
-    static let reservedNames: Set<String> = ["SWCCL_LOCAL_RANK", "SWCCL_JOB_ID"]
+    /// Variables that a launcher sets, or the benchmark scripts read (the swccl-perf to run), and
+    /// that are not knobs of their own.
+    static let reservedNames: Set<String> = ["SWCCL_LOCAL_RANK", "SWCCL_JOB_ID", "SWCCL_PERF"]
 
     /// Warns once about `SWCCL_*` variables that nothing reads (usually a typo).
     static func warnUnknownVariables() {
