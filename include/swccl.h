@@ -135,9 +135,11 @@ typedef struct {
   unsigned int version;     /**< SWCCL_VERSION_CODE as compiled by the caller.                        */
   int          timeoutMs;   /**< Deadline of every blocking step, in ms; <= 0: library default
                                  (SWCCL_TIMEOUT_MS).                                                  */
-  const char*  transports;  /**< NULL or "auto", or a comma-separated list of "shm" and "tcp" such as
-                                 "shm,tcp" or "tcp" ("ib" is reserved for the verbs transport; this
-                                 version refuses it with swcclInvalidArgument).                       */
+  const char*  transports;  /**< NULL or "auto", or a comma-separated list of "shm", "ib" (RDMA
+                                 verbs) and "tcp" such as "shm,tcp" or "ib"; per pair of ranks the
+                                 first that applies: shm on one host, ib where both have an RDMA
+                                 port, else tcp. Other names: swcclInvalidArgument; "ib" alone on a
+                                 host without an RDMA port: swcclSystemError saying why.              */
   const char*  commName;    /**< Shown in logs and errors; NULL: none.                                */
 } swcclConfig_t;
 

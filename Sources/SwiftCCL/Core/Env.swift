@@ -105,7 +105,7 @@ public enum Knobs {
         return true
     }()
 
-    // Knobs read by parts that later issues fill in; declared here so they are listed and not warned about.
+    // Which transports may be used (read by the communicator's transport choice and VerbsDevices).
     static let shmDisable = Knob.bool("SWCCL_SHM_DISABLE", default: false, "1: never use the shared-memory transport")
     static let ibDisable = Knob.bool("SWCCL_IB_DISABLE", default: false, "1: never use the RDMA verbs transport")
     static let ibHCA = Knob.string("SWCCL_IB_HCA", default: "", "RDMA devices to use (prefix list, ^ excludes, = exact)")
