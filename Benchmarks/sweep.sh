@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # sweep.sh — every collective of swccl-perf over every transport at full range, checked exactly:
 #   swccl-perf C -np 4 -b 8 -e 64M -d all -o all -c 1 --transport T
-# (issue 6's acceptance run; about 30-40 minutes per transport on this 2-core machine).
+# (issue 6's acceptance run; about 1-2 hours per transport on this 2-core machine, most of it the fp8 types).
 # Prints one line per run (exit status, the "Out of bounds values" verdict, rows, minutes) and
 # exits non-zero if any run failed or reported a wrong value. Logs stay in OUT_DIR.
 # Environment: TRANSPORTS="shm tcp"  COLLS="<all ten>"  NP=4  MAXBYTES=64M  EXTRA=""  OUT_DIR=<mktemp>
@@ -26,7 +26,7 @@ for t in "${TRANSPORTS[@]}"; do
         "$SWCCL_PERF" "$c" -np "$NP" -b 8 -e "$MAXBYTES" -d all -o all -c 1 --transport "$t" -T 900 ${EXTRA:-} >"$log" 2>&1
         rc=$?
         verdict=$(grep -h "Out of bounds values" "$log" | sed 's/^# *//')
-        rows=$(grep -cv '^#' "$log")
+        rows=$(grep -cE '^ +[0-9]' "$log")  # data rows only (not log lines)
         printf '%-15s %-4s exit %d  %-34s %5d rows  %5.1f min\n' "$c" "$t" "$rc" "${verdict:-no verdict}" "$rows" \
             "$(awk -v s=$((SECONDS - start)) 'BEGIN { print s / 60 }')"
         if [ $rc -ne 0 ] || ! grep -q "Out of bounds values : 0 OK" "$log"; then status=1; fi
