@@ -57,7 +57,8 @@ extern "C" {
 /* Types                                                                                            */
 /* ------------------------------------------------------------------------------------------------ */
 
-/** Opaque communicator handle. */
+/** Opaque communicator handle. Not an address (never dereference it): a tagged number that stays
+ * refused once destroyed, even after later communicators are created. */
 typedef struct swcclComm* swcclComm_t;
 
 /** Opaque CPU execution queue. NULL means: run on the calling thread, blocking. */
@@ -298,7 +299,11 @@ swcclResult_t swcclCommFinalize(swcclComm_t comm);
  * Frees comm. If swcclCommFinalize was not called, finalizes it first (blocking, as swcclCommFinalize).
  * The handle must not be used afterwards. comm == NULL: nothing happens, swcclSuccess.
  * Returns the error of the implicit finalize, if any; comm is freed in every case. A handle already
- * destroyed or aborted (when still recognisable): swcclInvalidUsage, nothing happens.
+ * destroyed or aborted: swcclInvalidUsage, nothing happens.
+ * Fork: in a child forked after comm was created, comm is the parent's: every operation on it is
+ * swcclInvalidUsage, and swcclCommDestroy (or swcclCommAbort) only forgets the handle -- nothing the
+ * parent shares (connections, shared memory) is touched, so the parent's job goes on. A child may
+ * create communicators of its own.
  */
 swcclResult_t swcclCommDestroy(swcclComm_t comm);
 
@@ -307,8 +312,8 @@ swcclResult_t swcclCommDestroy(swcclComm_t comm);
  * connections are closed without waiting for peers (which then see swcclRemoteError or swcclTimeout),
  * and all its resources are freed. Callable from any thread, including while another thread is blocked
  * in a call on comm; never blocks long. The handle must not be used once both have returned.
- * comm == NULL: nothing happens, swcclSuccess. A handle already destroyed or aborted (when still
- * recognisable): swcclInvalidUsage, nothing happens. Returns swcclSuccess otherwise.
+ * comm == NULL: nothing happens, swcclSuccess. A handle already destroyed or aborted:
+ * swcclInvalidUsage, nothing happens. Returns swcclSuccess otherwise.
  */
 swcclResult_t swcclCommAbort(swcclComm_t comm);
 

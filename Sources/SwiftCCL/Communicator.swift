@@ -70,6 +70,9 @@ public final class Communicator: @unchecked Sendable {
     private let state = Mutex<State>(State())
     /// Serialises collectives issued on this communicator from several threads.
     private let opLock = Lock()
+    /// The process that made this communicator: in a forked child it is the parent's, so using it is an
+    /// error and tearing it down touches nothing the parent shares (sockets, shared memory).
+    public let owner = ProcessOwner()
     var sequence: UInt64 = 0
     let scratch = Scratch()
     let oneShot = Counter()
@@ -355,6 +358,13 @@ public final class Communicator: @unchecked Sendable {
     }
 
     deinit {
+        if owner.isInherited {
+            // A forked child's copy: closing would say goodbye (TCP BYE, the shm closed flag) on the
+            // parent's connections. Leave the transport and bootstrap channel to the parent, unreleased.
+            _ = Unmanaged.passRetained(transport as AnyObject)
+            _ = Unmanaged.passRetained(bootstrap)
+            return
+        }
         transport.close()
         bootstrap.close()
         Sys.close(wakeFD)
@@ -367,6 +377,7 @@ public final class Communicator: @unchecked Sendable {
     /// Breaks off every operation at once (any thread): blocked calls return an error promptly.
     public func abort() {
         state.withLock { $0.aborted = true }
+        if owner.isInherited { return }  // the parent's connections are not the child's to break
         Sys.signal(eventFD: wakeFD)
         transport.abort("aborted by the application on rank \(rank)")
     }
@@ -416,7 +427,7 @@ public final class Communicator: @unchecked Sendable {
             defer { s.destroyed = true }
             return !s.destroyed
         }
-        guard first else { return }
+        guard first, !owner.isInherited else { return }
         opLock.withLock {
             transport.close()
             bootstrap.close()
@@ -451,6 +462,7 @@ public final class Communicator: @unchecked Sendable {
     /// Runs one operation: checks the communicator is usable, serialises with other threads, records
     /// a fatal error as the communicator's asynchronous error.
     func run<R>(_ operation: String, _ body: () throws(CCLError) -> R) throws(CCLError) -> R {
+        if owner.isInherited { throw record(owner.inheritedError("communicator \(name)").with(operation: operation, rank: rank)) }
         let unusable = state.withLock { s -> CCLError? in
             if s.destroyed { return CCLError.invalidUsage("the communicator was destroyed") }
             if s.aborted { return CCLError(.invalidUsage, "the communicator was aborted") }

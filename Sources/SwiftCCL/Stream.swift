@@ -15,6 +15,8 @@ public final class ExecutionStream: @unchecked Sendable {
     private var failure: CCLError?
     private var stopping = false
     private var stopped = false
+    /// The process that made the stream: a forked child has no thread for it.
+    public let owner = ProcessOwner()
 
     public init() throws(CCLError) {
         do {

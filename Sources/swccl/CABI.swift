@@ -20,33 +20,81 @@ final class CommHandle: @unchecked Sendable {
     deinit { lastError.withLock { free(UnsafeMutableRawPointer(bitPattern: $0.c)) } }
 }
 
-enum Handles {
-    static let live = Mutex<Set<UInt>>([])
-    /// Last error of each thread (for calls without a communicator), keyed by thread id.
-    static let threadErrors = Mutex<[UInt: UInt]>([:])
+/// Handles given to C: not addresses but tagged numbers — a kind tag, the slot of a table and the
+/// slot's generation — so that a destroyed handle stays refused even when a new object takes its slot
+/// (or, with addresses, its memory), and a stream passed as a communicator is recognised as such.
+/// The values are never dereferenced; C sees an opaque non-NULL pointer.
+final class HandleTable<Object: AnyObject>: Sendable {
+    private struct Slots: @unchecked Sendable {  // guarded by the mutex
+        var objects: [Object?] = []
+        var generations: [UInt32] = []
+        var free: [Int] = []
+    }
+    private let slots = Mutex<Slots>(Slots())
+    private let tag: UInt
 
-    static func register(_ h: CommHandle) -> OpaquePointer {
-        let p = Unmanaged.passRetained(h).toOpaque()
-        _ = live.withLock { $0.insert(UInt(bitPattern: p)) }
-        return OpaquePointer(p)
+    /// `tag`: 16 bits that mark the kind of handle in its top bits.
+    init(tag: UInt16) { self.tag = UInt(tag) << 48 }
+
+    private static var slotBits: Int { 24 }
+
+    private func encode(_ slot: Int, _ generation: UInt32) -> OpaquePointer {
+        OpaquePointer(bitPattern: tag | UInt(generation & 0xff_ffff) << 24 | UInt(slot))!
     }
 
-    static func lookup(_ comm: OpaquePointer?) -> CommHandle? {
-        guard let comm else { return nil }
-        let raw = UnsafeMutableRawPointer(comm)
-        return live.withLock { set -> CommHandle? in
-            guard set.contains(UInt(bitPattern: raw)) else { return nil }
-            return Unmanaged<CommHandle>.fromOpaque(raw).takeUnretainedValue()
+    private func decode(_ p: OpaquePointer) -> (slot: Int, generation: UInt32)? {
+        let v = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(p)))
+        guard v >> 48 == tag >> 48 else { return nil }
+        return (Int(v & 0xff_ffff), UInt32((v >> 24) & 0xff_ffff))
+    }
+
+    func register(_ object: Object) -> OpaquePointer {
+        slots.withLock { t in
+            // Reuse a slot only once many are free, the oldest first: a stale handle meets its slot's
+            // next generation as late as possible (and is refused even then).
+            let slot: Int
+            if t.free.count > 64 || t.objects.count >= 1 << HandleTable.slotBits {
+                slot = t.free.removeFirst()
+            } else {
+                slot = t.objects.count
+                t.objects.append(nil)
+                t.generations.append(0)
+            }
+            t.generations[slot] = (t.generations[slot] &+ 1) & 0xff_ffff
+            if t.generations[slot] == 0 { t.generations[slot] = 1 }
+            t.objects[slot] = object
+            return encode(slot, t.generations[slot])
         }
     }
 
-    /// Removes the handle; the caller releases the returned reference.
-    static func unregister(_ comm: OpaquePointer?) -> CommHandle? {
-        guard let comm else { return nil }
-        let raw = UnsafeMutableRawPointer(comm)
-        let found = live.withLock { $0.remove(UInt(bitPattern: raw)) != nil }
-        return found ? Unmanaged<CommHandle>.fromOpaque(raw).takeRetainedValue() : nil
+    func lookup(_ p: OpaquePointer?) -> Object? {
+        guard let p, let (slot, generation) = decode(p) else { return nil }
+        return slots.withLock { t -> Object? in
+            guard slot < t.objects.count, t.generations[slot] == generation else { return nil }
+            return t.objects[slot]
+        }
     }
+
+    /// Removes the handle and returns its object (nil: not a live handle).
+    func unregister(_ p: OpaquePointer?) -> Object? {
+        guard let p, let (slot, generation) = decode(p) else { return nil }
+        return slots.withLock { t -> Object? in
+            guard slot < t.objects.count, t.generations[slot] == generation, let o = t.objects[slot] else { return nil }
+            t.objects[slot] = nil
+            t.free.append(slot)
+            return o
+        }
+    }
+}
+
+enum Handles {
+    static let comms = HandleTable<CommHandle>(tag: 0x5343)  // "SC"
+    /// Last error of each thread (for calls without a communicator), keyed by thread id.
+    static let threadErrors = Mutex<[UInt: UInt]>([:])
+
+    static func register(_ h: CommHandle) -> OpaquePointer { comms.register(h) }
+    static func lookup(_ comm: OpaquePointer?) -> CommHandle? { comms.lookup(comm) }
+    static func unregister(_ comm: OpaquePointer?) -> CommHandle? { comms.unregister(comm) }
 
     static func setThreadError(_ text: String) {
         let c = UInt(bitPattern: strdup(text))
@@ -100,6 +148,11 @@ func report(_ error: CCLError, _ handle: CommHandle? = nil, operation: String) -
     return result(e.kind)
 }
 
+/// The same, for a `do` block inside a closure (there the caught error is untyped; it is a CCLError).
+func report(_ error: any Error, _ handle: CommHandle? = nil, operation: String) -> swcclResult_t {
+    report(error as? CCLError ?? CCLError(.internalError, "\(error)"), handle, operation: operation)
+}
+
 func invalid(_ message: String, _ handle: CommHandle? = nil, operation: String) -> swcclResult_t {
     report(CCLError.invalidArgument(message), handle, operation: operation)
 }
@@ -148,34 +201,41 @@ public func swcclGetErrorString(_ r: swcclResult_t) -> UnsafePointer<CChar>! {
 
 @c @implementation
 public func swcclGetLastError(_ comm: swcclComm_t?) -> UnsafePointer<CChar>! {
-    let empty: StaticString = ""
-    let none = UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
-    // A live communicator answers for itself only; NULL or a handle that is no longer live: the
-    // calling thread's last error (which says why that handle was refused).
-    if let h = Handles.lookup(comm) { return h.lastErrorCString() ?? none }
-    return Handles.threadError() ?? none
+    ForkSafety.run { () -> UnsafePointer<CChar>? in
+        let empty: StaticString = ""
+        let none = UnsafeRawPointer(empty.utf8Start).assumingMemoryBound(to: CChar.self)
+        // A live communicator answers for itself only; NULL or a handle that is no longer live: the
+        // calling thread's last error (which says why that handle was refused).
+        // A forked child's inherited communicator: the refusal was recorded for the calling thread.
+        if let h = Handles.lookup(comm), !h.comm.owner.isInherited { return h.lastErrorCString() ?? none }
+        return Handles.threadError() ?? none
+    }
 }
 
 @c @implementation
 public func swcclGetVersion(_ version: UnsafeMutablePointer<CInt>?) -> swcclResult_t {
-    guard let version else { return invalid("version is NULL", operation: "swcclGetVersion") }
-    version.pointee = CInt(SwiftCCLVersion.code)
-    return swcclSuccess
+    ForkSafety.run { () -> swcclResult_t in
+        guard let version else { return invalid("version is NULL", operation: "swcclGetVersion") }
+        version.pointee = CInt(SwiftCCLVersion.code)
+        return swcclSuccess
+    }
 }
 
 // MARK: - communicators
 
 @c @implementation
 public func swcclGetUniqueId(_ uniqueId: UnsafeMutablePointer<swcclUniqueId>?) -> swcclResult_t {
-    guard let uniqueId else { return invalid("uniqueId is NULL", operation: "swcclGetUniqueId") }
-    do {
-        let id = try UniqueID.make()
-        withUnsafeMutableBytes(of: &uniqueId.pointee) { dst in
-            dst.copyBytes(from: id.bytes)
+    ForkSafety.run { () -> swcclResult_t in
+        guard let uniqueId else { return invalid("uniqueId is NULL", operation: "swcclGetUniqueId") }
+        do {
+            let id = try UniqueID.make()
+            withUnsafeMutableBytes(of: &uniqueId.pointee) { dst in
+                dst.copyBytes(from: id.bytes)
+            }
+            return swcclSuccess
+        } catch {
+            return report(error, operation: "swcclGetUniqueId")
         }
-        return swcclSuccess
-    } catch {
-        return report(error, operation: "swcclGetUniqueId")
     }
 }
 
@@ -203,53 +263,61 @@ func initRank(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt, _ com
 
 @c @implementation
 public func swcclCommInitRank(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt, _ commId: swcclUniqueId, _ rank: CInt) -> swcclResult_t {
-    initRank(comm, nranks, commId, rank, nil, operation: "swcclCommInitRank")
+    ForkSafety.run { () -> swcclResult_t in
+        initRank(comm, nranks, commId, rank, nil, operation: "swcclCommInitRank")
+    }
 }
 
 @c @implementation
 public func swcclCommInitRankConfig(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt, _ commId: swcclUniqueId, _ rank: CInt,
                                     _ config: UnsafeMutablePointer<swcclConfig_t>?) -> swcclResult_t {
-    return initRank(comm, nranks, commId, rank, config, operation: "swcclCommInitRankConfig")
+    ForkSafety.run { () -> swcclResult_t in
+        return initRank(comm, nranks, commId, rank, config, operation: "swcclCommInitRankConfig")
+    }
 }
 
 @c @implementation
 public func swcclCommInitAll(_ comms: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt) -> swcclResult_t {
-    let op = "swcclCommInitAll"
-    guard let comms else { return invalid("comms is NULL", operation: op) }
-    guard nranks >= 1 else { return invalid("nranks \(nranks) must be at least 1", operation: op) }
-    for i in 0..<Int(nranks) { comms[i] = nil }
-    do {
-        let all = try Communicator.initAll(count: Int(nranks))
-        for (i, c) in all.enumerated() { comms[i] = Handles.register(CommHandle(c)) }
-        return swcclSuccess
-    } catch {
-        return report(error, operation: op)
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommInitAll"
+        guard let comms else { return invalid("comms is NULL", operation: op) }
+        guard nranks >= 1 else { return invalid("nranks \(nranks) must be at least 1", operation: op) }
+        for i in 0..<Int(nranks) { comms[i] = nil }
+        do {
+            let all = try Communicator.initAll(count: Int(nranks))
+            for (i, c) in all.enumerated() { comms[i] = Handles.register(CommHandle(c)) }
+            return swcclSuccess
+        } catch {
+            return report(error, operation: op)
+        }
     }
 }
 
 @c @implementation
 public func swcclCommSplit(_ comm: swcclComm_t?, _ color: CInt, _ key: CInt, _ newcomm: UnsafeMutablePointer<swcclComm_t?>?,
                            _ config: UnsafeMutablePointer<swcclConfig_t>?) -> swcclResult_t {
-    let op = "swcclCommSplit"
-    switch handle(comm, operation: op) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let h):
-        guard let newcomm else { return invalid("newcomm is NULL", h, operation: op) }
-        newcomm.pointee = nil
-        var cfg: CommConfig?
-        if config != nil {
-            switch readConfig(config, operation: op) {
-            case .success(let c): cfg = c
-            case .failure(let e): return report(e, h, operation: op)
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommSplit"
+        switch handle(comm, operation: op) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let h):
+            guard let newcomm else { return invalid("newcomm is NULL", h, operation: op) }
+            newcomm.pointee = nil
+            var cfg: CommConfig?
+            if config != nil {
+                switch readConfig(config, operation: op) {
+                case .success(let c): cfg = c
+                case .failure(let e): return report(e, h, operation: op)
+                }
             }
-        }
-        do {
-            if let c = try h.comm.split(color: Int(color), key: Int(key), config: cfg) {
-                newcomm.pointee = Handles.register(CommHandle(c))
+            do {
+                if let c = try h.comm.split(color: Int(color), key: Int(key), config: cfg) {
+                    newcomm.pointee = Handles.register(CommHandle(c))
+                }
+                return swcclSuccess
+            } catch {
+                return report(error, h, operation: op)
             }
-            return swcclSuccess
-        } catch {
-            return report(error, h, operation: op)
         }
     }
 }
@@ -258,49 +326,53 @@ public func swcclCommSplit(_ comm: swcclComm_t?, _ color: CInt, _ key: CInt, _ n
 public func swcclCommShrink(_ comm: swcclComm_t?, _ excludeRanksList: UnsafeMutablePointer<CInt>?, _ excludeRanksCount: CInt,
                             _ newcomm: UnsafeMutablePointer<swcclComm_t?>?, _ config: UnsafeMutablePointer<swcclConfig_t>?,
                             _ shrinkFlags: CInt) -> swcclResult_t {
-    let op = "swcclCommShrink"
-    switch handle(comm, operation: op) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let h):
-        guard let newcomm else { return invalid("newcomm is NULL", h, operation: op) }
-        newcomm.pointee = nil
-        guard excludeRanksCount >= 0 else { return invalid("excludeRanksCount \(excludeRanksCount) is negative", h, operation: op) }
-        guard excludeRanksCount == 0 || excludeRanksList != nil else { return invalid("excludeRanksList is NULL with \(excludeRanksCount) ranks", h, operation: op) }
-        guard shrinkFlags == 0 || shrinkFlags == 1 else { return invalid("shrinkFlags \(shrinkFlags) is neither SWCCL_SHRINK_DEFAULT nor SWCCL_SHRINK_ABORT", h, operation: op) }
-        var cfg: CommConfig?
-        if config != nil {
-            switch readConfig(config, operation: op) {
-            case .success(let c): cfg = c
-            case .failure(let e): return report(e, h, operation: op)
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommShrink"
+        switch handle(comm, operation: op) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let h):
+            guard let newcomm else { return invalid("newcomm is NULL", h, operation: op) }
+            newcomm.pointee = nil
+            guard excludeRanksCount >= 0 else { return invalid("excludeRanksCount \(excludeRanksCount) is negative", h, operation: op) }
+            guard excludeRanksCount == 0 || excludeRanksList != nil else { return invalid("excludeRanksList is NULL with \(excludeRanksCount) ranks", h, operation: op) }
+            guard shrinkFlags == 0 || shrinkFlags == 1 else { return invalid("shrinkFlags \(shrinkFlags) is neither SWCCL_SHRINK_DEFAULT nor SWCCL_SHRINK_ABORT", h, operation: op) }
+            var cfg: CommConfig?
+            if config != nil {
+                switch readConfig(config, operation: op) {
+                case .success(let c): cfg = c
+                case .failure(let e): return report(e, h, operation: op)
+                }
             }
-        }
-        let excluded = (0..<Int(excludeRanksCount)).map { Int(excludeRanksList![$0]) }
-        do {
-            let c = try h.comm.shrink(excluding: excluded, abortingInFlight: shrinkFlags == 1, config: cfg)
-            newcomm.pointee = Handles.register(CommHandle(c))
-            return swcclSuccess
-        } catch {
-            return report(error, h, operation: op)
+            let excluded = (0..<Int(excludeRanksCount)).map { Int(excludeRanksList![$0]) }
+            do {
+                let c = try h.comm.shrink(excluding: excluded, abortingInFlight: shrinkFlags == 1, config: cfg)
+                newcomm.pointee = Handles.register(CommHandle(c))
+                return swcclSuccess
+            } catch {
+                return report(error, h, operation: op)
+            }
         }
     }
 }
 
 @c @implementation
 public func swcclCommInitFromEnv(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ config: UnsafeMutablePointer<swcclConfig_t>?) -> swcclResult_t {
-    let op = "swcclCommInitFromEnv"
-    guard let comm else { return invalid("comm is NULL", operation: op) }
-    comm.pointee = nil
-    let cfg: CommConfig
-    switch readConfig(config, operation: op) {
-    case .success(let c): cfg = c
-    case .failure(let e): return report(e, operation: op)
-    }
-    do {
-        let c = try Communicator.fromEnvironment(config: cfg)
-        comm.pointee = Handles.register(CommHandle(c))
-        return swcclSuccess
-    } catch {
-        return report(error, operation: op)
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommInitFromEnv"
+        guard let comm else { return invalid("comm is NULL", operation: op) }
+        comm.pointee = nil
+        let cfg: CommConfig
+        switch readConfig(config, operation: op) {
+        case .success(let c): cfg = c
+        case .failure(let e): return report(e, operation: op)
+        }
+        do {
+            let c = try Communicator.fromEnvironment(config: cfg)
+            comm.pointee = Handles.register(CommHandle(c))
+            return swcclSuccess
+        } catch {
+            return report(error, operation: op)
+        }
     }
 }
 
@@ -309,82 +381,101 @@ func handle(_ comm: swcclComm_t?, operation: String) -> Result<CommHandle, CCLEr
     guard let h = Handles.lookup(comm) else {
         return .failure(.invalidUsage("comm \(comm) is not a live communicator (destroyed already?)"))
     }
+    if h.comm.owner.isInherited { return .failure(h.comm.owner.inheritedError("communicator \(h.comm.name)")) }
     return .success(h)
 }
 
 @c @implementation
 public func swcclCommCount(_ comm: swcclComm_t?, _ count: UnsafeMutablePointer<CInt>?) -> swcclResult_t {
-    let op = "swcclCommCount"
-    switch handle(comm, operation: op) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let h):
-        guard let count else { return invalid("count is NULL", h, operation: op) }
-        count.pointee = CInt(h.comm.size)
-        return swcclSuccess
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommCount"
+        switch handle(comm, operation: op) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let h):
+            guard let count else { return invalid("count is NULL", h, operation: op) }
+            count.pointee = CInt(h.comm.size)
+            return swcclSuccess
+        }
     }
 }
 
 @c @implementation
 public func swcclCommUserRank(_ comm: swcclComm_t?, _ rank: UnsafeMutablePointer<CInt>?) -> swcclResult_t {
-    let op = "swcclCommUserRank"
-    switch handle(comm, operation: op) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let h):
-        guard let rank else { return invalid("rank is NULL", h, operation: op) }
-        rank.pointee = CInt(h.comm.rank)
-        return swcclSuccess
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommUserRank"
+        switch handle(comm, operation: op) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let h):
+            guard let rank else { return invalid("rank is NULL", h, operation: op) }
+            rank.pointee = CInt(h.comm.rank)
+            return swcclSuccess
+        }
     }
 }
 
 @c @implementation
 public func swcclCommFinalize(_ comm: swcclComm_t?) -> swcclResult_t {
-    let op = "swcclCommFinalize"
-    switch handle(comm, operation: op) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let h):
-        do throws(CCLError) { try h.comm.finalize() } catch { return report(error, h, operation: op) }
-        return swcclSuccess
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommFinalize"
+        switch handle(comm, operation: op) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let h):
+            do throws(CCLError) { try h.comm.finalize() } catch { return report(error, h, operation: op) }
+            return swcclSuccess
+        }
     }
 }
 
 @c @implementation
 public func swcclCommDestroy(_ comm: swcclComm_t?) -> swcclResult_t {
-    let op = "swcclCommDestroy"
-    guard let comm else { return swcclSuccess }  // as NCCL: destroying NULL does nothing
-    guard let h = Handles.unregister(comm) else {
-        return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed twice?)"), operation: op)
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommDestroy"
+        guard let comm else { return swcclSuccess }  // as NCCL: destroying NULL does nothing
+        guard let h = Handles.unregister(comm) else {
+            return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed twice?)"), operation: op)
+        }
+        // In a forked child (Python's multiprocessing, a DataLoader worker exiting) the communicator is
+        // the parent's: forget the handle, touch nothing the parent shares.
+        if h.comm.owner.isInherited {
+            Log.info(.api, "\(op): communicator \(h.comm.name) belongs to the parent process; this forked child only forgets it")
+            return swcclSuccess
+        }
+        // Finalize first unless the caller did (its stream operations complete); its error, if any, is
+        // returned, and the communicator is freed either way.
+        var failure: CCLError?
+        do throws(CCLError) { try h.comm.finalize() } catch { if error.kind != .invalidUsage { failure = error } }
+        h.comm.destroy()
+        if let failure { return report(failure, operation: op) }
+        return swcclSuccess
     }
-    // Finalize first unless the caller did (its stream operations complete); its error, if any, is
-    // returned, and the communicator is freed either way.
-    var failure: CCLError?
-    do throws(CCLError) { try h.comm.finalize() } catch { if error.kind != .invalidUsage { failure = error } }
-    h.comm.destroy()
-    if let failure { return report(failure, operation: op) }
-    return swcclSuccess
 }
 
 @c @implementation
 public func swcclCommAbort(_ comm: swcclComm_t?) -> swcclResult_t {
-    let op = "swcclCommAbort"
-    guard let comm else { return swcclSuccess }  // as NCCL: aborting NULL does nothing
-    // Abort wakes any call blocked on this communicator; the handle stays valid until destroy... NCCL's
-    // abort also frees the communicator, so do both: wake, then release our reference.
-    guard let h = Handles.unregister(comm) else {
-        return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed already?)"), operation: op)
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommAbort"
+        guard let comm else { return swcclSuccess }  // as NCCL: aborting NULL does nothing
+        // Abort wakes any call blocked on this communicator; the handle stays valid until destroy... NCCL's
+        // abort also frees the communicator, so do both: wake, then release our reference.
+        guard let h = Handles.unregister(comm) else {
+            return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed already?)"), operation: op)
+        }
+        h.comm.abort()
+        return swcclSuccess
     }
-    h.comm.abort()
-    return swcclSuccess
 }
 
 @c @implementation
 public func swcclCommGetAsyncError(_ comm: swcclComm_t?, _ asyncError: UnsafeMutablePointer<swcclResult_t>?) -> swcclResult_t {
-    let op = "swcclCommGetAsyncError"
-    switch handle(comm, operation: op) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let h):
-        guard let asyncError else { return invalid("asyncError is NULL", h, operation: op) }
-        asyncError.pointee = h.comm.asyncError.map { result($0.kind) } ?? swcclSuccess
-        return swcclSuccess
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommGetAsyncError"
+        switch handle(comm, operation: op) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let h):
+            guard let asyncError else { return invalid("asyncError is NULL", h, operation: op) }
+            asyncError.pointee = h.comm.asyncError.map { result($0.kind) } ?? swcclSuccess
+            return swcclSuccess
+        }
     }
 }
 
@@ -439,105 +530,131 @@ func checked(_ count: Int) throws(CCLError) -> Int {
 @c @implementation
 public func swcclAllReduce(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                            _ datatype: swcclDataType_t, _ op: swcclRedOp_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclAllReduce", comm, datatype, op, stream) { (c, t, o, p) throws(CCLError) in
-        try c.allReduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o, preMulSum: p)
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclAllReduce", comm, datatype, op, stream) { (c, t, o, p) throws(CCLError) in
+            try c.allReduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o, preMulSum: p)
+        }
     }
 }
 
 @c @implementation
 public func swcclBroadcast(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                            _ datatype: swcclDataType_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclBroadcast", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
-        try c.broadcast(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclBroadcast", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
+            try c.broadcast(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+        }
     }
 }
 
 @c @implementation
 public func swcclReduce(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int, _ datatype: swcclDataType_t,
                         _ op: swcclRedOp_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclReduce", comm, datatype, op, stream) { (c, t, o, p) throws(CCLError) in
-        try c.reduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o, root: Int(root), preMulSum: p)
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclReduce", comm, datatype, op, stream) { (c, t, o, p) throws(CCLError) in
+            try c.reduce(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, op: o, root: Int(root), preMulSum: p)
+        }
     }
 }
 
 @c @implementation
 public func swcclAllGather(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ sendcount: Int,
                            _ datatype: swcclDataType_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclAllGather", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
-        try c.allGather(send: sendbuff, recv: recvbuff, sendCount: try checked(sendcount), type: t)
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclAllGather", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
+            try c.allGather(send: sendbuff, recv: recvbuff, sendCount: try checked(sendcount), type: t)
+        }
     }
 }
 
 @c @implementation
 public func swcclReduceScatter(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ recvcount: Int,
                                _ datatype: swcclDataType_t, _ op: swcclRedOp_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclReduceScatter", comm, datatype, op, stream) { (c, t, o, p) throws(CCLError) in
-        try c.reduceScatter(send: sendbuff, recv: recvbuff, recvCount: try checked(recvcount), type: t, op: o, preMulSum: p)
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclReduceScatter", comm, datatype, op, stream) { (c, t, o, p) throws(CCLError) in
+            try c.reduceScatter(send: sendbuff, recv: recvbuff, recvCount: try checked(recvcount), type: t, op: o, preMulSum: p)
+        }
     }
 }
 
 @c @implementation
 public func swcclAlltoAll(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                           _ datatype: swcclDataType_t, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclAlltoAll", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
-        try c.allToAll(send: sendbuff, recv: recvbuff, count: try checked(count), type: t)
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclAlltoAll", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
+            try c.allToAll(send: sendbuff, recv: recvbuff, count: try checked(count), type: t)
+        }
     }
 }
 
 @c @implementation
 public func swcclGather(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                         _ datatype: swcclDataType_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclGather", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
-        try c.gather(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclGather", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
+            try c.gather(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+        }
     }
 }
 
 @c @implementation
 public func swcclScatter(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMutableRawPointer?, _ count: Int,
                          _ datatype: swcclDataType_t, _ root: CInt, _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclScatter", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
-        try c.scatter(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclScatter", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
+            try c.scatter(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+        }
     }
 }
 
 @c @implementation
 public func swcclSend(_ sendbuff: UnsafeRawPointer?, _ count: Int, _ datatype: swcclDataType_t, _ peer: CInt,
                       _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclSend", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
-        guard peer >= 0 else { throw CCLError.invalidArgument("peer \(peer) is out of range") }
-        try c.send(sendbuff, count: try checked(count), type: t, to: Int(peer))
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclSend", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
+            guard peer >= 0 else { throw CCLError.invalidArgument("peer \(peer) is out of range") }
+            try c.send(sendbuff, count: try checked(count), type: t, to: Int(peer))
+        }
     }
 }
 
 @c @implementation
 public func swcclRecv(_ recvbuff: UnsafeMutableRawPointer?, _ count: Int, _ datatype: swcclDataType_t, _ peer: CInt,
                       _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclRecv", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
-        guard peer >= 0 else { throw CCLError.invalidArgument("peer \(peer) is out of range") }
-        try c.recv(recvbuff, count: try checked(count), type: t, from: Int(peer))
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclRecv", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
+            guard peer >= 0 else { throw CCLError.invalidArgument("peer \(peer) is out of range") }
+            try c.recv(recvbuff, count: try checked(count), type: t, from: Int(peer))
+        }
     }
 }
 
 @c @implementation
 public func swcclBarrier(_ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
-    collectiveCall("swcclBarrier", comm, swcclUint8, nil, stream) { (c, _, _, _) throws(CCLError) in try c.barrier() }
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclBarrier", comm, swcclUint8, nil, stream) { (c, _, _, _) throws(CCLError) in try c.barrier() }
+    }
 }
 
 // MARK: - groups
 
 @c @implementation
 public func swcclGroupStart() -> swcclResult_t {
-    Group.start()
-    return swcclSuccess
+    ForkSafety.run { () -> swcclResult_t in
+        Group.start()
+        return swcclSuccess
+    }
 }
 
 @c @implementation
 public func swcclGroupEnd() -> swcclResult_t {
-    do {
-        try Group.end()
-        return swcclSuccess
-    } catch {
-        return report(error, operation: "swcclGroupEnd")
+    ForkSafety.run { () -> swcclResult_t in
+        do {
+            try Group.end()
+            return swcclSuccess
+        } catch {
+            return report(error, operation: "swcclGroupEnd")
+        }
     }
 }
 
@@ -545,72 +662,71 @@ public func swcclGroupEnd() -> swcclResult_t {
 
 /// Live stream handles, as for communicators.
 enum Streams {
-    static let live = Mutex<Set<UInt>>([])
+    static let table = HandleTable<ExecutionStream>(tag: 0x5354)  // "ST"
 
     /// The stream behind a handle: `invalidArgument` for NULL, `invalidUsage` for a handle that is not
-    /// (or no longer) a live stream — as for communicators.
+    /// (or no longer) a live stream — as for communicators — or one a forked child inherited (its
+    /// thread is not in this process).
     static func checked(_ s: swcclStream_t?) -> Result<ExecutionStream, CCLError> {
         guard let s else { return .failure(.invalidArgument("stream is NULL")) }
         guard let live = lookup(s) else { return .failure(.invalidUsage("stream \(s) is not a live stream (destroyed already?)")) }
+        if live.owner.isInherited { return .failure(live.owner.inheritedError("stream \(s)")) }
         return .success(live)
     }
 
-    static func lookup(_ s: swcclStream_t?) -> ExecutionStream? {
-        guard let s else { return nil }
-        let raw = UnsafeMutableRawPointer(s)
-        return live.withLock { set -> ExecutionStream? in
-            guard set.contains(UInt(bitPattern: raw)) else { return nil }
-            return Unmanaged<ExecutionStream>.fromOpaque(raw).takeUnretainedValue()
+    static func lookup(_ s: swcclStream_t?) -> ExecutionStream? { table.lookup(s) }
+}
+
+@c @implementation
+public func swcclStreamCreate(_ stream: UnsafeMutablePointer<swcclStream_t?>?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        guard let stream else { return invalid("stream is NULL", operation: "swcclStreamCreate") }
+        do {
+            stream.pointee = Streams.table.register(try ExecutionStream())
+            return swcclSuccess
+        } catch {
+            return report(error, operation: "swcclStreamCreate")
         }
     }
 }
 
 @c @implementation
-public func swcclStreamCreate(_ stream: UnsafeMutablePointer<swcclStream_t?>?) -> swcclResult_t {
-    guard let stream else { return invalid("stream is NULL", operation: "swcclStreamCreate") }
-    do {
-        let s = try ExecutionStream()
-        let p = Unmanaged.passRetained(s).toOpaque()
-        _ = Streams.live.withLock { $0.insert(UInt(bitPattern: p)) }
-        stream.pointee = OpaquePointer(p)
-        return swcclSuccess
-    } catch {
-        return report(error, operation: "swcclStreamCreate")
-    }
-}
-
-@c @implementation
 public func swcclStreamDestroy(_ stream: swcclStream_t?) -> swcclResult_t {
-    let op = "swcclStreamDestroy"
-    guard let stream else { return invalid("stream is NULL", operation: op) }
-    let raw = UnsafeMutableRawPointer(stream)
-    guard Streams.live.withLock({ $0.remove(UInt(bitPattern: raw)) != nil }) else {
-        return report(.invalidUsage("stream \(stream) is not a live stream (destroyed twice?)"), operation: op)
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclStreamDestroy"
+        guard let stream else { return invalid("stream is NULL", operation: op) }
+        guard let s = Streams.table.unregister(stream) else {
+            return report(.invalidUsage("stream \(stream) is not a live stream (destroyed twice?)"), operation: op)
+        }
+        if s.owner.isInherited { return swcclSuccess }  // the parent's stream (its thread is not here): only forgotten
+        do { try s.destroy(); return swcclSuccess } catch { return report(error, operation: op) }
     }
-    let s = Unmanaged<ExecutionStream>.fromOpaque(raw).takeRetainedValue()
-    do { try s.destroy(); return swcclSuccess } catch { return report(error, operation: op) }
 }
 
 @c @implementation
 public func swcclStreamSynchronize(_ stream: swcclStream_t?) -> swcclResult_t {
-    let op = "swcclStreamSynchronize"
-    switch Streams.checked(stream) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let s):
-        do { try s.synchronize(); return swcclSuccess } catch { return report(error, operation: op) }
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclStreamSynchronize"
+        switch Streams.checked(stream) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let s):
+            do { try s.synchronize(); return swcclSuccess } catch { return report(error, operation: op) }
+        }
     }
 }
 
 @c @implementation
 public func swcclStreamQuery(_ stream: swcclStream_t?) -> swcclResult_t {
-    let op = "swcclStreamQuery"
-    switch Streams.checked(stream) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let s):
-        switch s.query() {
-        case nil: return swcclInProgress
-        case .success?: return swcclSuccess
-        case .failure(let e)?: return report(e, operation: op)
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclStreamQuery"
+        switch Streams.checked(stream) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let s):
+            switch s.query() {
+            case nil: return swcclInProgress
+            case .success?: return swcclSuccess
+            case .failure(let e)?: return report(e, operation: op)
+            }
         }
     }
 }
@@ -631,45 +747,49 @@ enum Registrations {
 @c @implementation
 public func swcclCommRegister(_ comm: swcclComm_t?, _ buff: UnsafeMutableRawPointer?, _ size: Int,
                               _ out: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> swcclResult_t {
-    let op = "swcclCommRegister"
-    switch handle(comm, operation: op) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let h):
-        guard let out else { return invalid("handle is NULL", h, operation: op) }
-        guard let buff, size > 0 else { return invalid("buff is NULL or size is 0", h, operation: op) }
-        do {
-            let region = try h.comm.register(UnsafeMutableRawBufferPointer(start: buff, count: size))
-            let p = Unmanaged.passRetained(RegistrationHandle(h, region)).toOpaque()
-            _ = Registrations.live.withLock { $0.insert(UInt(bitPattern: p)) }
-            out.pointee = p
-            return swcclSuccess
-        } catch {
-            return report(error, h, operation: op)
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommRegister"
+        switch handle(comm, operation: op) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let h):
+            guard let out else { return invalid("handle is NULL", h, operation: op) }
+            guard let buff, size > 0 else { return invalid("buff is NULL or size is 0", h, operation: op) }
+            do {
+                let region = try h.comm.register(UnsafeMutableRawBufferPointer(start: buff, count: size))
+                let p = Unmanaged.passRetained(RegistrationHandle(h, region)).toOpaque()
+                _ = Registrations.live.withLock { $0.insert(UInt(bitPattern: p)) }
+                out.pointee = p
+                return swcclSuccess
+            } catch {
+                return report(error, h, operation: op)
+            }
         }
     }
 }
 
 @c @implementation
 public func swcclCommDeregister(_ comm: swcclComm_t?, _ reg: UnsafeMutableRawPointer?) -> swcclResult_t {
-    let op = "swcclCommDeregister"
-    switch handle(comm, operation: op) {
-    case .failure(let e): return report(e, operation: op)
-    case .success(let h):
-        // Checked and removed under one lock: two threads deregistering one handle cannot both free it.
-        let mine = reg.map { reg in
-            Registrations.live.withLock { set -> Bool in
-                guard set.contains(UInt(bitPattern: reg)),
-                      Unmanaged<RegistrationHandle>.fromOpaque(reg).takeUnretainedValue().comm === h else { return false }
-                set.remove(UInt(bitPattern: reg))
-                return true
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclCommDeregister"
+        switch handle(comm, operation: op) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let h):
+            // Checked and removed under one lock: two threads deregistering one handle cannot both free it.
+            let mine = reg.map { reg in
+                Registrations.live.withLock { set -> Bool in
+                    guard set.contains(UInt(bitPattern: reg)),
+                          Unmanaged<RegistrationHandle>.fromOpaque(reg).takeUnretainedValue().comm === h else { return false }
+                    set.remove(UInt(bitPattern: reg))
+                    return true
+                }
+            } ?? false
+            guard let reg, mine else {
+                return invalid("handle is not a live registration of this communicator", h, operation: op)
             }
-        } ?? false
-        guard let reg, mine else {
-            return invalid("handle is not a live registration of this communicator", h, operation: op)
+            let r = Unmanaged<RegistrationHandle>.fromOpaque(reg).takeRetainedValue()
+            h.comm.deregister(r.region)
+            return swcclSuccess
         }
-        let r = Unmanaged<RegistrationHandle>.fromOpaque(reg).takeRetainedValue()
-        h.comm.deregister(r.region)
-        return swcclSuccess
     }
 }
 
@@ -681,54 +801,58 @@ let maxRunTimeOps = 1 << 20
 @c @implementation
 public func swcclRedOpCreatePreMulSum(_ op: UnsafeMutablePointer<swcclRedOp_t>?, _ scalar: UnsafeMutableRawPointer?,
                                       _ datatype: swcclDataType_t, _ residence: CInt, _ comm: swcclComm_t?) -> swcclResult_t {
-    let name = "swcclRedOpCreatePreMulSum"
-    switch handle(comm, operation: name) {
-    case .failure(let e): return report(e, operation: name)
-    case .success(let h):
-        guard let op else { return invalid("op is NULL", h, operation: name) }
-        guard let scalar else { return invalid("scalar is NULL", h, operation: name) }
-        guard !h.comm.isFinalized else {
-            return report(.invalidUsage("the communicator was finalized (only destroy, abort and queries remain)"), h, operation: name)
-        }
-        guard let type = dataType(datatype) else { return invalid("unknown datatype \(datatype.rawValue)", h, operation: name) }
-        let pm: PreMulSum
-        switch residence {
-        case 1: pm = PreMulSum(type: type, scalarBytes: scalar)
-        case 0: pm = PreMulSum(type: type, readingScalarAt: scalar)
-        default: return invalid("residence \(residence) is neither 0 (read at each operation) nor 1 (host immediate)", h, operation: name)
-        }
-        // Ids count up from 5 (after the built-in ops); after Int32.max the freed ones are reused.
-        let id = h.ops.withLock { o -> Int32? in
-            guard o.table.count < maxRunTimeOps else { return nil }
-            var id = o.next
-            if id == Int32.max || o.table[id] != nil {
-                id = 5
-                while o.table[id] != nil { id += 1 }
-            } else {
-                o.next += 1
+    ForkSafety.run { () -> swcclResult_t in
+        let name = "swcclRedOpCreatePreMulSum"
+        switch handle(comm, operation: name) {
+        case .failure(let e): return report(e, operation: name)
+        case .success(let h):
+            guard let op else { return invalid("op is NULL", h, operation: name) }
+            guard let scalar else { return invalid("scalar is NULL", h, operation: name) }
+            guard !h.comm.isFinalized else {
+                return report(.invalidUsage("the communicator was finalized (only destroy, abort and queries remain)"), h, operation: name)
             }
-            o.table[id] = pm
-            return id
+            guard let type = dataType(datatype) else { return invalid("unknown datatype \(datatype.rawValue)", h, operation: name) }
+            let pm: PreMulSum
+            switch residence {
+            case 1: pm = PreMulSum(type: type, scalarBytes: scalar)
+            case 0: pm = PreMulSum(type: type, readingScalarAt: scalar)
+            default: return invalid("residence \(residence) is neither 0 (read at each operation) nor 1 (host immediate)", h, operation: name)
+            }
+            // Ids count up from 5 (after the built-in ops); after Int32.max the freed ones are reused.
+            let id = h.ops.withLock { o -> Int32? in
+                guard o.table.count < maxRunTimeOps else { return nil }
+                var id = o.next
+                if id == Int32.max || o.table[id] != nil {
+                    id = 5
+                    while o.table[id] != nil { id += 1 }
+                } else {
+                    o.next += 1
+                }
+                o.table[id] = pm
+                return id
+            }
+            guard let id else {
+                return report(.invalidUsage("\(maxRunTimeOps) run-time operators are live on this communicator; destroy some with swcclRedOpDestroy"), h, operation: name)
+            }
+            op.pointee = swcclRedOp_t(rawValue: UInt32(bitPattern: id))
+            return swcclSuccess
         }
-        guard let id else {
-            return report(.invalidUsage("\(maxRunTimeOps) run-time operators are live on this communicator; destroy some with swcclRedOpDestroy"), h, operation: name)
-        }
-        op.pointee = swcclRedOp_t(rawValue: UInt32(bitPattern: id))
-        return swcclSuccess
     }
 }
 
 @c @implementation
 public func swcclRedOpDestroy(_ op: swcclRedOp_t, _ comm: swcclComm_t?) -> swcclResult_t {
-    let name = "swcclRedOpDestroy"
-    switch handle(comm, operation: name) {
-    case .failure(let e): return report(e, operation: name)
-    case .success(let h):
-        let id = Int32(bitPattern: op.rawValue)
-        guard id >= 5 else { return invalid("op \(id) is built in and cannot be destroyed", h, operation: name) }
-        guard h.ops.withLock({ $0.table.removeValue(forKey: id) }) != nil else {
-            return invalid("op \(id) is not a live operator of this communicator (destroyed twice?)", h, operation: name)
+    ForkSafety.run { () -> swcclResult_t in
+        let name = "swcclRedOpDestroy"
+        switch handle(comm, operation: name) {
+        case .failure(let e): return report(e, operation: name)
+        case .success(let h):
+            let id = Int32(bitPattern: op.rawValue)
+            guard id >= 5 else { return invalid("op \(id) is built in and cannot be destroyed", h, operation: name) }
+            guard h.ops.withLock({ $0.table.removeValue(forKey: id) }) != nil else {
+                return invalid("op \(id) is not a live operator of this communicator (destroyed twice?)", h, operation: name)
+            }
+            return swcclSuccess
         }
-        return swcclSuccess
     }
 }

@@ -1,6 +1,7 @@
 import Glibc
 import XCTest
 import SwiftCCL
+import SwcclVerify
 
 /// Shared-memory specifics beyond the conformance suite: NUMA placement and settings that must agree.
 final class SHMTests: XCTestCase {
@@ -47,5 +48,74 @@ final class SHMTests: XCTestCase {
         for (rank, code) in r.codes.enumerated() { XCTAssertNotEqual(code, 0, "rank \(rank): \(r.summary)") }
         XCTAssertTrue(r.outputs.contains { $0.contains("SWCCL_SHM") }, r.summary)
         print(r.outputs.joined(), terminator: "")
+    }
+
+    /// Each rank in a PID namespace of its own (as in two containers that share /dev/shm), address-space
+    /// randomisation off, so that a pid read across namespaces names another process (here: the reader
+    /// itself, pid 2 in its namespace) at the very same addresses. A 4 MiB message must arrive intact
+    /// and through the FIFO, never through cross-memory attach with a foreign pid (that returned the
+    /// receiver's own bytes as success).
+    func testPidNamespacesNeverReadMemoryByAForeignPid() throws {
+        let launcher = try SHMTests.ownPidNamespace()
+        let r = try Ranks.run("pull", ranks: 2, backend: "shm-cma", timeoutMs: 5000, limitS: 60, launcher: { _ in launcher })
+        XCTAssertTrue(r.allPassed, r.summary)
+        XCTAssertTrue(r.outputs[1].contains("pulled 0 bytes"), r.outputs[1])
+    }
+
+    /// Liveness across PID namespaces: a stopped peer is a timeout (kill(pid, 0) there named another
+    /// process or none, and a live peer was reported dead within 100 ms); a killed one is seen dying
+    /// (its segment lock is gone) well within the timeout, though its pid means nothing here.
+    func testPidNamespacesLivenessByTheSegmentLock() throws {
+        let launcher = try SHMTests.ownPidNamespace()
+        let stop = try Ranks.run("stop", ranks: 3, backend: "shm", timeoutMs: 3000, limitS: 30, straggler: 1, launcher: { _ in launcher })
+        for rank in [0, 2] {
+            XCTAssertEqual(stop.codes[rank], 0, "rank \(rank): \(stop.summary)")
+            XCTAssertFalse(stop.outputs[rank].contains("died"), "a stopped peer is not dead: \(stop.outputs[rank])")
+        }
+        let kill = try Ranks.run("kill", ranks: 3, backend: "shm", timeoutMs: 20_000, limitS: 60, launcher: { _ in launcher })
+        for rank in [0, 2] {
+            XCTAssertEqual(kill.codes[rank], 0, "rank \(rank): \(kill.summary)")
+            let ms = kill.outputs[rank].split(separator: "\n").first { $0.contains("error after") }
+                .flatMap { Int($0.split(separator: " ").drop { $0 != "after" }.dropFirst().first ?? "") }
+            XCTAssertLessThan(try XCTUnwrap(ms, kill.outputs[rank]), 1000, "a killed peer is seen within 1 s: \(kill.outputs[rank])")
+        }
+    }
+
+    /// A rank killed during init (before its peers mapped its segment) leaves the segment in /dev/shm;
+    /// the next init on the host removes it (its liveness lock is gone), and leaves live ones alone.
+    func testSegmentsOfDeadRanksAreReaped() throws {
+        var secret = [UInt8](repeating: 0, count: 32)
+        for i in secret.indices { secret[i] = UInt8.random(in: 0...255) }
+        let hex = secret.prefix(16).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        // A child process makes a one-rank-of-two transport (its segment stays: nobody maps it) and dies.
+        let pid = fork()
+        if pid == 0 {
+            if let t = try? SHMTransport(rank: 1, nranks: 2, secret: secret) { _ = t; raise(SIGKILL) }
+            _exit(3)
+        }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        XCTAssertEqual(status & 0x7f, SIGKILL, "the child was killed with its segment in place")
+        XCTAssertEqual(access("/dev/shm/swccl-\(hex)-r1", F_OK), 0, "the dead rank's segment is left behind")
+        let live = try SHMTransport(rank: 0, nranks: 2, secret: secret)  // any init reaps
+        defer { live.close() }
+        XCTAssertNotEqual(access("/dev/shm/swccl-\(hex)-r1", F_OK), 0, "the dead rank's segment was removed")
+        XCTAssertEqual(access("/dev/shm/swccl-\(hex)-r0", F_OK), 0, "a live rank's segment stays")
+        let other = try SHMTransport(rank: 1, nranks: 2, secret: secret)  // reaps again: r0 is alive
+        defer { other.close() }
+        XCTAssertEqual(access("/dev/shm/swccl-\(hex)-r0", F_OK), 0, "a live rank's segment is never reaped")
+    }
+
+    /// A launcher prefix that runs a rank in a new PID namespace, ASLR off: the namespace's init is a
+    /// shell (a pid 1 ignores the signals it sends itself), the rank is pid 2 in each namespace, so
+    /// every rank's pid is every other's too. Skips (saying why) where namespaces cannot be made.
+    static func ownPidNamespace() throws -> [String] {
+        let launcher = ["/usr/bin/setarch", "-R", "/usr/bin/unshare", "-p", "-f", "--kill-child", "/bin/sh", "-c", "\"$@\"", "sh"]
+        guard access(launcher[0], X_OK) == 0, access(launcher[2], X_OK) == 0,
+              let p = try? Spawn.start(launcher[0], Array(launcher.dropFirst()) + ["/bin/true"], output: "/dev/null"),
+              p.wait() == 0 else {
+            throw XCTSkip("cannot make PID namespaces here (unshare -p needs root or user namespaces)")
+        }
+        return launcher
     }
 }

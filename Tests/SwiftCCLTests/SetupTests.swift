@@ -182,4 +182,18 @@ final class SetupTests: XCTestCase {
             XCTAssertTrue(docs.contains("`\(name)`"), "\(name) is not documented in docs/ENVIRONMENT.md")
         }
     }
+
+    /// A bad SWCCL_DEBUG value is a warning and the default, not a hang: reading the level knob logged
+    /// its parse error through the log, which needs the level (a one-time initialisation waiting on
+    /// itself, at 100 % CPU).
+    func testBadDebugLevelWarnsInsteadOfHanging() throws {
+        for value in ["WARNING", "debug", "1"] {
+            let r = try Ranks.run("allreduce", ranks: 2, timeoutMs: 5000, limitS: 60,
+                                  env: ["SWCCL_DEBUG": value, "SWCCL_TEST_ALGO": "allreduce:ring"])
+            XCTAssertTrue(r.allPassed, "SWCCL_DEBUG=\(value): \(r.summary)")
+            for out in r.outputs {
+                XCTAssertTrue(out.contains("ignoring SWCCL_DEBUG=\(value): cannot be parsed"), "SWCCL_DEBUG=\(value): \(out)")
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@
  *
  * In process: misuse answered by swcclInvalidArgument/swcclInvalidUsage and a message, never a crash
  * (uninitialised config, NULL pointers, bad rank counts, unknown type and op, destroy twice, use after
- * destroy); ranks that disagree on the rank count (swcclInvalidUsage on both) or never arrive
+ * destroy, a destroyed handle among 200 new ones, a stream passed as a communicator); ranks that disagree on the rank count (swcclInvalidUsage on both) or never arrive
  * (swcclTimeout); swcclCommInitAll with 3 ranks driven by 3 threads, then from this one thread by
  * groups (an allreduce on each communicator and a ring of sends and receives, without streams,
  * with one stream per communicator and with one stream shared by all); a group failure reported by swcclGroupEnd, or by
@@ -187,6 +187,26 @@ static int in_process(void) {
   if (strlen(swcclGetLastError(NULL)) == 0) fail("no message for a destroyed communicator");
   EXPECT_RESULT(swcclCommDestroy(NULL), swcclSuccess);
   EXPECT_RESULT(swcclCommAbort(comm), swcclInvalidUsage);                              /* after destroy */
+  {
+    /* A destroyed handle stays refused while new communicators are made and destroyed (with
+     * address-valued handles, a new one at the freed address was accepted as the old), and a
+     * stream handle is not a communicator. */
+    swcclComm_t fresh[200];
+    swcclStream_t s;
+    int i, accepted = 0;
+    for (i = 0; i < 200; i++) {
+      EXPECT_RESULT(swcclCommInitAll(&fresh[i], 1), swcclSuccess);
+      if (swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL) != swcclInvalidUsage) accepted++;
+      if (i % 2 == 0) EXPECT_RESULT(swcclCommDestroy(fresh[i]), swcclSuccess);
+    }
+    if (accepted) fail("a destroyed communicator handle was accepted %d times after new ones were made", accepted);
+    for (i = 1; i < 200; i += 2) EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, fresh[i], NULL), swcclSuccess);
+    for (i = 0; i < 200; i += 2) EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, fresh[i], NULL), swcclInvalidUsage);
+    EXPECT_RESULT(swcclStreamCreate(&s), swcclSuccess);
+    EXPECT_RESULT(swcclAllReduce(x, x, 4, swcclFloat, swcclSum, (swcclComm_t)(void*)s, NULL), swcclInvalidUsage);
+    EXPECT_RESULT(swcclStreamDestroy(s), swcclSuccess);
+    for (i = 1; i < 200; i += 2) EXPECT_RESULT(swcclCommDestroy(fresh[i]), swcclSuccess);
+  }
   {
     /* Streams: NULL is an argument error, a destroyed one a usage error, everywhere. */
     swcclStream_t s;

@@ -16,12 +16,15 @@
 #   - Tests/c/lifecycle_test.c: misuse in process (uninitialised config, NULL, bad ranks, unknown type
 #     and op, finalize/destroy twice, use after destroy), initAll with threads, then forked ranks:
 #     init from torchrun variables, split, abort from another thread while blocked, async error;
+#   - Tests/c/fork_test.c: a threaded process forks children that each run swcclCommInitAll (no
+#     livelock in the Swift runtime), and a forked child's use and teardown of an inherited
+#     communicator leave the parent's job intact (tcp and shm);
 #   - Tests/c/cxx_test.cpp: the ABI from C++17 (initAll driven by std::thread, RAII owner, errors);
 #   - scripts/install.sh into a scratch prefix; collectives_test.c built with pkg-config against the
 #     installed library runs on 3 ranks with the Swift toolchain hidden (PATH, no LD_LIBRARY_PATH);
 #   - the Python package (python/swccl): Tests/python/test_swccl.py with 2 and 4 processes
 #     (collectives on numpy arrays and buffers, init from torchrun variables, mismatched sizes, a
-#     killed rank).
+#     killed rank, a rank that forks: os.fork and multiprocessing, over shm and tcp).
 # Prints "N passed, M failed" last; exits non-zero if any check failed.
 set -euo pipefail
 
@@ -233,6 +236,22 @@ if [[ $coll_built == 1 ]]; then
   fi
 fi
 
+# --- fork_test ------------------------------------------------------------------------------------
+fork_bin="$tmp/fork_test"
+if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -I"$include" \
+    "$here/fork_test.c" -o "$fork_bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir" -pthread; then
+  pass "fork_test.c builds and links"
+  echo "-- fork_test"
+  # Its own checks are counted here one by one; each child has a deadline, the outer timeout is a last resort.
+  frc=0; SWCCL_SOCKET_IFNAME=lo timeout -k 5 400 "$fork_bin" 8 >"$tmp/fork.log" 2>&1 || frc=$?
+  sed 's/^/      | /' "$tmp/fork.log"
+  fp=$(grep -c '^PASS: ' "$tmp/fork.log" || true); ff=$(grep -c '^FAIL: ' "$tmp/fork.log" || true)
+  passed=$((passed + fp)); failed=$((failed + ff))
+  if [[ $fp -lt 3 ]] || [[ $frc -ne 0 && $ff -eq 0 ]]; then fail "fork_test ended early or badly (exit $frc)"; fi
+else
+  fail "fork_test.c builds and links"
+fi
+
 # --- lifecycle_test -------------------------------------------------------------------------------
 life_bin="$tmp/lifecycle_test"
 if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
@@ -331,7 +350,7 @@ else
 fi
 
 # --- the Python package (python/swccl, ctypes) -------------------------------------------------------
-for run in "collectives 2" "collectives 4" "fromenv 3" "mismatch 4" "dead 4"; do
+for run in "collectives 2" "collectives 4" "fromenv 3" "mismatch 4" "dead 4" "fork 2" "fork-tcp 3"; do
   if [[ $have_lib == 1 ]]; then
     echo "-- python $run"
     # shellcheck disable=SC2086

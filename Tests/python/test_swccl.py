@@ -12,7 +12,12 @@ waits for all, and exits 0 only if every rank passed. Scenarios:
   fromenv      the communicator from torchrun-style variables (RANK, WORLD_SIZE, MASTER_ADDR,
                MASTER_PORT): swccl.Communicator() with no arguments, then an allreduce;
   dead         the last rank is killed (SIGKILL) after init: every other rank's allreduce raises a
-               SwcclError naming it within twice the timeout.
+               SwcclError naming it within twice the timeout;
+  fork, fork-tcp  rank 0 forks with os.fork(): the child's allreduce on the inherited communicator
+               raises a SwcclError saying it is a forked child's, and the child exits normally
+               (interpreter shutdown destroys its copy); a multiprocessing child (fork start method)
+               makes and uses a communicator of its own; then the job runs 20 checked allreduces
+               (shared memory, or TCP for fork-tcp): the children must not have touched it.
 """
 import array
 import os
@@ -111,6 +116,17 @@ def collectives(comm, rank, n):
     expect(np.all(x == n), "usable after bad calls")
 
 
+def own_communicator(q):
+    """In a forked child of a rank: a one-rank communicator of its own, then an allreduce."""
+    uid = swccl.get_unique_id()
+    comm = swccl.Communicator(uid, 0, 1, timeout_ms=TIMEOUT_MS)
+    x = np.arange(100, dtype=np.float32)
+    comm.allreduce(x)
+    ok = bool(np.all(x == np.arange(100, dtype=np.float32)))
+    comm.destroy()
+    q.put("ok" if ok else "wrong")
+
+
 def rank_main(scenario):
     rank, n = int(os.environ["PYSWCCL_RANK"]), int(os.environ["PYSWCCL_SIZE"])
     if scenario == "fromenv":
@@ -122,6 +138,8 @@ def rank_main(scenario):
         comm.destroy()
         print(f"[rank {rank}] PASS {scenario}", flush=True)
         return
+    if scenario == "fork-tcp":
+        os.environ["SWCCL_TRANSPORTS"] = "tcp"
     uid = bytes.fromhex(os.environ["PYSWCCL_ID"])
     comm = swccl.Communicator(uid, rank, n, timeout_ms=TIMEOUT_MS)
     expect(comm.rank == rank and comm.size == n, "rank and size")
@@ -134,6 +152,38 @@ def rank_main(scenario):
         except swccl.SwcclError as e:
             print(f"[rank {rank}] error as expected: {e}", flush=True)
             expect(e.result in (5, 6, 8), f"an invalid usage, remote or timeout error (got {e.result})")
+    elif scenario in ("fork", "fork-tcp"):
+        x = np.full(4097, rank + 1, np.float32)
+        comm.allreduce(x)
+        expect(np.all(x == n * (n + 1) / 2), "allreduce before the fork")
+        if rank == 0:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    comm.allreduce(np.ones(8, np.float32))
+                    print("[child] FAIL an allreduce on the inherited communicator succeeded", flush=True)
+                    os._exit(3)
+                except swccl.SwcclError as e:
+                    if "forked child" not in e.message:
+                        print(f"[child] FAIL the error does not say why: {e}", flush=True)
+                        os._exit(4)
+                sys.exit(0)  # a normal exit: the interpreter's shutdown destroys the inherited copy
+            _, status = os.waitpid(pid, 0)
+            expect(os.waitstatus_to_exitcode(status) == 0, f"the forked child ended with {status}")
+            import multiprocessing
+            q = multiprocessing.get_context("fork").Queue()
+            child = multiprocessing.get_context("fork").Process(target=own_communicator, args=(q,))
+            child.start()
+            child.join(60)
+            if child.is_alive():
+                child.kill()
+                fail("a multiprocessing child making its own communicator hung")
+            expect(child.exitcode == 0 and not q.empty() and q.get() == "ok", f"a multiprocessing child's own communicator (exit {child.exitcode})")
+        time.sleep(0.5)  # a goodbye on the parent's connections, had the child sent one, has arrived
+        for i in range(20):
+            y = np.full(1 << 14, rank + i, np.float32)
+            comm.allreduce(y)
+            expect(np.all(y == sum(r + i for r in range(n))), f"allreduce {i} after the children exited")
     elif scenario == "dead":
         if rank == n - 1:
             os.kill(os.getpid(), signal.SIGKILL)

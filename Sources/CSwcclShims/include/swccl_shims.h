@@ -1,6 +1,6 @@
 /* System calls Swift's Glibc module does not import (they are declared only under _GNU_SOURCE, which
- * would clash with the Glibc module's own view of the headers). Static inline, so nothing here is
- * exported from libswccl.so. Used only by Sources/SwiftCCL/Core/Syscalls.swift. */
+ * would clash with the Glibc module's own view of the headers). Static inline, or hidden functions of
+ * shims.c (fork handling, OFD locks), so nothing here is exported from libswccl.so. Used only by Sources/SwiftCCL/Core/Syscalls.swift. */
 #ifndef SWCCL_SHIMS_H
 #define SWCCL_SHIMS_H
 #include <stddef.h>
@@ -91,6 +91,16 @@ static inline int cshim_getcpu(void) {
     unsigned cpu = 0;
     return syscall(SYS_getcpu, &cpu, NULL, NULL) == 0 ? (int)cpu : -1;
 }
+
+/* Fork safety and liveness locks (shims.c). */
+uint64_t cshim_fork_generation(void);
+int cshim_thread_is_stale(void);
+int cshim_track_lock_fd(int fd);
+void cshim_untrack_lock_fd(int slot, int fd);
+int cshim_run_on_proxy(void (*fn)(void *), void *context);
+int cshim_ofd_hold_read(int fd);
+int cshim_ofd_probe(int fd);
+uint64_t cshim_pid_namespace(void);
 
 static inline void cshim_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -21,7 +21,10 @@ public struct Knob<Value: Sendable>: Sendable {
     public var value: Value { override ?? defaultValue }
     public var isSet: Bool { override != nil }
 
-    init(_ name: String, default defaultValue: Value, _ help: String, parse: (String) -> Value?) {
+    /// `logsItself`: the knob is one of the log's own (its level): a bad value is reported straight to
+    /// stderr, since reporting it through the log would need the knob being read (a one-time
+    /// initialisation waiting on itself: a hang at 100 % CPU).
+    init(_ name: String, default defaultValue: Value, _ help: String, logsItself: Bool = false, parse: (String) -> Value?) {
         self.name = name
         self.defaultValue = defaultValue
         self.help = help
@@ -30,7 +33,8 @@ public struct Knob<Value: Sendable>: Sendable {
                 override = v
             } else {
                 override = nil
-                Log.warn(.env, "ignoring \(name)=\(text): cannot be parsed; using the default \(defaultValue)")
+                let message = "ignoring \(name)=\(Log.oneLine(text)): cannot be parsed; using the default \(defaultValue)"
+                if logsItself { Log.writeUnconditionally(.warn, .env, message) } else { Log.warn(.env, message) }
             }
         } else {
             override = nil
@@ -89,7 +93,7 @@ public enum Knobs {
 
     /// Variables that a launcher sets, or the benchmark scripts read (the swccl-perf to run), and
     /// that are not knobs of their own.
-    static let reservedNames: Set<String> = ["SWCCL_LOCAL_RANK", "SWCCL_JOB_ID", "SWCCL_PERF"]
+    static let reservedNames: Set<String> = ["SWCCL_LOCAL_RANK", "SWCCL_JOB_ID", "SWCCL_PERF", "SWCCL_LIBRARY"]
 
     /// Warns once about `SWCCL_*` variables that nothing reads (usually a typo).
     static func warnUnknownVariables() {

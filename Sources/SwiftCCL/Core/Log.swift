@@ -13,8 +13,8 @@ public enum Log {
         case initialization = "INIT", bootstrap = "BOOTSTRAP", net = "NET", coll = "COLL", env = "ENV", api = "API", tuning = "TUNING"
     }
 
-    static let levelKnob = Knob<Level>("SWCCL_DEBUG", default: .warn, "log level: WARN, INFO or TRACE (VERSION prints the version)", parse: { t in
-        switch t.uppercased() {
+    static let levelKnob = Knob<Level>("SWCCL_DEBUG", default: .warn, "log level: NONE, WARN, INFO or TRACE (VERSION prints the version)", logsItself: true, parse: { t in
+        switch t.trimmingSpaces.uppercased() {
         case "NONE": return Level.none
         case "WARN", "VERSION": return .warn
         case "INFO": return .info
@@ -69,9 +69,22 @@ public enum Log {
 
     private static func write(_ l: Level, _ s: Subsystem, _ message: () -> String) {
         guard enabled(l, s) else { return }
+        writeUnconditionally(l, s, message())
+    }
+
+    /// Writes a line whatever the level (for the log's own configuration errors: the level knob cannot
+    /// be consulted while it is being read; the output file's knob never fails to parse).
+    static func writeUnconditionally(_ l: Level, _ s: Subsystem, _ text: String) {
+        let out = output
         let tag = l == .warn ? "WARN" : l == .info ? "INFO" : "TRACE"
-        let line = "\(Host.name ?? "?"):\(Sys.getpid()):\(Sys.gettid()) SWCCL \(tag) \(s.rawValue) \(message())\n"
+        let line = "\(Host.name.map(oneLine) ?? "?"):\(Sys.getpid()):\(Sys.gettid()) SWCCL \(tag) \(s.rawValue) \(oneLine(text))\n"
         var bytes = Array(line.utf8)
-        _ = bytes.withUnsafeMutableBytes { Glibc.write(output, $0.baseAddress, $0.count) }
+        _ = bytes.withUnsafeMutableBytes { Glibc.write(out, $0.baseAddress, $0.count) }
+    }
+
+    /// `text` on one line: control characters (a newline in a host name or a variable) become spaces.
+    static func oneLine(_ text: String) -> String {
+        guard text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else { return text }
+        return String(decoding: text.utf8.map { $0 < 0x20 || $0 == 0x7f ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
     }
 }

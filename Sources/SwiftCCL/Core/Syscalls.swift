@@ -230,11 +230,11 @@ enum Sys {
 
     // MARK: shared memory and futexes
 
-    /// Creates (exclusively, mode 0600) and maps a POSIX shared-memory segment of `bytes`.
+    /// Creates (exclusively, mode 0600) and maps a POSIX shared-memory segment of `bytes`, and returns
+    /// it with its descriptor (kept open by the caller for the segment's liveness lock).
     /// `place` runs on the mapping before any page is allocated (e.g. to set its NUMA policy).
-    static func createSharedMemory(name: String, bytes: Int, place: (UnsafeMutableRawPointer, Int) -> Void = { _, _ in }) throws(Errno) -> UnsafeMutableRawPointer {
+    static func createSharedMemory(name: String, bytes: Int, place: (UnsafeMutableRawPointer, Int) -> Void = { _, _ in }) throws(Errno) -> (UnsafeMutableRawPointer, Int32) {
         let fd = try retrying { cshim_shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o600) }
-        defer { _ = Glibc.close(fd) }
         var mapped: UnsafeMutableRawPointer?
         do throws(Errno) {
             _ = try retrying { ftruncate(fd, off_t(bytes)) }
@@ -245,27 +245,92 @@ enum Sys {
             // ENOSPC here instead of SIGBUS at the first write.
             let r = posix_fallocate(fd, 0, off_t(bytes))
             if r != 0 { throw Errno(r) }
-            return p
+            return (p, fd)
         } catch {
             if let mapped { unmap(mapped, bytes: bytes) }
             _ = shm_unlink(name)
+            _ = Glibc.close(fd)
             throw error
         }
     }
 
-    /// Maps an existing segment; nil if it does not exist.
-    static func openSharedMemory(name: String, bytes: Int) throws(Errno) -> UnsafeMutableRawPointer? {
+    /// Maps an existing segment and returns it with its descriptor (for probing the owner's liveness
+    /// lock); nil if it does not exist.
+    static func openSharedMemory(name: String, bytes: Int) throws(Errno) -> (UnsafeMutableRawPointer, Int32)? {
         let fd: Int32
         do { fd = try retrying { cshim_shm_open(name, O_RDWR | O_CLOEXEC, 0) } } catch {
             if error == Errno(ENOENT) { return nil }
             throw error
         }
-        defer { _ = Glibc.close(fd) }
-        var st = stat()
-        _ = try check(fstat(fd, &st))
-        guard Int(st.st_size) >= bytes else { throw Errno(EINVAL) }
-        return try map(fd, bytes)
+        do throws(Errno) {
+            var st = stat()
+            _ = try check(fstat(fd, &st))
+            guard Int(st.st_size) >= bytes else { throw Errno(EINVAL) }
+            return (try map(fd, bytes), fd)
+        } catch {
+            _ = Glibc.close(fd)
+            throw error
+        }
     }
+
+    /// Names in a directory (without . and ..); empty if it cannot be read.
+    static func directoryEntries(_ path: String) -> [String] {
+        guard let d = opendir(path) else { return [] }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Removes SwiftCCL segments left in /dev/shm by processes that died before unlinking them (killed
+    /// during init): a segment of this layout (`magic`) whose liveness lock nobody holds, or one that never
+    /// got so far (no magic, no size) and is older than a minute. Segments of other users cannot be
+    /// opened and are left alone, as are those of other versions. Returns the names removed.
+    static func reapDeadSegments(prefix: String, magic: UInt64) -> [String] {
+        var removed: [String] = []
+        for name in directoryEntries("/dev/shm") where name.hasPrefix(prefix) {
+            let fd = cshim_shm_open("/" + name, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0)
+            guard fd >= 0 else { continue }
+            defer { _ = Glibc.close(fd) }
+            var st = stat()
+            guard fstat(fd, &st) == 0, cshim_ofd_probe(fd) == 0 else { continue }
+            var word: UInt64 = 0
+            let got = withUnsafeMutableBytes(of: &word) { pread(fd, $0.baseAddress, 8, 0) }
+            let age = time(nil) - st.st_mtim.tv_sec
+            let dead = (got == 8 && UInt64(littleEndian: word) == magic) || ((got <= 0 || word == 0) && age > 60)
+            guard dead, cshim_ofd_probe(fd) == 0 else { continue }
+            if shm_unlink("/" + name) == 0 { removed.append(name) }
+        }
+        return removed
+    }
+
+    /// Takes the liveness lock of a segment this process owns: an open-file-description read lock that
+    /// the kernel drops when the owner dies, in any PID or mount namespace. Returns the slot of the fork
+    /// table (a forked child closes its copy of `fd`, so the lock lives exactly as long as the owner).
+    static func holdLivenessLock(_ fd: Int32) throws(Errno) -> Int32 {
+        _ = try retrying { cshim_ofd_hold_read(fd) }
+        return cshim_track_lock_fd(fd)
+    }
+
+    /// Closes a descriptor that holds a liveness lock (and forgets it in the fork table).
+    static func releaseLivenessLock(_ fd: Int32, slot: Int32) {
+        cshim_untrack_lock_fd(slot, fd)
+        _ = Glibc.close(fd)
+    }
+
+    /// Whether the owner of the segment open on `fd` still holds its liveness lock (it is alive, or a
+    /// process it forked that did not run our fork handler still holds it); nil if the kernel cannot say.
+    static func livenessLockHeld(_ fd: Int32) -> Bool? {
+        let r = cshim_ofd_probe(fd)
+        return r < 0 ? nil : r == 1
+    }
+
+    /// The inode of this process's PID namespace; 0 if unknown (no /proc). Two processes can use each
+    /// other's pids (kill, process_vm_readv) only when both know it and it is the same.
+    static let pidNamespace: UInt64 = cshim_pid_namespace()
 
     private static func map(_ fd: Int32, _ bytes: Int) throws(Errno) -> UnsafeMutableRawPointer {
         guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else { throw Errno.current }
@@ -308,7 +373,22 @@ enum Sys {
     static func futexWake(_ word: UnsafeMutablePointer<UInt32>) { _ = cshim_futex_wake(word) }
 
     static func getpid() -> Int32 { Glibc.getpid() }
-    /// Yields the core while spinning, if `Spin.yields` (oversubscribed host or `SWCCL_SPIN_YIELD=1`).
+    /// How many times this process's ancestry forked since the library was loaded (bumped in each child
+    /// by a pthread_atfork handler): an object made under another generation belongs to a parent.
+    @inline(__always) static var forkGeneration: UInt64 { cshim_fork_generation() }
+    /// Whether this thread is the one a forked child started with (the Swift runtime's cached thread
+    /// id on it is its parent thread's; see `ForkSafety`).
+    @inline(__always) static var threadIsForkStale: Bool { cshim_thread_is_stale() != 0 }
+    /// Runs `body` on the stand-in thread of a forked child's first thread and waits for it; false if
+    /// that thread could not be started.
+    static func runOnProxyThread(_ body: () -> Void) -> Bool {
+        withoutActuallyEscaping(body) { b -> Bool in
+            var call = b
+            return withUnsafeMutablePointer(to: &call) { ctx -> Bool in
+                cshim_run_on_proxy({ raw in raw!.assumingMemoryBound(to: (() -> Void).self).pointee() }, ctx) == 0
+            }
+        }
+    }    /// Yields the core while spinning, if `Spin.yields` (oversubscribed host or `SWCCL_SPIN_YIELD=1`).
     static func yield() { if Spin.yields { _ = sched_yield() } }
     /// Always gives the core away (a transport whose progress needs the kernel's own threads, e.g. Soft-RoCE).
     static func yieldCore() { _ = sched_yield() }

@@ -31,15 +31,23 @@ extension Knobs {
 /// Waiting: poll briefly with a pause instruction (yielding between polls), then sleep on a futex:
 /// the segment's doorbell word, which any writer bumps (and wakes, if the owner sleeps) after
 /// writing to one of its FIFOs or freeing slots of one of the owner's FIFOs. While blocked, a rank
-/// checks every 100 ms whether its peers are alive (`kill(pid, 0)`) and not closed.
+/// checks every 100 ms whether its peers are alive and not closed.
+///
+/// Liveness and cross-memory attach across PID namespaces: a pid means something only inside one PID
+/// namespace (two containers sharing /dev/shm, `unshare -p`), so each segment records its owner's PID
+/// namespace, and a peer in another one is never read with process_vm_readv nor probed with kill(2).
+/// Every owner holds an open-file-description read lock on its segment for as long as it lives (the
+/// kernel drops it when the process dies, whatever its namespace, and a forked child closes its copy);
+/// peers probe it without taking it. A peer is dead when its lock is gone, or, in the same PID
+/// namespace, when its pid is.
 public final class SHMTransport: Transport, @unchecked Sendable {
-    static let magic: UInt64 = 0x5357_4343_5348_4d31  // "SWCCSHM1"
+    static let magic: UInt64 = 0x5357_4343_5348_4d32  // "SWCCSHM2"
     static let slotBytes = 32 << 10
     static let slotHeader = 64
     static var payloadBytes: Int { slotBytes - slotHeader }
     static let segmentHeader = 4096
     // Offsets in the segment header (each word on its own cache line where others write it).
-    static let offMagic = 0, offRanks = 8, offOwner = 16, offPid = 24
+    static let offMagic = 0, offRanks = 8, offOwner = 16, offPid = 24, offPidNamespace = 32
     static let offDoorbell = 64, offSleepers = 128, offMapped = 192, offClosed = 256, offStage = 320, offFIFO = 328
 
     // Slot kinds.
@@ -69,6 +77,11 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     public let numaNode: Int?
     let name: String
     let base: UnsafeMutableRawPointer
+    /// The segment's descriptor, holding its liveness lock, and its slot in the fork table.
+    private let segmentFD: Int32
+    private let lockSlot: Int32
+    /// The process that made this transport; a forked child's copy neither closes nor unlinks anything.
+    private let owner = ProcessOwner()
     private var unlinked = false
     private let aborted = Atomic<Bool>(false)
     private let abortReason = Mutex<String>("")
@@ -77,6 +90,10 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     // Progress state; touched only by the thread holding `lock`.
     private var peerBase: [UnsafeMutableRawPointer?]
     private var peerPid: [Int32]
+    /// Whether the peer's pid means the same process here (same, known PID namespace).
+    private var peerPidUsable: [Bool]
+    /// Descriptors of the peers' segments, kept to probe their owners' liveness locks.
+    private var peerFD: [Int32]
     private var peerError: [CCLError?]
     private var produced: [UInt64]   // slots written into my FIFO in the peer's segment
     private var consumed: [UInt64]   // slots read from the peer's FIFO in my segment
@@ -145,20 +162,31 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         var hex = ""
         for b in secret.prefix(16) { hex += String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
         name = "/swccl-\(hex)-r\(rank)"
+        // Segments of ranks killed during an earlier init (before every peer had mapped and unlinked them).
+        for dead in Sys.reapDeadSegments(prefix: "swccl-", magic: SHMTransport.magic) {
+            Log.info(.net, "rank \(rank): removed /dev/shm/\(dead), left by a process that died before unlinking it")
+        }
         // NUMA: this segment holds what this rank receives (its inbound FIFOs, its staging slots), so
         // its pages come from the node of the CPU the rank runs on when it creates them.
         let node = NUMA.currentNode()
         var placed = false
         do {
-            base = try Sys.createSharedMemory(name: name, bytes: segmentBytes) { p, n in
+            (base, segmentFD) = try Sys.createSharedMemory(name: name, bytes: segmentBytes) { p, n in
                 if let node { placed = NUMA.bind(p, bytes: n, node: node) }
             }
         } catch {
             throw CCLError.system("cannot create shared memory segment \(name) of \(segmentBytes) bytes", error)
         }
+        do { lockSlot = try Sys.holdLivenessLock(segmentFD) } catch {
+            Sys.unmap(base, bytes: segmentBytes)
+            Sys.unlinkSharedMemory(name: name)
+            Sys.close(segmentFD)
+            throw CCLError.system("cannot lock shared memory segment \(name) (liveness lock)", error)
+        }
         base.storeBytes(of: UInt64(nranks), toByteOffset: SHMTransport.offRanks, as: UInt64.self)
         base.storeBytes(of: UInt64(rank), toByteOffset: SHMTransport.offOwner, as: UInt64.self)
         base.storeBytes(of: UInt64(UInt32(bitPattern: Sys.getpid())), toByteOffset: SHMTransport.offPid, as: UInt64.self)
+        base.storeBytes(of: Sys.pidNamespace, toByteOffset: SHMTransport.offPidNamespace, as: UInt64.self)
         base.storeBytes(of: UInt64(stageSlots) << 32 | UInt64(stageBytes), toByteOffset: SHMTransport.offStage, as: UInt64.self)
         base.storeBytes(of: UInt64(slotsPerFIFO), toByteOffset: SHMTransport.offFIFO, as: UInt64.self)
         cshim_store_release_u64((base + SHMTransport.offMagic).assumingMemoryBound(to: UInt64.self), SHMTransport.magic)
@@ -172,6 +200,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             alphaNanos: SHMTransport.modelAlphaNanos, betaNanosPerByte: SHMTransport.modelBetaNanosPerByte)
         peerBase = Array(repeating: nil, count: nranks)
         peerPid = Array(repeating: 0, count: nranks)
+        peerPidUsable = Array(repeating: false, count: nranks)
+        peerFD = Array(repeating: -1, count: nranks)
         peerError = Array(repeating: nil, count: nranks)
         produced = Array(repeating: 0, count: nranks)
         consumed = Array(repeating: 0, count: nranks)
@@ -194,8 +224,10 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     }
 
     deinit {
+        if owner.isInherited { return }  // the parent's: its descriptors may be another's here; leave it all
         if !closed { close() }
         Sys.unmap(base, bytes: segmentBytes)  // kept until here: abort() may still ring it
+        Sys.releaseLivenessLock(segmentFD, slot: lockSlot)
     }
 
     // MARK: words in shared memory
@@ -255,17 +287,18 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             guard p.host.sameHost(as: .local) else {
                 throw CCLError(.invalidUsage, "rank \(p.rank) is on host \(p.host.hostname), not this one: shared memory cannot reach it", peer: p.rank)
             }
-            let seg: UnsafeMutableRawPointer?
-            do { seg = try Sys.openSharedMemory(name: peerName, bytes: segmentBytes) } catch {
+            let opened: (UnsafeMutableRawPointer, Int32)?
+            do { opened = try Sys.openSharedMemory(name: peerName, bytes: segmentBytes) } catch {
                 throw CCLError.system("cannot map rank \(p.rank)'s segment \(peerName) of \(segmentBytes) bytes"
                                       + (error == Errno(EINVAL) ? " (it is smaller: do SWCCL_SHM_* settings differ between ranks?)" : ""), error, peer: p.rank)
             }
-            guard let seg else { throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) does not exist (the peer exited?)", peer: p.rank) }
+            guard let (seg, segFD) = opened else { throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) does not exist (the peer exited?)", peer: p.rank) }
+            peerFD[p.rank] = segFD  // closed by close() from here on, whatever happens next
             guard cshim_load_acquire_u64(word64(seg + SHMTransport.offMagic)) == SHMTransport.magic,
                   seg.load(fromByteOffset: SHMTransport.offRanks, as: UInt64.self) == UInt64(nranks),
                   seg.load(fromByteOffset: SHMTransport.offOwner, as: UInt64.self) == UInt64(p.rank) else {
                 Sys.unmap(seg, bytes: segmentBytes)
-                throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) has another layout or owner", peer: p.rank)
+                throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) has another layout, version or owner (is every rank running the same SwiftCCL?)", peer: p.rank)
             }
             let stage = seg.load(fromByteOffset: SHMTransport.offStage, as: UInt64.self)
             let fifoSlots = seg.load(fromByteOffset: SHMTransport.offFIFO, as: UInt64.self)
@@ -279,6 +312,16 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             }
             peerBase[p.rank] = seg
             peerPid[p.rank] = Int32(truncatingIfNeeded: seg.load(fromByteOffset: SHMTransport.offPid, as: UInt64.self))
+            let peerNamespace = seg.load(fromByteOffset: SHMTransport.offPidNamespace, as: UInt64.self)
+            peerPidUsable[p.rank] = Sys.pidNamespace != 0 && peerNamespace == Sys.pidNamespace
+            if !peerPidUsable[p.rank] {
+                // Its pid names another process here (or nothing): never read memory or probe by pid.
+                if cmaWorks[p.rank] {
+                    Log.info(.net, "rank \(rank): rank \(p.rank) (pid \(peerPid[p.rank]) in its own namespace) is in another PID namespace"
+                             + (Sys.pidNamespace == 0 ? " or /proc is not mounted here" : "") + ": no cross-memory attach to it, liveness by its segment lock")
+                }
+                cmaWorks[p.rank] = false
+            }
             _ = cshim_fetch_add_u32(word32(seg, SHMTransport.offMapped), 1)
             ring(seg)
         }
@@ -579,10 +622,14 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         var failed = false
         for p in 0..<nranks where peerBase[p] != nil && peerError[p] == nil {
             let closedFlag = cshim_load_u32(word32(peerBase[p]!, SHMTransport.offClosed)) != 0
-            let alive = Sys.processAlive(peerPid[p])
+            // The lock is the namespace-proof answer; the pid adds a dead process whose lock a child
+            // that skipped our fork handler (raw clone) still holds. Unknown: the timeout decides.
+            let lockGone = Sys.livenessLockHeld(peerFD[p]) == false
+            let alive = !lockGone && (!peerPidUsable[p] || Sys.processAlive(peerPid[p]))
             guard closedFlag || !alive else { continue }
             drain(p)
-            let why = closedFlag ? "rank \(p) closed its end of shared memory" : "rank \(p) (pid \(peerPid[p])) died"
+            let why = closedFlag ? "rank \(p) closed its end of shared memory"
+                : "rank \(p) (pid \(peerPid[p])\(peerPidUsable[p] ? "" : " in another PID namespace")) died"
             peerError[p] = CCLError(.remoteError, "connection lost: \(why)", rank: rank, peer: p)
             for i in requests.indices where requests[i].inUse && !requests[i].done && requests[i].peer == p {
                 requests[i].error = peerError[p]
@@ -592,7 +639,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             posted[p].removeAll()
             outbox[p].removeAll()
             pulling[p].removeAll()
-            Log.warn(.net, "rank \(rank): \(why)")
+            // A clean close is the peer's ordinary teardown; a death is news.
+            if closedFlag { Log.info(.net, "rank \(rank): \(why)") } else { Log.warn(.net, "rank \(rank): \(why)") }
         }
         return failed
     }
@@ -692,11 +740,14 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     }
 
     public func close() {
+        // A forked child's copy: the closed flag, the doorbells and the name are the parent's.
+        if owner.isInherited { return }
         lock.lock(); defer { lock.unlock() }
         if closed { return }
         closed = true
         cshim_store_u32(word32(base, SHMTransport.offClosed), 1)
         for p in 0..<nranks { if let seg = peerBase[p] { ring(seg); Sys.unmap(seg, bytes: segmentBytes); peerBase[p] = nil } }
+        for p in 0..<nranks where peerFD[p] >= 0 { Sys.close(peerFD[p]); peerFD[p] = -1 }
         unlink()
         for i in requests.indices where requests[i].inUse && !requests[i].done {
             requests[i].error = CCLError(.invalidUsage, "the shared-memory transport was closed", rank: rank)
