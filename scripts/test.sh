@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test: Swift unit and multi-process tests (allreduce, transport conformance), then the C ABI
-# test through libswccl.so, then the RDMA verbs tests (natively with an RDMA device, else in a
+# test through libswccl.so, then the quick slice of the fault campaign (Tests/faults), then the RDMA verbs tests (natively with an RDMA device, else in a
 # Soft-RoCE VM: scripts/verbs-tests.sh, scripts/rdma-vm.sh). Installs what it needs first. Set SWCCL_TEST_FULL=1 for the whole
 # type × op × count cross-product instead of the deterministic sample.
 set -uo pipefail
@@ -16,6 +16,10 @@ grep -E "Executed [0-9]+ tests?, with" /tmp/swccl-swift-test.log | tail -n 1 | g
 
 echo "== C ABI tests"
 bash Tests/c/run.sh .build/release 2>&1 | tee /tmp/swccl-c-test.log
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== fault campaign (quick slice: python3 Tests/faults/campaign.py --quick; the full one without --quick)"
+timeout -k 10 1200 python3 Tests/faults/campaign.py --quick 2>&1 | tee /tmp/swccl-faults.log
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 # RDMA verbs: natively where this host has an RDMA device, else inside the Soft-RoCE VM
@@ -42,7 +46,8 @@ fi
 read -r xt xf < <(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" /tmp/swccl-swift-test.log | tail -n 1 |
   sed -E 's/.*Executed ([0-9]+) tests?, with ([0-9]+) failures?.*/\1 \2/')
 read -r cp cf < <(grep -E "^[0-9]+ passed, [0-9]+ failed$" /tmp/swccl-c-test.log | tail -n 1 | sed -E 's/([0-9]+) passed, ([0-9]+) failed/\1 \2/')
-xt=${xt:-0}; xf=${xf:-1}; cp=${cp:-0}; cf=${cf:-1}
+read -r fp ff < <(grep -E "^[0-9]+ passed, [0-9]+ failed$" /tmp/swccl-faults.log | tail -n 1 | sed -E 's/([0-9]+) passed, ([0-9]+) failed/\1 \2/')
+xt=${xt:-0}; xf=${xf:-1}; cp=${cp:-0}; cf=${cf:-1}; fp=${fp:-0}; ff=${ff:-1}
 if [ $status -eq 0 ]; then echo "== all tests passed"; else echo "== some tests FAILED"; fi
-echo "total: $(( (xt > xf ? xt - xf : 0) + cp + vt - vf )) passed, $((xf + cf + vf)) failed"
+echo "total: $(( (xt > xf ? xt - xf : 0) + cp + fp + vt - vf )) passed, $((xf + cf + ff + vf)) failed"
 exit $status

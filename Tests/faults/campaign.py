@@ -245,7 +245,9 @@ def run_case(case, binary, workdir):
                 notes.append(f"rank {r} reported no error: {outs[r][-200:]!r}")
                 continue
             text = errs[0]
-            if case.victim is not None and r != case.victim and not re.search(rf"\brank {case.victim}\b", text):
+            # "rank 7", or a list such as "ranks [3, 7]".
+            named = re.search(rf"\brank {case.victim}\b", text) or re.search(rf"\branks \[[0-9, ]*\b{case.victim}\b", text)
+            if case.victim is not None and r != case.victim and not named:
                 verdicts.append("blame")
                 notes.append(f"rank {r} blames someone else: {text[:300]}")
             if injected and t_fault is not None:
