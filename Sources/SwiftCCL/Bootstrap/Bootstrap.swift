@@ -27,6 +27,9 @@ enum BootstrapRoot {
         /// The secret may be known outside the job (derived without a job secret): errors and logs say
         /// that a stranger may be the one who joined.
         let weak: Bool
+        /// The process running the thread: a child forked after `swcclGetUniqueId` inherits this record
+        /// but not the thread, and must not wait for it.
+        let pid = Sys.getpid()
         let started = Atomic<Bool>(false)
         let delivered = Atomic<Bool>(false)
         init(secret: [UInt8], weak: Bool) { self.secret = secret; self.weak = weak }
@@ -56,7 +59,8 @@ enum BootstrapRoot {
     /// Waits (at most until `deadline`) until a root of this process serving `secret` has delivered its
     /// verdict to every rank; returns at once when there is none.
     static func waitUntilDelivered(secret: [UInt8], deadline: Deadline) {
-        guard let state = running.withLock({ $0.first { $0.secret == secret } }) else { return }
+        let me = Sys.getpid()
+        guard let state = running.withLock({ $0.first { $0.secret == secret && $0.pid == me } }) else { return }
         while !state.delivered.load(ordering: .acquiring) && !deadline.hasPassed { Sys.sleep(nanos: 200_000) }
     }
 
