@@ -26,9 +26,8 @@ import SwcclVerify
     let comm: Communicator
     do { comm = try Communicator.fromEnvironment(config: CommConfig(timeoutMs: timeoutMs)) }
     catch { say("FAIL init under strangers: \(error)"); exit(1) }
-    let t0 = Clock.nanos()
     var rounds = 0
-    while Clock.nanos() - t0 < 1_500_000_000 || rounds < 3 {
+    while rounds < 60 {  // the same number on every rank (about a second here)
         var xs = [Int32](repeating: Int32(comm.rank + 1), count: 100_003)
         do { try comm.allReduce(&xs, op: .sum) } catch { check(false, "allreduce \(rounds) under strangers: \(error)"); break }
         check(xs.allSatisfy { $0 == Int32(size * (size + 1) / 2) }, "allreduce \(rounds) result")

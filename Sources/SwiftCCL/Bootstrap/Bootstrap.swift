@@ -77,6 +77,7 @@ enum BootstrapRoot {
         deliver(to: [], w.bytes, deadline: .after(milliseconds: 0))
         members.removeAll()
         _ = CCLError(.remoteError, "").description
+        _ = Log.enabled(.info, .bootstrap)  // the log's knobs are read once, here rather than in the thread
         running.withLock { _ = $0.first { $0.secret == secret } }
     }
 
