@@ -192,7 +192,9 @@ swcclResult_t swcclGetVersion(int* version);
  * process, and copy the result to all ranks. Unless SWCCL_COMM_ID=host:port is set, this starts a
  * rendezvous listener in the calling process (on an interface chosen by SWCCL_SOCKET_IFNAME /
  * SWCCL_SOCKET_FAMILY); that process must stay alive until every rank has finished swcclCommInitRank.
- * With SWCCL_COMM_ID set, the identifier names that address and rank 0 hosts the rendezvous there.
+ * With SWCCL_COMM_ID set, the identifier names that address and rank 0 hosts the rendezvous there;
+ * its secret is then derived from the address and SWCCL_JOB_SECRET (or the launcher's job key or ids:
+ * docs/RELIABILITY.md, "Who can join a job"), otherwise it is 128 random bits.
  * No network round trip; blocks only briefly (until the listener thread runs, and for a host name in
  * SWCCL_COMM_ID, its name resolution).
  * Returns swcclInvalidArgument if uniqueId is NULL, SWCCL_COMM_ID cannot be parsed or resolved,
@@ -211,7 +213,11 @@ swcclResult_t swcclGetUniqueId(swcclUniqueId* uniqueId);
  * [1, 65536], rank is not in [0, nranks), commId is not an identifier made by swcclGetUniqueId, or
  * SWCCL_SOCKET_IFNAME / SWCCL_SOCKET_FAMILY select no interface; swcclInvalidUsage if the ranks
  * disagree (different nranks, two ranks with the same rank); swcclTimeout if not all ranks joined in
- * time; swcclSystemError / swcclRemoteError on network failures.
+ * time; swcclSystemError / swcclRemoteError on network failures, or when a rank that had joined the
+ * rendezvous left it (failed, exited or crashed) before all arrived. The error text (swcclGetLastError)
+ * names the rank at fault: the one that did not arrive, left or was claimed twice, or rank 0 when the
+ * rendezvous it hosts never answered or closed. The process that hosts the rendezvous returns only
+ * once every rank has been told the outcome (bounded by the timeout).
  */
 swcclResult_t swcclCommInitRank(swcclComm_t* comm, int nranks, swcclUniqueId commId, int rank);
 
@@ -246,6 +252,8 @@ swcclResult_t swcclCommInitAll(swcclComm_t* comms, int nranks);
  * (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE); PMI (PMI_RANK, PMI_SIZE); Slurm (SLURM_PROCID,
  * SLURM_NTASKS). The rendezvous address comes from SWCCL_COMM_ID=host:port, else MASTER_ADDR and
  * MASTER_PORT + 1 (torchrun's own store keeps MASTER_PORT); rank 0 hosts the rendezvous there.
+ * Only processes that share SWCCL_JOB_SECRET (or, failing that, the launcher's job key) can join;
+ * without either, anyone who can reach the address can (docs/RELIABILITY.md, "Who can join a job").
  * config may be NULL. Collective and blocking, as
  * swcclCommInitRank, whose errors it returns; in addition swcclInvalidUsage if the environment names
  * no rank, size or rendezvous address, holds values that cannot be parsed (or a rendezvous host that

@@ -294,7 +294,10 @@ public final class Communicator: @unchecked Sendable {
             let hostList = infos.map(\.host)
             hosts = hostList
             tcpAddresses = infos.map { i in i.transports.first { $0.name == "tcp" }.flatMap { TCPTransport.decode($0.address)?.address } }
-            secret = parts.secret
+            secret = bootstrap.secret
+            // Pairs authenticate with the session secret, which only the ranks that joined know.
+            tcp?.secret = bootstrap.secret
+            ib?.secret = bootstrap.secret
             Spin.note(localRanks: hostList.filter { $0.sameHost(as: .local) }.count)
             let me = rank
             // Per pair, the same decision on both sides: shared memory where both published a shm

@@ -793,5 +793,8 @@ case "collectives": collectivesScenario()
 case "mismatch": mismatchScenario()
 case "fromenv": fromEnvironmentScenario()
 case "badiface": badInterfaceScenario()
+case "besieged": besiegedScenario()
+case "late": lateScenario()
+case "diesinrendezvous": diesInRendezvousScenario()
 default: conformance(scenario)
 }

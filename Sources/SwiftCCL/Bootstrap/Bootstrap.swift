@@ -2,104 +2,216 @@ import Glibc
 import Synchronization
 
 /// The rendezvous service. It runs as a thread in the process that made the unique id (or in rank 0
-/// when the id came from `SWCCL_COMM_ID`), collects one hello per rank, and answers everyone with
-/// everyone's blob. Connections that fail the handshake are logged and dropped.
+/// when the id came from `SWCCL_COMM_ID`, or in the new rank 0 of a shrink), collects one hello per
+/// rank, and answers everyone with everyone's blob and a fresh random session secret — or with a
+/// verdict naming the rank at fault.
+///
+/// It serves every connection at once (`HelloListener`): strangers, silent or not, cost the ranks
+/// nothing and are dropped with their address logged. It also watches the ranks that have arrived: one
+/// that closes its connection before everyone is there (it failed, exited or crashed) ends the
+/// rendezvous at once with a verdict naming it, rather than at the timeout.
 enum BootstrapRoot {
     static let helloMagic: UInt32 = 0x5357_4252  // "SWBR"
-    static let version: UInt32 = 1
+    /// 2: the answer carries the session secret, and a failure the culprit rank.
+    static let version: UInt32 = 2
+    /// Largest hello the root reads (a rank's `RankInfo` is a few hundred bytes); a stranger can make
+    /// it hold at most the 28 bytes of the fixed header before its secret has been checked.
+    static let maxHelloBytes = 256 << 10
+    static let headerBytes = 4 + 4 + 4 + 16
+
+    /// A root running in this process: a rank of this process waits, before its init returns, until
+    /// the root has delivered its verdict to every rank (else the process could exit first and the
+    /// others would see only a closed connection).
+    final class State: Sendable {
+        let secret: [UInt8]
+        /// The secret may be known outside the job (derived without a job secret): errors and logs say
+        /// that a stranger may be the one who joined.
+        let weak: Bool
+        /// The process running the thread: a child forked after `swcclGetUniqueId` inherits this record
+        /// but not the thread, and must not wait for it.
+        let pid = Sys.getpid()
+        let started = Atomic<Bool>(false)
+        let delivered = Atomic<Bool>(false)
+        init(secret: [UInt8], weak: Bool) { self.secret = secret; self.weak = weak }
+    }
+    private static let running = Mutex<[State]>([])
 
     /// Starts the root thread and returns once it is idle in its first `poll`. A program may fork right
     /// after `swcclGetUniqueId` (the C test does, as NCCL programs do): a thread caught half-way through
     /// its first use of the Swift runtime (type metadata, allocation of new generic types) would leave
     /// a lock held in the child. So every type the thread needs is instantiated here first, and the
     /// caller waits until the thread sleeps in the kernel holding nothing.
-    static func start(listenFD: Int32, secret: [UInt8]) throws(CCLError) {
-        warmUp(listenFD)
-        let flag = UnsafeMutablePointer<Atomic<Bool>>.allocate(capacity: 1)
-        flag.initialize(to: Atomic<Bool>(false))
-        let flagAddress = UInt(bitPattern: flag)
-        do { try Sys.startThread { run(listenFD: listenFD, secret: secret, ready: flagAddress) } }
-        catch { flag.deallocate(); Sys.close(listenFD); throw CCLError.system("cannot start the bootstrap root thread", error) }
+    static func start(listenFD: Int32, secret: [UInt8], weakSecret: Bool = false) throws(CCLError) {
+        warmUp(secret)
+        let state = State(secret: secret, weak: weakSecret)
+        running.withLock { $0.append(state) }
+        do { try Sys.startThread { run(listenFD: listenFD, state: state) } }
+        catch {
+            running.withLock { $0.removeAll { $0 === state } }
+            Sys.close(listenFD)
+            throw CCLError.system("cannot start the bootstrap root thread", error)
+        }
         let until = Deadline.after(milliseconds: 2000)
-        while !flag.pointee.load(ordering: .acquiring) && !until.hasPassed { Sys.sleep(nanos: 100_000) }
+        while !state.started.load(ordering: .acquiring) && !until.hasPassed { Sys.sleep(nanos: 100_000) }
         Sys.sleep(nanos: 1_000_000)  // from the flag to the poll syscall is a few instructions; allow them
-        // The thread never touches the flag again; it is freed at exit of the process (a few bytes).
     }
 
-    private static func warmUp(_ fd: Int32) {
-        _ = try? SocketIO.waitFor(fd, events: Int16(POLLIN), deadline: .after(milliseconds: 0))
+    /// Waits (at most until `deadline`) until a root of this process serving `secret` has delivered its
+    /// verdict to every rank; returns at once when there is none.
+    static func waitUntilDelivered(secret: [UInt8], deadline: Deadline) {
+        let me = Sys.getpid()
+        guard let state = running.withLock({ $0.first { $0.secret == secret && $0.pid == me } }) else { return }
+        while !state.delivered.load(ordering: .acquiring) && !deadline.hasPassed { Sys.sleep(nanos: 200_000) }
+    }
+
+    private static func warmUp(_ secret: [UInt8]) {
+        var listener = HelloListener(listenFD: -1, owner: "bootstrap root")
+        _ = try? listener.next(until: .after(milliseconds: 0), watch: [-1]) { judge($0, secret: secret) }
+        listener.closeAll()
         var w = ByteWriter(); w.u8(0); w.u32(0); w.string(""); w.blob([1])
         var r = ByteReader(w.bytes); _ = try? r.u8(); _ = try? r.u32(); _ = try? r.string(); _ = try? r.blob()
-        var m: [Int: Member] = [:]; m[0] = Member(fd: -1, payload: []); m.removeAll()
-        _ = (0..<1).filter { m[$0] == nil }
+        _ = judge(w.bytes, secret: secret)
+        var members: [Member] = [Member(fd: -1, rank: 0, from: SocketAddress.parse("127.0.0.1:1")!, payload: [])]
+        var byRank: [Int: Int] = [:]; byRank[0] = 0; byRank.removeAll()
+        _ = (0..<1).filter { byRank[$0] == nil }
+        deliver(to: [], w.bytes, deadline: .after(milliseconds: 0))
+        members.removeAll()
         _ = CCLError(.remoteError, "").description
+        _ = Log.enabled(.info, .bootstrap)  // the log's knobs are read once, here rather than in the thread
+        running.withLock { _ = $0.first { $0.secret == secret } }
     }
 
-    private struct Member { var fd: Int32; var payload: [UInt8] }
+    private struct Member { var fd: Int32; var rank: Int; var from: SocketAddress; var payload: [UInt8] }
 
-    private static func run(listenFD: Int32, secret: [UInt8], ready: UInt) {
-        defer { Sys.close(listenFD) }
-        var members: [Int: Member] = [:]
+    /// Checks a newcomer's bytes: length, magic, version and secret as soon as they are there, so that a
+    /// stranger is dropped after at most 28 bytes and only a rank may send a large hello.
+    static func judge(_ b: [UInt8], secret: [UInt8]) -> HelloListener.Verdict {
+        if b.count < 4 { return .need(4) }
+        var r = ByteReader(b)
+        let length = Int((try? r.u32()) ?? 0)
+        guard length >= headerBytes - 4 + 16, length <= maxHelloBytes else {
+            return .reject("not a bootstrap hello (announces \(length) bytes)")
+        }
+        if b.count < headerBytes { return .need(headerBytes) }
+        let magic = (try? r.u32()) ?? 0, version = (try? r.u32()) ?? 0
+        guard magic == helloMagic else { return .reject("not a bootstrap hello (magic 0x\(String(magic, radix: 16)))") }
+        guard version == Self.version else { return .reject("bootstrap protocol version \(version), this library speaks \(Self.version)") }
+        guard secretsEqual(b[12..<28], secret) else {
+            return .reject("wrong secret: a rank of another job, a rank whose SWCCL_JOB_SECRET or launcher environment differs, or a stranger")
+        }
+        return b.count < 4 + length ? .need(4 + length) : .hello(4 + length)
+    }
+
+    private static func run(listenFD: Int32, state: State) {
+        defer {
+            Sys.close(listenFD)
+            state.delivered.store(true, ordering: .releasing)
+            running.withLock { $0.removeAll { $0 === state } }
+        }
+        let secret = state.secret
+        var listener = HelloListener(listenFD: listenFD, owner: "bootstrap root")
+        defer { listener.closeAll() }
+        var members: [Member] = []
+        var byRank: [Int: Int] = [:]
         var nranks = 0
         var deadline = Deadline.distantFuture  // until the first rank arrives: NCCL's root also waits indefinitely
         var timeoutMs = 0
-        /// Answers every member: status 0 and every rank's payload, or the kind of the failure (the raw
-        /// value of `CCLError.Kind`, so ranks report it as such) and its cause.
-        func finish(error: String?, kind: CCLError.Kind = .remoteError) {
-            for (_, m) in members {
-                var w = ByteWriter()
-                if let error { w.u8(UInt8(kind.rawValue)); w.string(error) } else {
-                    w.u8(0)
-                    for r in 0..<nranks { w.blob(members[r]!.payload) }
-                }
-                try? SocketIO.sendMessage(m.fd, w.bytes, deadline: .after(milliseconds: max(timeoutMs, 1000)))
-                Sys.close(m.fd)
-            }
+        var rejected = 0
+        /// Answers every member but `except`: the kind of the failure (the raw value of
+        /// `CCLError.Kind`, so ranks report it as such), its cause, and the culprit rank.
+        func fail(_ cause: String, kind: CCLError.Kind, culprit: Int?, except: Int? = nil) {
+            Log.warn(.bootstrap, "bootstrap root: \(cause)")
+            var w = ByteWriter()
+            w.u8(UInt8(kind.rawValue)); w.string(cause); w.u32(culprit.map { UInt32($0) + 1 } ?? 0)
+            let to = members.indices.filter { $0 != except }
+            deliver(to: to.map { members[$0].fd }, w.bytes, deadline: .after(milliseconds: min(max(timeoutMs, 1000), 30_000)))
+            if let except { Sys.close(members[except].fd) }
         }
-        UnsafeMutablePointer<Atomic<Bool>>(bitPattern: ready)!.pointee.store(true, ordering: .releasing)
+        state.started.store(true, ordering: .releasing)
         while nranks == 0 || members.count < nranks {
-            let accepted: (Int32, SocketAddress)?
-            do { accepted = try SocketIO.accept(listenFD, deadline: deadline) } catch {
-                finish(error: "bootstrap root failed: \(error.cause)", kind: .systemError); return
+            let event: HelloListener.Event
+            do { event = try listener.next(until: deadline, watch: members.map(\.fd)) { judge($0, secret: secret) } } catch {
+                fail("bootstrap root failed: \(error.cause)", kind: .systemError, culprit: nil); return
             }
-            guard let (fd, from) = accepted else {
-                let missing = (0..<nranks).filter { members[$0] == nil }
-                Log.warn(.bootstrap, "bootstrap root: ranks \(missing) did not arrive within \(timeoutMs) ms")
-                finish(error: "ranks \(missing) of \(nranks) did not reach the bootstrap root within \(timeoutMs) ms", kind: .timeout)
+            switch event {
+            case .timeout:
+                let missing = (0..<nranks).filter { byRank[$0] == nil }
+                let strangers = rejected > 0 ? " (it dropped \(rejected) other connection(s) that did not present this job's hello or secret: see its log)" : ""
+                fail("ranks \(missing) of \(nranks) did not reach the bootstrap root within \(timeoutMs) ms\(strangers)", kind: .timeout, culprit: missing.first)
                 return
-            }
-            do {
-                let msg = try SocketIO.receiveMessage(fd, max: 1 << 20, deadline: .after(milliseconds: 2000))
-                var r = ByteReader(msg)
-                guard try r.u32() == helloMagic else { throw CCLError(.remoteError, "bad magic") }
-                guard try r.u32() == version else { throw CCLError(.remoteError, "bootstrap version mismatch") }
-                var s: [UInt8] = []
-                for _ in 0..<16 { s.append(try r.u8()) }
-                guard s == secret else { throw CCLError(.remoteError, "wrong secret (a rank of another job?)") }
-                let rank = Int(try r.u32()), size = Int(try r.u32()), t = Int(try r.u32())
-                let payload = try r.blob()
-                guard size > 0, rank >= 0, rank < size else { throw CCLError(.remoteError, "rank \(rank) of \(size) is out of range") }
+            case .watched(let k):
+                let m = members[k]
+                fail("rank \(m.rank) (at \(m.from)) closed its connection to the bootstrap root before all \(nranks) ranks arrived: it failed, was aborted, exited or crashed",
+                     kind: .remoteError, culprit: m.rank, except: k)
+                return
+            case .hello(let fd, let from, let bytes):
+                var r = ByteReader(Array(bytes.dropFirst(BootstrapRoot.headerBytes)))
+                guard let rank = (try? r.u32()).map(Int.init), let size = (try? r.u32()).map(Int.init), let t = (try? r.u32()).map(Int.init),
+                      let payload = try? r.blob(max: maxHelloBytes), size > 0, rank < size else {
+                    Log.warn(.bootstrap, "bootstrap root: dropped a connection from \(from): malformed hello (right secret: a rank of another build?)")
+                    Sys.close(fd); rejected += 1; continue
+                }
+                members.append(Member(fd: fd, rank: rank, from: from, payload: payload))
                 if nranks == 0 {
                     nranks = size
                     timeoutMs = t
                     deadline = .after(milliseconds: t)
                 } else if size != nranks {
-                    members[members.count + 1_000_000] = Member(fd: fd, payload: [])  // it gets the error too
-                    finish(error: "rank \(rank) was started with \(size) ranks but others with \(nranks)", kind: .invalidUsage)
+                    let other = members[0]
+                    fail("rank \(rank) (at \(from)) was started with \(size) ranks but rank \(other.rank) (at \(other.from)) with \(nranks)", kind: .invalidUsage, culprit: rank)
                     return
                 }
-                if members[rank] != nil {
-                    members[members.count + 1_000_000] = Member(fd: fd, payload: [])
-                    finish(error: "two processes claim rank \(rank)", kind: .invalidUsage)
+                if let k = byRank[rank] {
+                    let who = state.weak ? "a stranger who computed the job's secret from host:port (no SWCCL_JOB_SECRET is set)" : "the job's secret leaked"
+                    fail("two processes claim rank \(rank), at \(members[k].from) and at \(from): two ranks were given the same number, or \(who) (docs/RELIABILITY.md, \"Who can join a job\")",
+                         kind: .invalidUsage, culprit: rank)
                     return
                 }
-                members[rank] = Member(fd: fd, payload: payload)
-            } catch {
-                Log.warn(.bootstrap, "bootstrap root: rejected a connection from \(from): \(asCCLError(error).cause)")
-                Sys.close(fd)
+                byRank[rank] = members.count - 1
+                Log.info(.bootstrap, "bootstrap root: rank \(rank) of \(size) joined from \(from) (\(members.count) of \(size))")
             }
         }
-        finish(error: nil)
+        // Everyone is here: every rank gets a fresh random session secret (which, unlike the id's
+        // secret, nobody outside the job can derive) and every rank's blob.
+        var session = [UInt8](repeating: 0, count: 16)
+        do throws(Errno) { try session.withUnsafeMutableBytes { b in catching { () throws(Errno) in try Sys.randomBytes(b.baseAddress!, 16) } }.get() }
+        catch { fail("bootstrap root: getrandom failed: \(error)", kind: .systemError, culprit: nil); return }
+        if state.weak {
+            let list = (0..<nranks).prefix(32).map { "\($0) from \(members[byRank[$0]!].from)" }.joined(separator: ", ")
+            Log.info(.bootstrap, "bootstrap root: admitted \(nranks) ranks with a secret strangers can compute (no SWCCL_JOB_SECRET; docs/RELIABILITY.md): \(list)\(nranks > 32 ? ", ..." : "")")
+        }
+        var w = ByteWriter()
+        w.u8(0)
+        w.bytes += session
+        for rk in 0..<nranks { w.blob(members[byRank[rk]!].payload) }
+        deliver(to: (0..<nranks).map { members[byRank[$0]!].fd }, w.bytes, deadline: .after(milliseconds: min(max(timeoutMs, 1000), 30_000)))
+    }
+
+    /// Sends `message` (length-prefixed) to every descriptor at once, without blocking on any one of
+    /// them, until all are sent or `deadline`; then closes them all.
+    private static func deliver(to fds: [Int32], _ message: [UInt8], deadline: Deadline) {
+        var framed = ByteWriter(); framed.blob(message)
+        let bytes = framed.bytes
+        var sent = [Int](repeating: 0, count: fds.count)
+        var open = Array(fds.indices)
+        var set: [pollfd] = []
+        while !open.isEmpty {
+            open = open.filter { i in
+                while sent[i] < bytes.count {
+                    let n: Int
+                    do throws(Errno) { n = try bytes.withUnsafeBytes { b in catching { () throws(Errno) -> Int in try Sys.send(fds[i], b.baseAddress! + sent[i], bytes.count - sent[i]) } }.get() }
+                    catch { return false }  // that rank is gone; nothing to tell it
+                    if n == 0 { return true }
+                    sent[i] += n
+                }
+                return false
+            }
+            if open.isEmpty || deadline.hasPassed { break }
+            set = open.map { pollfd(fd: fds[$0], events: Int16(POLLOUT), revents: 0) }
+            _ = try? set.withUnsafeMutableBufferPointer { (b) throws(Errno) -> Int in try Sys.poll(b.baseAddress!, b.count, timeoutMs: deadline.remainingMs) }
+        }
+        if !open.isEmpty { Log.warn(.bootstrap, "bootstrap root: \(open.count) rank(s) did not take the answer before the deadline") }
+        for fd in fds { Sys.close(fd) }
     }
 }
 
@@ -109,7 +221,10 @@ final class Bootstrap: @unchecked Sendable {
     static let oobMagic: UInt32 = 0x5357_424f  // "SWBO"
     let rank: Int
     let nranks: Int
-    let secret: [UInt8]
+    /// The communicator's session secret: made at random by the root and given to the ranks that
+    /// joined, so that only they can open the out-of-band channel and the transports' connections
+    /// (whatever the id's secret was derived from). With one rank, the id's secret.
+    private(set) var secret: [UInt8]
     let timeoutMs: Int
     /// Rank 0: a connection to every other rank (index = rank); others: index 0 is the connection to rank 0.
     private var links: [Int32]
@@ -135,7 +250,7 @@ final class Bootstrap: @unchecked Sendable {
             do { l = try SocketIO.listen(on: parts.root) } catch {
                 throw CCLError(.systemError, "rank 0 cannot run the bootstrap root at \(parts.root) (SWCCL_COMM_ID / MASTER_PORT in use?): \(error.cause)", operation: "init", rank: 0)
             }
-            try BootstrapRoot.start(listenFD: l.fd, secret: secret)
+            try BootstrapRoot.start(listenFD: l.fd, secret: parts.secret, weakSecret: parts.weakSecret)
         }
 
         // Rank 0 listens for the out-of-band star before announcing itself.
@@ -148,62 +263,34 @@ final class Bootstrap: @unchecked Sendable {
         }
         defer { if oobListen >= 0 { Sys.close(oobListen) } }
 
-        // Rendezvous.
-        let rootFD: Int32
-        do { rootFD = try SocketIO.connect(to: parts.root, deadline: deadline, abortFD: abortFD) } catch {
-            throw error.with(operation: "init: reaching the bootstrap root", rank: rank, peerAddress: parts.root.description)
-        }
-        defer { Sys.close(rootFD) }
-        var w = ByteWriter()
-        w.u32(BootstrapRoot.helloMagic); w.u32(BootstrapRoot.version)
-        w.bytes.append(contentsOf: secret)
-        w.u32(UInt32(rank)); w.u32(UInt32(nranks)); w.u32(UInt32(clamping: timeoutMs))
-        var inner = ByteWriter()
-        inner.blob(oobAddress); inner.blob(blob)
-        w.blob(inner.bytes)
-        var reply: ByteReader
-        do throws(CCLError) {
-            try SocketIO.sendMessage(rootFD, w.bytes, deadline: deadline, abortFD: abortFD)
-            // The root answers once every rank has arrived, or says who did not.
-            reply = ByteReader(try SocketIO.receiveMessage(rootFD, deadline: Deadline.after(milliseconds: min(timeoutMs, Int(Int32.max)) + 2000), abortFD: abortFD))
-            let status = try reply.u8()
-            if status != 0 {
-                throw CCLError(CCLError.Kind(rawValue: Int32(status)) ?? .remoteError, "bootstrap root: \(try reply.string())")
-            }
-        } catch {
-            throw error.with(operation: "init: rendezvous", rank: rank, peerAddress: parts.root.description)
-        }
-        var rootOOB: SocketAddress?
-        for r in 0..<nranks {
-            var inner = ByteReader(try reply.blob())
-            let oob = try inner.blob()
-            if r == 0 && oob.count >= SocketAddress.encodedSize { rootOOB = oob.withUnsafeBytes { SocketAddress.decode(from: $0.baseAddress!) } }
-            blobs.append(try inner.blob())
-        }
+        try rendezvous(parts, blob: blob, oobAddress: oobAddress, deadline: deadline)
 
-        // Out-of-band star through rank 0.
+        // Out-of-band star through rank 0, authenticated by the session secret.
         if rank == 0 {
+            var listener = HelloListener(listenFD: oobListen, wakeFD: abortFD, owner: "rank 0: out-of-band listener",
+                                         helloMs: min(timeoutMs, HelloListener.defaultHelloMs))
+            defer { listener.closeAll() }
             var missing = nranks - 1
+            let session = secret
             while missing > 0 {
-                guard let (fd, from) = try SocketIO.accept(oobListen, deadline: deadline, abortFD: abortFD) else {
-                    let absent = (1..<nranks).filter { links[$0] < 0 }
-                    throw CCLError(.timeout, "ranks \(absent) did not open the out-of-band channel", operation: "init", rank: 0, peer: absent.first)
-                }
+                let event: HelloListener.Event
                 do {
-                    var r = ByteReader(try SocketIO.receiveMessage(fd, max: 64, deadline: .after(milliseconds: 2000), abortFD: abortFD))
-                    guard try r.u32() == Self.oobMagic else { throw CCLError(.remoteError, "bad magic") }
-                    var s: [UInt8] = []
-                    for _ in 0..<16 { s.append(try r.u8()) }
-                    guard s == secret else { throw CCLError(.remoteError, "wrong secret") }
-                    let peer = Int(try r.u32())
-                    guard peer > 0, peer < nranks, links[peer] < 0 else { throw CCLError(.remoteError, "bad or duplicate rank \(peer)") }
-                    try SocketIO.sendMessage(fd, [1], deadline: deadline, abortFD: abortFD)
-                    links[peer] = fd
-                    missing -= 1
-                } catch {
-                    Log.warn(.bootstrap, "rank 0: rejected an out-of-band connection from \(from): \(asCCLError(error).cause)")
-                    Sys.close(fd)
+                    event = try listener.next(until: deadline) { b in
+                        Self.judgeOOB(b, secret: session, nranks: nranks, taken: { self.links[$0] >= 0 })
+                    }
+                } catch { throw error.with(operation: "init: out-of-band channel", rank: 0) }
+                guard case .hello(let fd, let from, let bytes) = event else {
+                    let absent = (1..<nranks).filter { links[$0] < 0 }
+                    throw CCLError(.timeout, "ranks \(absent) joined the rendezvous but did not open the out-of-band channel to rank 0 within \(timeoutMs) ms (they failed, stopped or died since)",
+                                   operation: "init", rank: 0, peer: absent.first)
                 }
+                let peer = Int(bytes[24]) | Int(bytes[25]) << 8 | Int(bytes[26]) << 16 | Int(bytes[27]) << 24
+                do throws(CCLError) { try SocketIO.sendMessage(fd, [1], deadline: deadline, abortFD: abortFD) } catch {
+                    Sys.close(fd)
+                    throw error.with(operation: "init: out-of-band channel", rank: 0, peer: peer, peerAddress: from.description)
+                }
+                links[peer] = fd
+                missing -= 1
             }
         } else {
             guard let addr = rootOOB else { throw CCLError(.remoteError, "rank 0 published no out-of-band address", operation: "init", rank: rank, peer: 0) }
@@ -215,8 +302,94 @@ final class Bootstrap: @unchecked Sendable {
                 try SocketIO.sendMessage(fd, h.bytes, deadline: deadline, abortFD: abortFD)
                 _ = try SocketIO.receiveMessage(fd, max: 16, deadline: deadline, abortFD: abortFD)
             } catch {
-                throw error.with(operation: "init: out-of-band channel", rank: rank, peer: 0, peerAddress: addr.description)
+                var e = error
+                if e.cause == SocketIO.closedByPeer { e.cause = "rank 0 closed the out-of-band connection before accepting it: rank 0 failed, exited or crashed" }
+                throw e.with(operation: "init: out-of-band channel", rank: rank, peer: 0, peerAddress: addr.description)
             }
+        }
+    }
+
+    /// Rank 0's out-of-band address, learned at rendezvous (ranks other than 0).
+    private var rootOOB: SocketAddress?
+
+    /// A hello on rank 0's out-of-band listener: `[length 28][magic][session secret][rank]`.
+    private static func judgeOOB(_ b: [UInt8], secret: [UInt8], nranks: Int, taken: (Int) -> Bool) -> HelloListener.Verdict {
+        if b.count < 8 { return .need(8) }
+        var r = ByteReader(b)
+        let length = (try? r.u32()) ?? 0, magic = (try? r.u32()) ?? 0
+        guard length == 24, magic == oobMagic else { return .reject("not an out-of-band hello (length \(length), magic 0x\(String(magic, radix: 16)))") }
+        if b.count < 28 { return .need(28) }
+        guard secretsEqual(b[8..<24], secret) else { return .reject("wrong session secret (not a rank of this communicator)") }
+        let peer = Int(b[24]) | Int(b[25]) << 8 | Int(b[26]) << 16 | Int(b[27]) << 24
+        guard peer > 0, peer < nranks, !taken(peer) else { return .reject("bad or duplicate rank \(peer)") }
+        return .hello(28)
+    }
+
+    /// Connects to the root, sends this rank's hello and waits for the verdict: every rank's blob and
+    /// the session secret, or the failure (kind, cause, culprit). In the process that runs the root,
+    /// returns (or throws) only once the root has answered every rank.
+    private func rendezvous(_ parts: UniqueID.Parts, blob: [UInt8], oobAddress: [UInt8], deadline: Deadline) throws(CCLError) {
+        let rootText = parts.root.description
+        // Who the root is, for errors: rank 0 when it runs it, else the process that made the id.
+        let rootName = parts.rankZeroRunsRoot ? "rank 0 (the bootstrap root at \(rootText))" : "the bootstrap root at \(rootText) (in the process that made the unique id)"
+        let rootPeer: Int? = parts.rankZeroRunsRoot ? 0 : nil
+        let idSecret = parts.secret
+        defer { BootstrapRoot.waitUntilDelivered(secret: idSecret, deadline: .after(milliseconds: min(max(timeoutMs, 1000), 30_000) + 1000)) }
+        let rootFD: Int32
+        do { rootFD = try SocketIO.connect(to: parts.root, deadline: deadline, abortFD: abortFD) } catch {
+            var e = error
+            if e.kind == .timeout {
+                e.cause = "\(rootName) never answered within \(timeoutMs) ms: \(e.cause)\(parts.rankZeroRunsRoot ? " (rank 0 is late, failed before listening, or died)" : "")"
+            }
+            throw e.with(operation: "init: reaching the bootstrap root", rank: rank, peer: rootPeer, peerAddress: rootText)
+        }
+        defer { Sys.close(rootFD) }
+        var w = ByteWriter()
+        w.u32(BootstrapRoot.helloMagic); w.u32(BootstrapRoot.version)
+        w.bytes.append(contentsOf: parts.secret)
+        w.u32(UInt32(rank)); w.u32(UInt32(nranks)); w.u32(UInt32(clamping: timeoutMs))
+        var inner = ByteWriter()
+        inner.blob(oobAddress); inner.blob(blob)
+        w.blob(inner.bytes)
+        var reply: ByteReader
+        // The root answers once every rank has arrived, or says who did not; it gives up `timeoutMs`
+        // after the first rank arrived, so allow for that plus a margin.
+        let replyDeadline = Deadline.after(milliseconds: min(timeoutMs, Int(Int32.max) - 4000) + 2000)
+        do throws(CCLError) {
+            try SocketIO.sendMessage(rootFD, w.bytes, deadline: deadline, abortFD: abortFD)
+            reply = ByteReader(try SocketIO.receiveMessage(rootFD, max: 1 << 30, deadline: replyDeadline, abortFD: abortFD))
+        } catch {
+            var e = error
+            if e.cause == SocketIO.closedByPeer || e.errno == Errno(ECONNRESET) {
+                e.cause = "\(rootName) closed the connection without a verdict: \(parts.rankZeroRunsRoot ? "rank 0" : "that process") failed, exited or crashed"
+            } else if e.kind == .timeout {
+                e.cause = "\(rootName) gave no verdict within \(timeoutMs + 2000) ms (\(parts.rankZeroRunsRoot ? "rank 0" : "that process") is stopped or hung?)"
+            }
+            throw e.with(operation: "init: rendezvous", rank: rank, peer: rootPeer, peerAddress: rootText)
+        }
+        var verdict: (kind: UInt8, cause: String, culprit: Int)?
+        do throws(CCLError) {
+            let status = try reply.u8()
+            if status != 0 {
+                verdict = (status, try reply.string(), Int(try reply.u32()) - 1)
+            } else {
+                var session: [UInt8] = []
+                for _ in 0..<16 { session.append(try reply.u8()) }
+                for r in 0..<nranks {
+                    var inner = ByteReader(try reply.blob(max: BootstrapRoot.maxHelloBytes))
+                    let oob = try inner.blob()
+                    if r == 0 && oob.count >= SocketAddress.encodedSize { rootOOB = oob.withUnsafeBytes { SocketAddress.decode(from: $0.baseAddress!) } }
+                    blobs.append(try inner.blob())
+                }
+                secret = session
+            }
+        } catch {
+            throw error.with(operation: "init: rendezvous", rank: rank, peer: rootPeer, peerAddress: rootText)
+        }
+        if let v = verdict {
+            // The culprit is the peer of this error; the root's address is in the text.
+            throw CCLError(CCLError.Kind(rawValue: Int32(v.kind)) ?? .remoteError, "the bootstrap root at \(rootText) reports: \(v.cause)",
+                           operation: "init: rendezvous", rank: rank, peer: v.culprit >= 0 ? v.culprit : nil)
         }
     }
 

@@ -81,7 +81,7 @@ public enum Knobs {
     /// Every knob, for listing (`swccl-perf --env`) and for the unknown-variable check.
     public static var all: [KnobInfo] {
         [Log.levelKnob.info, Log.subsysKnob.info, Log.fileKnob.info,
-         Knobs.commID.info, Knobs.timeoutMs.info, Knobs.transports.info, Knobs.algo.info,
+         Knobs.commID.info, Knobs.jobSecretInfo, Knobs.timeoutMs.info, Knobs.transports.info, Knobs.algo.info,
          Knobs.socketIfname.info, Knobs.socketFamily.info, Knobs.nsocksPerThread.info,
          Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info, Knobs.chunkBytes.info, Knobs.alphaMicros.info, Knobs.bandwidthGBs.info, Knobs.reduceGBs.info,
          Knobs.spinMicroseconds.info,

@@ -3,6 +3,10 @@ import Glibc
 /// Blocking-with-deadline socket helpers over non-blocking sockets, used by the bootstrap and by every
 /// TCP handshake. All waits are bounded by a `Deadline` and woken early by an abort eventfd.
 enum SocketIO {
+    /// The cause of an error when the other end closed a connection (callers that know who it was
+    /// replace it with a sentence naming them).
+    static let closedByPeer = "connection closed by the peer"
+
     /// Opens a listening socket on `address` (port 0 picks one).
     static func listen(on address: SocketAddress) throws(CCLError) -> (fd: Int32, address: SocketAddress) {
         do throws(Errno) {
@@ -109,7 +113,7 @@ enum SocketIO {
             do throws(Errno) { r = try Sys.recv(fd, bytes.baseAddress! + off, bytes.count - off) }
             catch { throw CCLError(.remoteError, "receive failed: \(error)", errno: error) }
             if let n = r {
-                if n == 0 { throw CCLError(.remoteError, "connection closed by the peer") }
+                if n == 0 { throw CCLError(.remoteError, closedByPeer) }
                 off += n
             } else if !(try waitFor(fd, events: Int16(POLLIN), deadline: deadline, abortFD: abortFD)) {
                 throw CCLError(.timeout, "timed out waiting for \(bytes.count - off) more bytes")

@@ -2,9 +2,11 @@
 /// for its data and the verbs backend for setting up and watching its queue pairs: the lower rank
 /// connects to the higher one's listener (`nsocks` connections per pair) and opens each with a hello
 /// — magic, protocol version, the communicator's 16-byte secret, both ranks, the socket index and the
-/// communicator size — that the listener checks before answering `[magic, 0]`. Anything else that
-/// reaches the listener (a stranger, a wrong secret, a silent connection) is logged and dropped, and
-/// the rank keeps waiting for its real peers until the deadline.
+/// communicator size — that the listener checks before answering `[magic, 0]`. The secret is the
+/// session secret the bootstrap root gave the ranks that joined it. The listener serves all newcomers
+/// at once (`HelloListener`): anything else that reaches it (a stranger, a wrong secret, a silent or
+/// slow connection) is logged with its address and dropped without delaying the real peers, and the
+/// rank keeps waiting for them until the deadline.
 struct SocketMesh {
     let magic: UInt32
     let version: UInt32
@@ -52,18 +54,28 @@ struct SocketMesh {
                     fds[peer]![s] = fd
                 }
             }
+            // Every newcomer is served at once, so strangers (silent, slow, garbage) delay nobody.
+            var listener = HelloListener(listenFD: listenFD, wakeFD: wakeFD, owner: "rank \(rank): \(owner) listener")
+            defer { listener.closeAll() }
             var expected = lower.count * nsocks
             while expected > 0 {
-                guard let (fd, from) = try SocketIO.accept(listenFD, deadline: deadline, abortFD: wakeFD) else {
+                let event = try listener.next(until: deadline) { b in judge(b, lower: lower, fds: fds) }
+                guard case .hello(let fd, let from, let bytes) = event else {
                     let missing = lower.sorted().filter { fds[$0]!.contains(-1) }
                     throw CCLError(.timeout, "ranks \(missing) did not connect before the deadline", peer: missing.first)
                 }
-                if let (peer, s) = acceptHello(fd, from: from, lower: lower, fds: fds, deadline: deadline) {
-                    fds[peer]![s] = fd
-                    expected -= 1
-                } else {
+                var r = ByteReader(Array(bytes[24...]))
+                let peer = Int((try? r.u32()) ?? 0)
+                _ = try? r.u32()
+                let s = Int((try? r.u32()) ?? 0)
+                var w = ByteWriter(); w.u32(magic); w.u32(0)
+                do throws(CCLError) { try SocketIO.writeAll(fd, w.bytes, deadline: deadline, abortFD: wakeFD) } catch {
                     Sys.close(fd)
+                    throw error.with(peer: peer, peerAddress: from.description)
                 }
+                Log.trace(.net, "rank \(rank): \(owner) connection \(s) from rank \(peer) at \(from)")
+                fds[peer]![s] = fd
+                expected -= 1
             }
         } catch {
             for list in fds.values { for fd in list where fd >= 0 { Sys.close(fd) } }
@@ -72,28 +84,23 @@ struct SocketMesh {
         return fds
     }
 
-    /// Checks a newcomer's hello: magic, version, secret, and that it names us and a socket we still need.
-    private func acceptHello(_ fd: Int32, from: SocketAddress, lower: Set<Int>, fds: [Int: [Int32]], deadline: Deadline) -> (Int, Int)? {
-        // A stranger gets at most a short while to speak, so a silent one cannot stall setup.
-        let shortDeadline = min(deadline, Deadline.after(milliseconds: 2000))
-        do throws(CCLError) {
-            var r = ByteReader(try SocketIO.read(fd, count: Self.helloBytes, deadline: shortDeadline, abortFD: wakeFD))
-            let theirMagic = try r.u32(), theirVersion = try r.u32()
-            guard theirMagic == magic else { throw CCLError(.remoteError, "bad magic 0x\(String(theirMagic, radix: 16))") }
-            guard theirVersion == version else { throw CCLError(.remoteError, "protocol version \(theirVersion), expected \(version)") }
-            var theirSecret: [UInt8] = []
-            for _ in 0..<16 { theirSecret.append(try r.u8()) }
-            guard theirSecret == secret else { throw CCLError(.remoteError, "wrong communicator secret") }
-            let from = Int(try r.u32()), to = Int(try r.u32()), s = Int(try r.u32()), n = Int(try r.u32()), size = Int(try r.u32())
-            guard to == rank, size == nranks, n == nsocks, lower.contains(from), s >= 0, s < nsocks, fds[from]![s] < 0 else {
-                throw CCLError(.remoteError, "unexpected hello (from \(from) to \(to), socket \(s)/\(n), size \(size))")
-            }
-            var w = ByteWriter(); w.u32(magic); w.u32(0)
-            try SocketIO.writeAll(fd, w.bytes, deadline: shortDeadline, abortFD: wakeFD)
-            return (from, s)
-        } catch {
-            Log.warn(.net, "rank \(rank): \(owner) listener rejected a connection from \(from): \(error.cause)")
-            return nil
+    /// Checks a newcomer's hello as its bytes arrive: magic and version, then the secret, then that it
+    /// names us and a socket we still need.
+    private func judge(_ b: [UInt8], lower: Set<Int>, fds: [Int: [Int32]]) -> HelloListener.Verdict {
+        if b.count < 8 { return .need(8) }
+        var r = ByteReader(b)
+        let theirMagic = (try? r.u32()) ?? 0, theirVersion = (try? r.u32()) ?? 0
+        guard theirMagic == magic else { return .reject("bad magic 0x\(String(theirMagic, radix: 16))") }
+        guard theirVersion == version else { return .reject("protocol version \(theirVersion), expected \(version)") }
+        if b.count < 24 { return .need(24) }
+        guard secretsEqual(b[8..<24], secret) else { return .reject("wrong communicator secret") }
+        if b.count < Self.helloBytes { return .need(Self.helloBytes) }
+        r = ByteReader(Array(b[24...]))
+        let from = Int((try? r.u32()) ?? 0), to = Int((try? r.u32()) ?? 0), s = Int((try? r.u32()) ?? 0)
+        let n = Int((try? r.u32()) ?? 0), size = Int((try? r.u32()) ?? 0)
+        guard to == rank, size == nranks, n == nsocks, lower.contains(from), s >= 0, s < nsocks, fds[from]![s] < 0 else {
+            return .reject("unexpected hello (from \(from) to \(to), socket \(s)/\(n), size \(size))")
         }
+        return .hello(Self.helloBytes)
     }
 }

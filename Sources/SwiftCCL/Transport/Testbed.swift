@@ -41,6 +41,8 @@ public final class TransportTestbed: @unchecked Sendable {
         do { wakeFD = try Sys.eventFD() } catch { throw CCLError.system("eventfd", error) }
         let me = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: [(backend, transport.localAddress)])
         bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: me.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
+        (transport as? TCPTransport)?.secret = bootstrap.secret
+        (transport as? VerbsTransport)?.secret = bootstrap.secret
         var list: [PeerInfo] = []
         for b in bootstrap.blobs {
             let info = try RankInfo.decode(b)
@@ -79,6 +81,39 @@ public enum RawSocket {
         Sys.close(fd)
     }
 
+    /// Connects to `host:port` and writes `bytes`, leaving the connection open (a stranger that holds
+    /// a connection); nil if it cannot connect. Close it with `close`.
+    public static func open(to address: String, _ bytes: [UInt8] = [], connectMs: Int = 1000) -> Int32? {
+        guard let a = SocketAddress.parse(address),
+              let fd = try? SocketIO.connect(to: a, deadline: .after(milliseconds: connectMs)) else { return nil }
+        if !bytes.isEmpty { try? SocketIO.writeAll(fd, bytes, deadline: .after(milliseconds: 500)) }
+        return fd
+    }
+
+    public static func close(_ fd: Int32) { Sys.close(fd) }
+
+    /// A well-formed bootstrap hello (length-prefixed) with the given secret, claiming `rank` of `size`.
+    public static func bootstrapHello(secret: [UInt8], rank: Int, size: Int) -> [UInt8] {
+        var w = ByteWriter()
+        w.u32(BootstrapRoot.helloMagic); w.u32(BootstrapRoot.version)
+        w.bytes.append(contentsOf: secret)
+        w.u32(UInt32(rank)); w.u32(UInt32(size)); w.u32(60_000)
+        var inner = ByteWriter()
+        inner.blob([UInt8](repeating: 0, count: SocketAddress.encodedSize))
+        inner.blob(RankInfo(rank: rank, pid: 1, host: .local, transports: []).encode())
+        w.blob(inner.bytes)
+        var framed = ByteWriter(); framed.blob(w.bytes)
+        return framed.bytes
+    }
+
+    /// A well-formed hello for rank 0's out-of-band listener with the given secret, claiming `rank`.
+    public static func outOfBandHello(secret: [UInt8], rank: Int) -> [UInt8] {
+        var w = ByteWriter()
+        w.u32(Bootstrap.oobMagic); w.bytes.append(contentsOf: secret); w.u32(UInt32(rank))
+        var framed = ByteWriter(); framed.blob(w.bytes)
+        return framed.bytes
+    }
+
     /// A well-formed TCP hello with the given secret, claiming to be `from` for `to`.
     public static func tcpHello(secret: [UInt8], from: Int, to: Int, nranks: Int) -> [UInt8] {
         var w = ByteWriter()
@@ -93,4 +128,6 @@ public enum RawSocket {
 extension UniqueID {
     /// The root address in text, for tests that probe the bootstrap root.
     public var rootAddress: String? { try? parsed().root.description }
+    /// The id's secret (tests that forge hellos with it, or with one derived as a stranger could).
+    public var secretBytes: [UInt8] { (try? parsed().secret) ?? [] }
 }

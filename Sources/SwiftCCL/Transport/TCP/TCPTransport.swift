@@ -33,7 +33,8 @@ public final class TCPTransport: Transport, @unchecked Sendable {
 
     let rank: Int
     let nranks: Int
-    let secret: [UInt8]
+    /// The id's secret until the rendezvous, then the session secret (set before `connect`).
+    var secret: [UInt8]
     let nsocks: Int
     let eagerThreshold: Int
     private var listenFD: Int32

@@ -67,7 +67,8 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 
     let rank: Int
     let nranks: Int
-    let secret: [UInt8]
+    /// The id's secret until the rendezvous, then the session secret (set before `connect`).
+    var secret: [UInt8]
     let eagerThreshold: Int
     let queueDepth: Int
     let recvBuffers: Int
