@@ -15,14 +15,13 @@ final class SHMTests: XCTestCase {
         guard let node = t.numaNode else {
             throw XCTSkip("no NUMA placement on this machine (libnuma.so.1 missing or no NUMA support)")
         }
-        let hex = secret.prefix(4).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
         guard let f = fopen("/proc/self/numa_maps", "r") else { throw XCTSkip("no /proc/self/numa_maps") }
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 8192)
         var found: String?
         while fgets(&line, 8192, f) != nil {
             let l = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-            if l.contains("swccl-\(hex)") { found = l }
+            if l.contains(t.segmentName) { found = l }
         }
         let mapping = try XCTUnwrap(found, "segment not in numa_maps")
         XCTAssertTrue(mapping.contains("bind:\(node)"), mapping)
@@ -86,24 +85,35 @@ final class SHMTests: XCTestCase {
     func testSegmentsOfDeadRanksAreReaped() throws {
         var secret = [UInt8](repeating: 0, count: 32)
         for i in secret.indices { secret[i] = UInt8.random(in: 0...255) }
-        let hex = secret.prefix(16).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-        // A child process makes a one-rank-of-two transport (its segment stays: nobody maps it) and dies.
+        // A child process makes a one-rank-of-two transport (its segment stays: nobody maps it), tells
+        // its name through a pipe, and dies.
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
         let pid = fork()
         if pid == 0 {
-            if let t = try? SHMTransport(rank: 1, nranks: 2, secret: secret) { _ = t; raise(SIGKILL) }
+            if let t = try? SHMTransport(rank: 1, nranks: 2, secret: secret) {
+                var name = Array(t.segmentName.utf8)
+                _ = write(fds[1], &name, name.count)
+                raise(SIGKILL)
+            }
             _exit(3)
         }
+        close(fds[1])
+        var buf = [UInt8](repeating: 0, count: 256)
+        let got = read(fds[0], &buf, 256)
+        close(fds[0])
         var status: Int32 = 0
         waitpid(pid, &status, 0)
         XCTAssertEqual(status & 0x7f, SIGKILL, "the child was killed with its segment in place")
-        XCTAssertEqual(access("/dev/shm/swccl-\(hex)-r1", F_OK), 0, "the dead rank's segment is left behind")
+        let dead = "/dev/shm/" + String(decoding: buf.prefix(max(0, got)), as: UTF8.self)
+        XCTAssertEqual(access(dead, F_OK), 0, "the dead rank's segment \(dead) is left behind")
         let live = try SHMTransport(rank: 0, nranks: 2, secret: secret)  // any init reaps
         defer { live.close() }
-        XCTAssertNotEqual(access("/dev/shm/swccl-\(hex)-r1", F_OK), 0, "the dead rank's segment was removed")
-        XCTAssertEqual(access("/dev/shm/swccl-\(hex)-r0", F_OK), 0, "a live rank's segment stays")
+        XCTAssertNotEqual(access(dead, F_OK), 0, "the dead rank's segment was removed")
+        XCTAssertEqual(access("/dev/shm/" + live.segmentName, F_OK), 0, "a live rank's segment stays")
         let other = try SHMTransport(rank: 1, nranks: 2, secret: secret)  // reaps again: r0 is alive
         defer { other.close() }
-        XCTAssertEqual(access("/dev/shm/swccl-\(hex)-r0", F_OK), 0, "a live rank's segment is never reaped")
+        XCTAssertEqual(access("/dev/shm/" + live.segmentName, F_OK), 0, "a live rank's segment is never reaped")
     }
 
     /// A launcher prefix that runs a rank in a new PID namespace, ASLR off: the namespace's init is a

@@ -14,9 +14,9 @@ extension Knobs {
 
 /// The shared-memory backend of the transport protocol, for ranks on one host.
 ///
-/// Each rank creates one POSIX shared-memory segment, named after the communicator's secret and its
-/// rank (unguessable, so concurrent jobs and communicators never collide, and strangers cannot open
-/// it), holding one inbound FIFO per peer: the peer writes, the owner reads. Every peer maps every
+/// Each rank creates one POSIX shared-memory segment with a random name (published in its address;
+/// unguessable, so concurrent jobs and communicators never collide, and strangers can neither open it
+/// nor squat on its name), holding one inbound FIFO per peer: the peer writes, the owner reads. Every peer maps every
 /// other's segment in `connect`; each owner unlinks its segment as soon as all peers have mapped it, so
 /// a crash afterwards leaves nothing in /dev/shm.
 ///
@@ -76,6 +76,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     /// The NUMA node the segment's pages were bound to (nil: not placed).
     public let numaNode: Int?
     let name: String
+    /// The segment's name in /dev/shm (without the leading slash).
+    public var segmentName: String { String(name.dropFirst()) }
     let base: UnsafeMutableRawPointer
     /// The segment's descriptor, holding its liveness lock, and its slot in the fork table.
     private let segmentFD: Int32
@@ -159,8 +161,17 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         // A multiple of 4 KiB and of every element size, at least one page per rank.
         stageBytes = max(4096 * max(1, nranks), Knobs.shmStageBytes.value) & ~4095
         segmentBytes = stageOffset + SHMTransport.stageHeader + stageSlots * stageBytes
+        // A random name, published to the peers in this rank's address: nobody can guess it to squat on
+        // it or to open it (and 0600 keeps other users out anyway), even when the rendezvous secret
+        // can be computed from host:port.
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
+        defer { raw.deallocate() }
+        do throws(Errno) { try Sys.randomBytes(raw, 16) } catch {
+            throw CCLError.system("cannot draw a random shared-memory segment name", error)
+        }
+        let nonce = (0..<16).map { raw.load(fromByteOffset: $0, as: UInt8.self) }
         var hex = ""
-        for b in secret.prefix(16) { hex += String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
+        for b in nonce { hex += String(b, radix: 16).count == 1 ? "0" + String(b, radix: 16) : String(b, radix: 16) }
         name = "/swccl-\(hex)-r\(rank)"
         // Segments of ranks killed during an earlier init (before every peer had mapped and unlinked them).
         for dead in Sys.reapDeadSegments(prefix: "swccl-", magic: SHMTransport.magic) {
