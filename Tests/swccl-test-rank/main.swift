@@ -793,5 +793,6 @@ case "collectives": collectivesScenario()
 case "mismatch": mismatchScenario()
 case "fromenv": fromEnvironmentScenario()
 case "badiface": badInterfaceScenario()
+case "blame": blameScenario()
 default: conformance(scenario)
 }
