@@ -221,7 +221,7 @@ public final class Communicator: @unchecked Sendable {
         let id = UniqueID(root: root, secret: newSecret, rankZeroRunsRoot: true)
         Log.info(.initialization, "rank \(rank): shrinking \(size) ranks to \(survivors.count) (excluded \(out.sorted())), new root rank \(survivors[0]) at \(root)")
         do { return try Communicator(id: id, rank: survivors.firstIndex(of: rank)!, size: survivors.count, config: cfg) }
-        catch { throw record(shrinkError(error, survivors: survivors, excluded: out.sorted())) }
+        catch { throw record(shrinkError(error, survivors: survivors, excluded: out.sorted(), root: root.description)) }
     }
 
     /// A failed shrink's error in this communicator's terms: labelled `shrink` (not the new
@@ -229,7 +229,7 @@ public final class Communicator: @unchecked Sendable {
     /// in the new one), and — since survivors that pass different exclusion lists derive different
     /// secrets, so that the new root drops their hellos as strangers' or waits for ranks that never
     /// come — the exclusion list this rank passed, to compare with the others'.
-    func shrinkError(_ error: CCLError, survivors: [Int], excluded: [Int]) -> CCLError {
+    func shrinkError(_ error: CCLError, survivors: [Int], excluded: [Int], root: String) -> CCLError {
         var e = error
         let phase = e.operation.map { $0 == "init" ? "" : $0.hasPrefix("init: ") ? String($0.dropFirst(6)) + ": " : $0 + ": " } ?? ""
         e.operation = "shrink"
@@ -237,6 +237,7 @@ public final class Communicator: @unchecked Sendable {
         e.communicator = name
         e.sequence = nil
         if let p = e.peer, p >= 0, p < survivors.count { e.peer = survivors[p] }
+        else if e.peer == nil && e.peerAddress == root { e.peer = survivors[0] }  // the new root
         e.cause = phase + e.cause + " (in the shrunk communicator, ranks 0…\(survivors.count - 1) are ranks \(survivors) here; new root rank \(survivors[0]))"
         let rejected = e.kind == .remoteError || e.kind == .timeout || e.kind == .invalidUsage
         if rejected {

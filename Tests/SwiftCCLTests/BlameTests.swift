@@ -65,6 +65,8 @@ final class BlameTests: XCTestCase {
         Case(ranks: 8, victim: 5, collective: "broadcast"),
         Case(ranks: 16, victim: 0, collective: "allreduce"),
         Case(ranks: 16, victim: 9, collective: "sendrecv"),
+        Case(ranks: 4, victim: 1, collective: "allreduce", count: 4 << 20),
+        Case(ranks: 8, victim: 7, collective: "allgather", count: 256 << 10, drive: "stream"),
     ]
 
     static let stopCases = [
@@ -72,6 +74,8 @@ final class BlameTests: XCTestCase {
         Case(ranks: 8, victim: 0, collective: "reducescatter"),
         Case(ranks: 8, victim: 3, collective: "allreduce", drive: "stream"),
         Case(ranks: 16, victim: 6, collective: "allreduce"),
+        Case(ranks: 4, victim: 2, collective: "allreduce", count: 4 << 20),
+        Case(ranks: 16, victim: 11, collective: "broadcast", drive: "stream"),
     ]
 
     func testKilledRankIsBlamedOverTCP() throws { try check(Self.killCases, fault: "kill", transport: "tcp", timeoutMs: 30_000) }
@@ -98,5 +102,27 @@ extension BlameTests {
             print("mismatch: \(ranks) ranks over \(transport), count \(count): \(r.outputs[0].split(separator: "\n").first { $0.contains("error as expected") } ?? "")")
         }
         XCTAssertTrue(problems.isEmpty, problems.joined(separator: "\n"))
+    }
+}
+
+extension BlameTests {
+    /// Communicators A and B called in opposite orders: each rank's timeout names the communicator
+    /// (`on comm 'A'`) and the operation's sequence number.
+    func testErrorsNameTheCommunicator() throws {
+        for transport in ["tcp", "shm"] {
+            let r = try Ranks.run("crosscomm", ranks: 3, timeoutMs: 1500, limitS: 60, env: ["SWCCL_TRANSPORTS": transport])
+            XCTAssertTrue(r.allPassed, "\(transport): \(r.summary)")
+            print("crosscomm over \(transport): \(r.outputs[0].split(separator: "\n").first { $0.contains("error as expected") } ?? "")")
+        }
+    }
+
+    /// Survivors that pass different exclusion lists to shrink: each error is labelled `shrink`, names
+    /// the caller by its rank in the parent communicator, and says which list it passed.
+    func testShrinkErrorsSpeakOfTheParent() throws {
+        let ok = try Ranks.run("shrinklabel", ranks: 4, timeoutMs: 3000, limitS: 60)
+        XCTAssertTrue(ok.allPassed, ok.summary)
+        let r = try Ranks.run("shrinklabel", ranks: 4, timeoutMs: 2000, limitS: 60, env: ["SWCCL_TEST_SHRINK_BAD": "1"])
+        XCTAssertTrue(r.allPassed, r.summary)
+        for k in 0..<3 { print("shrink: \(r.outputs[k].split(separator: "\n").first { $0.contains("error as expected") } ?? "")") }
     }
 }

@@ -78,3 +78,58 @@ import SwcclVerify
         if i > 1_000_000 { say("FAIL no error after \(i) iterations"); exit(1) }
     }
 }
+
+/// Two named communicators called in opposite orders (rank 0: A then B; the others: B then A): each
+/// rank's timeout must name the communicator it was waiting in and the operation's sequence number.
+@MainActor func crossCommunicatorScenario() {
+    let comm: Communicator
+    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs)) }
+    catch { say("FAIL init: \(error)"); exit(1) }
+    var a: Communicator?, b: Communicator?
+    do {
+        a = try comm.split(color: 0, key: rank, config: CommConfig(timeoutMs: timeoutMs, name: "A"))
+        b = try comm.split(color: 0, key: rank, config: CommConfig(timeoutMs: timeoutMs, name: "B"))
+    } catch { say("FAIL split: \(error)"); exit(1) }
+    guard let a, let b else { say("FAIL split gave no communicator"); exit(1) }
+    var xs = [Float](repeating: 1, count: 16)
+    do { try a.allReduce(&xs, op: .sum); try b.allReduce(&xs, op: .sum) } catch { say("FAIL warm-up: \(error)"); exit(1) }
+    let first = rank == 0 ? a : b
+    do {
+        try first.allReduce(&xs, op: .sum)
+        check(false, "the crossed allreduce succeeded")
+    } catch {
+        say("error as expected: \(error)")
+        let want = "allreduce #2 on comm '\(rank == 0 ? "A" : "B")'"
+        check(error.description.hasPrefix(want), "the error starts with \"\(want)\": \(error)")
+    }
+    exit(failures == 0 ? 0 : 1)
+}
+
+/// Shrink with disagreeing exclusion lists: rank 3 leaves; ranks 0 and 1 exclude [3], rank 2
+/// excludes [1] (SWCCL_TEST_SHRINK_BAD=1; otherwise everyone excludes [3] and the shrink works).
+/// Every survivor's error is labelled `shrink`, numbers the caller by its rank here, and says which
+/// list this rank passed.
+@MainActor func shrinkLabelScenario() {
+    let comm: Communicator
+    do { comm = try Communicator(id: id, rank: rank, size: size, config: CommConfig(timeoutMs: timeoutMs, name: "parent")) }
+    catch { say("FAIL init: \(error)"); exit(1) }
+    var xs = [Float](repeating: 1, count: 16)
+    do { try comm.allReduce(&xs, op: .sum) } catch { say("FAIL warm-up: \(error)"); exit(1) }
+    if rank == size - 1 { exit(0) }
+    let bad = env("SWCCL_TEST_SHRINK_BAD") == "1"
+    let excluded = bad && rank == 2 ? [1] : [size - 1]
+    do {
+        let small = try comm.shrink(excluding: excluded, abortingInFlight: true)
+        check(!bad, "a shrink with disagreeing lists succeeded")
+        do { try small.allReduce(&xs, op: .sum) } catch { check(false, "allreduce after the shrink: \(error)") }
+        small.destroy()
+    } catch {
+        say("error as expected: \(error)")
+        check(bad, "the shrink failed: \(error)")
+        check(error.description.hasPrefix("shrink on comm 'parent': "), "labelled shrink: \(error)")
+        check(error.rank == rank, "numbers this rank as in the parent (\(rank)), not \(String(describing: error.rank))")
+        check(error.cause.contains("this rank excluded \(excluded)"), "says which list this rank passed: \(error)")
+    }
+    comm.destroy()
+    finish()
+}

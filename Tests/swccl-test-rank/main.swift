@@ -794,5 +794,7 @@ case "mismatch": mismatchScenario()
 case "fromenv": fromEnvironmentScenario()
 case "badiface": badInterfaceScenario()
 case "blame": blameScenario()
+case "crosscomm": crossCommunicatorScenario()
+case "shrinklabel": shrinkLabelScenario()
 default: conformance(scenario)
 }

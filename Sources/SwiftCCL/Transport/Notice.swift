@@ -58,11 +58,13 @@ public struct Notice: Sendable, Equatable {
     }
 
     /// The error a rank reports when it learns of this (abort) notice: the original kind and cause,
-    /// naming the culprit as the peer and saying who saw it where.
+    /// naming the culprit as the peer and saying who saw it where. A rank blamed itself (its
+    /// arguments differ from the origin's, or it was too slow for it) names the origin.
     func error(at rank: Int) -> CCLError {
         let text = culprit == origin ? "rank \(origin) failed in \(operation): \(cause)"
-                                     : "\(cause) (seen by rank \(origin) in \(operation))"
-        var e = CCLError(errorKind, text, rank: rank, peer: culprit)
+            : culprit == rank ? "rank \(origin) blames this rank in \(operation): \(cause)"
+            : "\(cause) (seen by rank \(origin) in \(operation))"
+        var e = CCLError(errorKind, text, rank: rank, peer: culprit == rank ? origin : culprit)
         e.relayed = self
         e.breaksCommunicator = true
         return e
