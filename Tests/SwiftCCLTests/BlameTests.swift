@@ -67,6 +67,7 @@ final class BlameTests: XCTestCase {
         Case(ranks: 16, victim: 9, collective: "sendrecv"),
         Case(ranks: 4, victim: 1, collective: "allreduce", count: 4 << 20),
         Case(ranks: 8, victim: 7, collective: "allgather", count: 256 << 10, drive: "stream"),
+        Case(ranks: 16, victim: 3, collective: "allreduce", drive: "group"),
     ]
 
     static let stopCases = [
@@ -76,6 +77,7 @@ final class BlameTests: XCTestCase {
         Case(ranks: 16, victim: 6, collective: "allreduce"),
         Case(ranks: 4, victim: 2, collective: "allreduce", count: 4 << 20),
         Case(ranks: 16, victim: 11, collective: "broadcast", drive: "stream"),
+        Case(ranks: 8, victim: 4, collective: "allgather", drive: "group"),
     ]
 
     func testKilledRankIsBlamedOverTCP() throws { try check(Self.killCases, fault: "kill", transport: "tcp", timeoutMs: 30_000) }
@@ -124,5 +126,22 @@ extension BlameTests {
         let r = try Ranks.run("shrinklabel", ranks: 4, timeoutMs: 2000, limitS: 60, env: ["SWCCL_TEST_SHRINK_BAD": "1"])
         XCTAssertTrue(r.allPassed, r.summary)
         for k in 0..<3 { print("shrink: \(r.outputs[k].split(separator: "\n").first { $0.contains("error as expected") } ?? "")") }
+    }
+}
+
+extension BlameTests {
+    /// An error text is one line whatever went into it (a host name or a peer's text with a newline,
+    /// a carriage return, a tab, an escape): the whole description is sanitised in one place.
+    func testErrorTextsAreOneLine() {
+        var e = CCLError(.remoteError, "first line\nsecond line\r\tthird\u{1b}[31m", operation: "allreduce", rank: 1, peer: 0,
+                         peerAddress: "host\nname:4242")
+        e.communicator = "dp\nfake"
+        e.sequence = 17
+        let text = e.description
+        XCTAssertFalse(text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }, text)
+        XCTAssertTrue(text.hasPrefix("allreduce #17 on comm 'dp fake': remote error on rank 1"), text)
+        XCTAssertTrue(text.contains("peer rank 0 at host name:4242: first line second line  third"), text)
+        XCTAssertEqual(CCLError.oneLine("a\u{2028}b\u{85}c"), "a b c")
+        XCTAssertEqual(CCLError.oneLine("plain"), "plain")
     }
 }

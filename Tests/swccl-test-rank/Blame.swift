@@ -8,7 +8,8 @@ import SwcclVerify
 /// SWCCL_TEST_VICTIM: the rank that dies or stops; SWCCL_TEST_FAULT: kill or stop;
 /// SWCCL_TEST_COLLECTIVE: allreduce, allgather, broadcast, reducescatter, sendrecv (a ring shift);
 /// SWCCL_TEST_COUNT: elements per rank; SWCCL_TEST_AFTER: iterations before the fault;
-/// SWCCL_TEST_DRIVE: direct (default) or stream (every collective through an execution stream).
+/// SWCCL_TEST_DRIVE: direct (default), stream (every collective through an execution stream) or group
+/// (two collectives per group).
 /// A survivor prints "BLAME <ms since the fault> <error>" and, depending on its rank, exits at once,
 /// destroys the communicator or aborts it first (the three ways an application goes away).
 @MainActor func blameScenario() {
@@ -54,6 +55,10 @@ import SwcclVerify
             if let stream {
                 try stream.submit { () throws(CCLError) in try once() }
                 try stream.synchronize()
+            } else if env("SWCCL_TEST_DRIVE") == "group" {
+                Group.start()
+                do { try once(); try once() } catch { try? Group.end(); throw error }
+                try Group.end()
             } else {
                 try once()
             }
