@@ -145,3 +145,22 @@ extension BlameTests {
         XCTAssertEqual(CCLError.oneLine("plain"), "plain")
     }
 }
+
+extension BlameTests {
+    static let verbsCases = [
+        Case(ranks: 4, victim: 0, collective: "allreduce"),
+        Case(ranks: 4, victim: 2, collective: "allgather", count: 64 << 10),
+    ]
+
+    /// The same over RDMA verbs (notices on the control connections); skipped where there is no RDMA
+    /// device (`scripts/verbs-tests.sh` runs it in the Soft-RoCE VM).
+    func testKilledRankIsBlamedOverVerbs() throws {
+        if let why = TransportRegistry.unavailable("ib") { throw XCTSkip("ib: \(why)") }
+        try check(Self.verbsCases, fault: "kill", transport: "ib", timeoutMs: 30_000)
+    }
+
+    func testStoppedRankIsBlamedOverVerbs() throws {
+        if let why = TransportRegistry.unavailable("ib") { throw XCTSkip("ib: \(why)") }
+        try check(Self.verbsCases, fault: "stop", transport: "ib", timeoutMs: 8000)
+    }
+}
