@@ -141,7 +141,8 @@ typedef struct {
                                  first that applies: shm on one host, ib where both have an RDMA
                                  port, else tcp. Other names: swcclInvalidArgument; "ib" alone on a
                                  host without an RDMA port: swcclSystemError saying why.              */
-  const char*  commName;    /**< Shown in logs and errors; NULL: none.                                */
+  const char*  commName;    /**< Shown in logs and in every error ("allreduce #17 on comm 'dp': ...");
+                                 NULL: "comm".                                                        */
 } swcclConfig_t;
 
 /** Initial value of every swcclConfig_t: `swcclConfig_t cfg = SWCCL_CONFIG_INITIALIZER;` */

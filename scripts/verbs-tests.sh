@@ -29,6 +29,11 @@ echo "== verbs: ranks on two hosts (a second /dev/shm): shm within a host, ib ac
     grep -E "^Test Case .*(passed|failed|skipped)|error:|Executed|second host" | sed 's/^/   /'
 grep -qE "Executed [0-9]+ tests, with 0 failures" /tmp/swccl-verbs-twohost.log || status=1
 
+echo "== verbs: a killed or stopped rank is named by every survivor (notices on the control connections)"
+"$bin/SwiftCCLPackageTests.xctest" SwiftCCLTests.BlameTests/testKilledRankIsBlamedOverVerbs,SwiftCCLTests.BlameTests/testStoppedRankIsBlamedOverVerbs 2>&1 |
+    tee /tmp/swccl-verbs-blame.log | grep -E "^Test Case .*(passed|failed|skipped)|error:|Executed|blame:" | sed 's/^/   /'
+grep -qE "Executed [0-9]+ tests, with 0 failures" /tmp/swccl-verbs-blame.log || status=1
+
 echo "== verbs: every collective over --transport ib, 2, 3 and 4 ranks, #wrong 0"
 for np in 2 3 4; do
     for c in all_reduce all_gather reduce_scatter broadcast reduce alltoall sendrecv gather scatter barrier; do

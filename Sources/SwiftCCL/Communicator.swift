@@ -66,6 +66,10 @@ public final class Communicator: @unchecked Sendable {
     /// Picks each collective's algorithm (forced rules, else the cost model).
     let selector: AlgorithmSelector
     let arena: (any SharedArena)?
+    /// Tells peers of long waits and of this communicator breaking; names the culprit at a timeout.
+    let blame: Blame
+    /// Point-to-point calls so far (they are numbered apart from the collectives' sequence).
+    var p2pCalls: UInt64 = 0
     private let wakeFD: Int32
     private let state = Mutex<State>(State())
     /// Serialises collectives issued on this communicator from several threads.
@@ -220,7 +224,29 @@ public final class Communicator: @unchecked Sendable {
         let id = UniqueID(root: root, secret: newSecret, rankZeroRunsRoot: true)
         Log.info(.initialization, "rank \(rank): shrinking \(size) ranks to \(survivors.count) (excluded \(out.sorted())), new root rank \(survivors[0]) at \(root)")
         do { return try Communicator(id: id, rank: survivors.firstIndex(of: rank)!, size: survivors.count, config: cfg) }
-        catch { throw record(error.with(operation: "shrink", rank: rank)) }
+        catch { throw record(shrinkError(error, survivors: survivors, excluded: out.sorted(), root: root.description)) }
+    }
+
+    /// A failed shrink's error in this communicator's terms: labelled `shrink` (not the new
+    /// communicator's `init`), this rank and the peer numbered as here (not as they would have been
+    /// in the new one), and — since survivors that pass different exclusion lists derive different
+    /// secrets, so that the new root drops their hellos as strangers' or waits for ranks that never
+    /// come — the exclusion list this rank passed, to compare with the others'.
+    func shrinkError(_ error: CCLError, survivors: [Int], excluded: [Int], root: String) -> CCLError {
+        var e = error
+        let phase = e.operation.map { $0 == "init" ? "" : $0.hasPrefix("init: ") ? String($0.dropFirst(6)) + ": " : $0 + ": " } ?? ""
+        e.operation = "shrink"
+        e.rank = rank
+        e.communicator = name
+        e.sequence = nil
+        if let p = e.peer, p >= 0, p < survivors.count { e.peer = survivors[p] }
+        else if e.peer == nil && e.peerAddress == root { e.peer = survivors[0] }  // the new root
+        e.cause = phase + e.cause + " (in the shrunk communicator, ranks 0…\(survivors.count - 1) are ranks \(survivors) here; new root rank \(survivors[0]))"
+        let rejected = e.kind == .remoteError || e.kind == .timeout || e.kind == .invalidUsage
+        if rejected {
+            e.cause += "; this rank excluded \(excluded): a survivor that passed another exclusion list is a stranger to the others (its hello is dropped, or it never arrives) — did every survivor pass the same list?"
+        }
+        return e
     }
 
     /// A communicator from the launcher's environment (see `LaunchEnvironment`).
@@ -347,6 +373,7 @@ public final class Communicator: @unchecked Sendable {
         }
         selector = AlgorithmSelector(caps: transport.capabilities, forced: forcedAlgorithm, ranks: size)
         arena = transport as? any SharedArena
+        blame = Blame(transport: transport, rank: rank, size: size, timeoutMs: timeoutMs)
         if rank == 0 {
             let sameHost = hosts.allSatisfy { $0.sameHost(as: hosts[0]) }
             Log.info(.initialization, "rank \(rank): NUMA topology: \(NUMA.topology().joined(separator: "; ")); this rank runs on node \(NUMA.currentNode().map(String.init) ?? "?")"
@@ -470,10 +497,12 @@ public final class Communicator: @unchecked Sendable {
             if s.destroyed { return CCLError.invalidUsage("the communicator was destroyed") }
             if s.aborted { return CCLError(.invalidUsage, "the communicator was aborted") }
             if s.finalized { return CCLError(.invalidUsage, "the communicator was finalized (only destroy, abort and queries remain)") }
-            if let e = s.asyncError { return CCLError(e.kind, "the communicator is broken by an earlier error: \(e.cause)", peer: e.peer) }
+            if let e = s.asyncError {
+                return CCLError(e.kind, "the communicator is broken by an earlier error (\(e.context ?? "")): \(e.cause)", peer: e.peer)
+            }
             return nil
         }
-        if let unusable { throw record(unusable.with(operation: operation, rank: rank)) }
+        if let unusable { throw record(unusable.with(operation: operation, rank: rank, communicator: name)) }
         // A call that only checks and records (inside a group) or enqueues (on a stream) must not wait
         // for an operation that runs meanwhile on a stream's thread: that one may itself wait for
         // ranks whose operations this thread has yet to enqueue.
@@ -483,8 +512,17 @@ public final class Communicator: @unchecked Sendable {
         do {
             return try body()
         } catch {
-            let e = error.with(operation: operation, rank: rank)
-            if e.isFatal { state.withLock { if $0.asyncError == nil { $0.asyncError = e } } }
+            // A timeout on a peer that itself waits names the rank at the end of the chain.
+            let e = blame.resolve(error.with(operation: operation, rank: rank, communicator: name))
+            if e.isFatal {
+                let first = state.withLock { s -> Bool in
+                    guard s.asyncError == nil else { return false }
+                    s.asyncError = e
+                    return true
+                }
+                // Every peer learns the culprit and the cause (or this rank's peer's notice, forwarded).
+                if first { blame.announceAbort(e) }
+            }
             throw record(e)
         }
     }
@@ -504,8 +542,21 @@ public final class Communicator: @unchecked Sendable {
     func context(_ sequence: UInt64, operation: String, fingerprint: UInt32) -> CollectiveContext {
         CollectiveContext(rank: rank, size: size, transport: transport, arena: arena, sequence: sequence,
                           fingerprint: fingerprint, operation: operation, timeoutMs: timeoutMs, scratch: scratch,
-                          oneShot: oneShot, steps: steps)
+                          oneShot: oneShot, steps: steps, blame: blame)
     }
+
+    /// Waits for point-to-point requests (each with its peer) like a collective's waits: a timeout
+    /// after `timeoutMs` without progress, and peers told of a long wait. `number` numbers the call.
+    func waitPointToPoint(_ pending: [(Request, Int)], operation: String, number: UInt64) throws(CCLError) {
+        var ctx = context(number, operation: operation, fingerprint: 0)
+        ctx.scansForMismatch = false
+        do throws(CCLError) {
+            for (q, peer) in pending { try ctx.wait(q, peer: peer) }
+        } catch { throw error.with(sequence: number) }
+    }
+
+    /// The next point-to-point call's number.
+    func nextPointToPoint() -> UInt64 { p2pCalls &+= 1; return p2pCalls }
 
     // MARK: allreduce
 
@@ -554,7 +605,7 @@ extension Communicator {
             // Arguments were checked already; the operation itself runs at the group's end.
             try Group.record(self, name) { () throws(CCLError) in
                 let ctx = self.context(self.nextSequence(), operation: name, fingerprint: fingerprint)
-                do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
+                do throws(CCLError) { try body(ctx) } catch { throw error.with(sequence: ctx.sequence).breaking }
             }
             return
         }
@@ -562,12 +613,12 @@ extension Communicator {
             // Arguments were checked already; the operation runs on the stream's thread, in order.
             try enqueue(on: stream, name) { () throws(CCLError) in
                 let ctx = self.context(self.nextSequence(), operation: name, fingerprint: fingerprint)
-                do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
+                do throws(CCLError) { try body(ctx) } catch { throw error.with(sequence: ctx.sequence).breaking }
             }
             return
         }
         let ctx = context(nextSequence(), operation: name, fingerprint: fingerprint)
-        do throws(CCLError) { try body(ctx) } catch { throw error.breaking }
+        do throws(CCLError) { try body(ctx) } catch { throw error.with(sequence: ctx.sequence).breaking }
     }
 
     func checkRoot(_ root: Int) throws(CCLError) {
@@ -726,7 +777,9 @@ extension Communicator {
             if (to == rank) != (from == rank) {
                 throw CCLError.invalidUsage("a send to or receive from oneself needs the matching other half in the same call (sendRecv) or group")
             }
+            let opName = to >= 0 && from >= 0 ? "sendrecv" : to >= 0 ? "send" : "recv"
             let transfer = { [self] () throws(CCLError) -> Void in
+                let number = nextPointToPoint()
                 var pending: [(Request, Int)] = []
                 // A zero-count message is still a message (it keeps the pair's call order), NULL or not.
                 if from >= 0 && from != rank {
@@ -741,7 +794,7 @@ extension Communicator {
                     guard count == recvCount else { throw CCLError.invalidArgument("send to self of \(count) elements but receive of \(recvCount)") }
                     if let send, let recv, count > 0, UnsafeRawPointer(recv) != send { recv.copyMemory(from: send, byteCount: count * type.size) }
                 }
-                for (q, _) in pending { try transport.wait(q, deadline: .after(milliseconds: timeoutMs)) }
+                try waitPointToPoint(pending, operation: opName, number: number)
             }
             if let stream = ExecutionStream.current {
                 try enqueue(on: stream, "sendrecv") { () throws(CCLError) in

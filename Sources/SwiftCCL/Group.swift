@@ -181,16 +181,17 @@ extension Group.Batch {
                 dst.copyMemory(from: src, byteCount: d.count)
             }
         }
-        var pending: [Request] = []
+        var pending: [(Request, Int)] = []
         pending.reserveCapacity(p2p.count * 2)
+        let number = comm.nextPointToPoint()
         do throws(CCLError) {
             for op in p2p { if let r = op.recv, op.from != comm.rank {
-                pending.append(try comm.transport.irecv(from: op.from, tag: comm.p2pTag(op.from, sending: false), into: r))
+                pending.append((try comm.transport.irecv(from: op.from, tag: comm.p2pTag(op.from, sending: false), into: r), op.from))
             } }
             for op in p2p { if let d = op.send, op.to != comm.rank {
-                pending.append(try comm.transport.isend(to: op.to, tag: comm.p2pTag(op.to, sending: true), d))
+                pending.append((try comm.transport.isend(to: op.to, tag: comm.p2pTag(op.to, sending: true), d), op.to))
             } }
-            for q in pending { try comm.transport.wait(q, deadline: .after(milliseconds: comm.timeoutMs)) }
-        } catch { throw error.breaking }
+            try comm.waitPointToPoint(pending, operation: "group", number: number)
+        } catch { throw error.with(sequence: number).breaking }
     }
 }

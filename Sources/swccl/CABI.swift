@@ -140,7 +140,7 @@ func result(_ kind: CCLError.Kind) -> swcclResult_t {
 
 /// Records `error` (on the communicator if there is one, and for this thread) and returns its code.
 func report(_ error: CCLError, _ handle: CommHandle? = nil, operation: String) -> swcclResult_t {
-    let e = error.with(operation: operation, rank: handle?.comm.rank)
+    let e = error.with(operation: operation, rank: handle?.comm.rank, communicator: handle?.comm.name)
     let text = e.description
     handle?.comm.noteLastError(text)
     Handles.setThreadError(text)

@@ -796,5 +796,8 @@ case "badiface": badInterfaceScenario()
 case "besieged": besiegedScenario()
 case "late": lateScenario()
 case "diesinrendezvous": diesInRendezvousScenario()
+case "blame": blameScenario()
+case "crosscomm": crossCommunicatorScenario()
+case "shrinklabel": shrinkLabelScenario()
 default: conformance(scenario)
 }

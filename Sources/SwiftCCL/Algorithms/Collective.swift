@@ -16,6 +16,22 @@ struct CollectiveContext {
     let oneShot: Counter
     /// Numbers the communicator's staged pipeline steps (the same sequence on every rank).
     let steps: Counter
+    /// Tells peers of long waits, so a timeout names the rank that is actually stuck.
+    let blame: Blame?
+    /// Whether waits look for peers in this operation with other arguments (not for point-to-point,
+    /// whose tags carry no operation).
+    var scansForMismatch = true
+
+    /// `allreduce #17`, for notices.
+    var label: String { "\(operation) #\(sequence)" }
+
+    /// Blocked on `peer` since `since` (monotonic ns): past half the timeout, peers hear of it.
+    func blocked(on peer: Int, since: UInt64) {
+        blame?.blocked(on: peer, since: since, operation: label)
+    }
+
+    /// A wait completed: a notice of this rank waiting, if one went out, is void.
+    @inline(__always) func moved() { blame?.progressed(operation: label) }
 
     @inline(__always) func tag(_ lane: Int) -> UInt64 { Tag.collective(sequence: sequence, fingerprint: fingerprint, lane: lane) }
 
@@ -74,7 +90,7 @@ struct CollectiveContext {
         var req: Request? = r
         var progress = Progress()
         while true {
-            if try done(&req) { return }
+            if try done(&req) { moved(); return }
             try idle(advanced: false, progress: &progress, waitingOn: peer, receiving: nil)
         }
     }
@@ -104,14 +120,16 @@ struct CollectiveContext {
         if advanced {
             progress.idleSince = now
             progress.spinUntil = now &+ Knobs.spinNanos
+            blame?.progressed(operation: label)
             return
         }
         if now <= progress.spinUntil { Sys.yield(); return }
         if now &- progress.lastScan >= CollectiveContext.mismatchScanNanos {
             progress.lastScan = now
-            if now &- progress.idleSince >= CollectiveContext.mismatchScanNanos, let e = mismatch(peer) ?? anyMismatch() {
+            if scansForMismatch, now &- progress.idleSince >= CollectiveContext.mismatchScanNanos, let e = mismatch(peer) ?? anyMismatch() {
                 throw e
             }
+            blocked(on: peer, since: progress.idleSince)
         }
         // Socket events that complete nothing do not postpone the deadline; the sleep is cut into
         // slices so that the mismatch scan above runs while blocked.
@@ -119,6 +137,10 @@ struct CollectiveContext {
         let slice = Deadline(nanos: min(deadline.nanos, now &+ CollectiveContext.mismatchScanNanos))
         if try transport.waitForProgress(deadline: slice) { return }
         if deadline.hasPassed {
+            if !scansForMismatch {
+                throw CCLError(.timeout, "no progress for \(timeoutMs) ms waiting for rank \(peer) (point-to-point); the peer is stopped, overloaded, or not calling the matching send or receive",
+                               rank: rank, peer: peer)
+            }
             let what = receiving.map { $0 ? "data from rank \(peer)" : "rank \(peer) to take data from this rank" } ?? "rank \(peer)"
             throw stalled(on: peer, CCLError(.timeout, "no progress for \(timeoutMs) ms waiting for \(what); the peer is stopped, overloaded, or not in the same collective",
                                              rank: rank, peer: peer))

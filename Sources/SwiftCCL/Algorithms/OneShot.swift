@@ -46,7 +46,11 @@ enum OneShot {
         arena.publish(arena.postedWord(of: ctx.rank), c)
         if !arrived(ctx, c, { arena.postedWord(of: $0) }) {
             try arena.waitAll({ arena.postedWord(of: $0) }, atLeast: c, only: nil, deadline: ctx.deadline, what: "post its input",
-                              check: { () throws(CCLError) in if let e = ctx.anyMismatch() { throw e } })
+                              check: { (peer, since) throws(CCLError) in
+                                  if let e = ctx.anyMismatch() { throw e }
+                                  ctx.blocked(on: peer, since: since)
+                              })
+            ctx.moved()
         }
         for r in 0..<ctx.size where r != ctx.rank {
             let theirs = UInt32(truncatingIfNeeded: arena.signatureWord(of: r, parity: parity).pointee)

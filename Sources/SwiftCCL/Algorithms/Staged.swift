@@ -41,13 +41,16 @@ enum Staged {
         let ctx: CollectiveContext
         let arena: any SharedArena
         let first: UInt64
-        let scan: () throws(CCLError) -> Void
+        let scan: (Int, UInt64) throws(CCLError) -> Void
 
         init(_ ctx: CollectiveContext, _ arena: any SharedArena, steps: Int) {
             self.ctx = ctx
             self.arena = arena
             first = ctx.steps.take(UInt64(steps))
-            scan = { () throws(CCLError) -> Void in if let e = ctx.anyMismatch() { throw e } }
+            scan = { (peer, since) throws(CCLError) -> Void in
+                if let e = ctx.anyMismatch() { throw e }
+                ctx.blocked(on: peer, since: since)
+            }
         }
 
         @inline(__always) func step(_ k: Int) -> UInt64 { first &+ UInt64(k) }
@@ -66,6 +69,7 @@ enum Staged {
         /// Waits for every peer's (or `only`'s) step word to reach `s`.
         func wait(_ w: StepWord, _ s: UInt64, _ what: String, only: Int? = nil) throws(CCLError) {
             try arena.waitAll({ arena.stepWord(w, of: $0) }, atLeast: s, only: only, deadline: ctx.deadline, what: what, check: scan)
+            ctx.moved()
         }
 
         /// After a peer posted step `s`: its slot must carry this operation's signature.

@@ -39,6 +39,15 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
     /// Set when the error struck after transfers were under way: even an argument or usage error then
     /// leaves requests in flight, so the communicator cannot be used again.
     public var breaksCommunicator = false
+    /// The communicator's name (`CommConfig.name`, else `comm`), when the error came from one.
+    public var communicator: String?
+    /// The operation's sequence number in its communicator (collectives share one sequence; point-to-
+    /// point calls are numbered apart), when it had one.
+    public var sequence: UInt64?
+    /// Set when this rank failed because a peer told it so: the peer's notice, with the rank that
+    /// actually died, stopped or disagreed (`peer` is then that rank) and the original cause. A rank
+    /// whose communicator breaks forwards it unchanged, so every rank names the same culprit.
+    public var relayed: Notice?
 
     public init(_ kind: Kind, _ cause: String, operation: String? = nil, rank: Int? = nil, peer: Int? = nil,
                 peerAddress: String? = nil, errno: Errno? = nil) {
@@ -54,12 +63,15 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
 
     /// Fills in context fields that are still empty (an error raised deep in a transport learns the
     /// operation and rank on its way up).
-    public func with(operation: String? = nil, rank: Int? = nil, peer: Int? = nil, peerAddress: String? = nil) -> CCLError {
+    public func with(operation: String? = nil, rank: Int? = nil, peer: Int? = nil, peerAddress: String? = nil,
+                     communicator: String? = nil, sequence: UInt64? = nil) -> CCLError {
         var e = self
         if e.operation == nil { e.operation = operation }
         if e.rank == nil { e.rank = rank }
         if e.peer == nil { e.peer = peer }
         if e.peerAddress == nil { e.peerAddress = peerAddress }
+        if e.communicator == nil { e.communicator = communicator }
+        if e.sequence == nil { e.sequence = sequence }
         return e
     }
 
@@ -80,10 +92,20 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
         }
     }
 
-    /// One line: operation, rank, peer, host, cause.
+    /// The operation and where it ran: `allreduce #17 on comm 'dp'`, `init`, `comm 'dp'` (nil if none is known).
+    public var context: String? {
+        var s = operation ?? ""
+        if let q = sequence { s += (s.isEmpty ? "#" : " #") + String(q) }
+        if let c = communicator { s += (s.isEmpty ? "" : " on ") + "comm '\(c)'" }
+        return s.isEmpty ? nil : s
+    }
+
+    /// One line: operation (with its sequence number and communicator), rank, host, peer, cause —
+    /// `allreduce #17 on comm 'dp': timeout on rank 1 (host), peer rank 0 at 10.0.0.1:4242: ...`.
+    /// Whatever went into it (host names, causes from peers) is made one line here.
     public var description: String {
         var s = ""
-        if let o = operation { s += o + ": " }
+        if let c = context { s += c + ": " }
         s += kindName
         if let r = rank { s += " on rank \(r)" }
         if let h = Host.name { s += " (\(h))" }
@@ -92,7 +114,17 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
             if let a = peerAddress { s += " at \(a)" }
         } else if let a = peerAddress { s += ", peer \(a)" }
         s += ": " + cause
-        return s
+        return CCLError.oneLine(s)
+    }
+
+    /// `text` with every control character (newline, carriage return, tab, escape, ...) replaced by a
+    /// space, so a message stays on one line whatever a host name or a peer's text contained.
+    public static func oneLine(_ text: String) -> String {
+        @inline(__always) func control(_ c: Unicode.Scalar) -> Bool {
+            c.value < 0x20 || (0x7f...0x9f).contains(c.value) || c.value == 0x2028 || c.value == 0x2029
+        }
+        guard text.unicodeScalars.contains(where: control) else { return text }
+        return String(String.UnicodeScalarView(text.unicodeScalars.map { control($0) ? " " : $0 }))
     }
 }
 

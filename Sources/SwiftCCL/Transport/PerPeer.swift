@@ -123,5 +123,12 @@ final class PerPeerTransport: Transport, @unchecked Sendable {
         return backends[route[peer]].unexpectedTags(from: peer)
     }
 
+    func announce(_ notice: Notice) { for t in backends { t.announce(notice) } }
+
+    func peerNotice(_ peer: Int) -> Notice? {
+        guard peer >= 0, peer < route.count, route[peer] >= 0 else { return nil }
+        return backends[route[peer]].peerNotice(peer)
+    }
+
     func close() { for t in backends { t.close() } }
 }

@@ -56,6 +56,14 @@ public protocol Transport: AnyObject, Sendable {
     /// peer that is in another operation from one that is merely slow).
     func unexpectedTags(from peer: Int) -> [UInt64]
 
+    /// Tells every peer `notice` (see `Notice`); never blocks for long. An `abort` notice is on its way
+    /// (in the kernel, or in shared memory) when this returns — the process may exit right after — and
+    /// breaks every peer's endpoint with `notice.error(at:)`, so that their errors name the culprit.
+    func announce(_ notice: Notice)
+
+    /// The latest notice received from `peer`, if any.
+    func peerNotice(_ peer: Int) -> Notice?
+
     /// Releases every resource. Outstanding requests fail.
     func close()
 }
@@ -124,9 +132,10 @@ protocol SharedArena: AnyObject {
     func publish(_ word: UnsafeMutablePointer<UInt64>, _ value: UInt64)
     /// Waits until `word(peer) >= value` for every peer (or only for `only`): spins, then sleeps;
     /// fails naming a peer that died, closed, or did not get there by `deadline`.
-    /// `check` runs every 100 ms while blocked (e.g. a scan for peers in another operation).
+    /// `check` runs every 100 ms while blocked, given the peer waited on and when the wait began (e.g.
+    /// a scan for peers in another operation, and `CollectiveContext.blocked`).
     func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, only: Int?, deadline: Deadline, what: String,
-                 check: () throws(CCLError) -> Void) throws(CCLError)
+                 check: (Int, UInt64) throws(CCLError) -> Void) throws(CCLError)
 }
 
 enum SharedArenaLayout {

@@ -49,6 +49,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     // Offsets in the segment header (each word on its own cache line where others write it).
     static let offMagic = 0, offRanks = 8, offOwner = 16, offPid = 24, offPidNamespace = 32
     static let offDoorbell = 64, offSleepers = 128, offMapped = 192, offClosed = 256, offStage = 320, offFIFO = 328
+    /// The owner's latest `Notice`: a version word (odd while it is rewritten), the length, the bytes.
+    static let offNotice = 2048
 
     // Slot kinds.
     static let eager: UInt32 = 1, rts: UInt32 = 2, cts: UInt32 = 3, data: UInt32 = 4
@@ -121,6 +123,11 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     private var nextMessageID: UInt64 = 1
     private var closed = false
     private var lastLivenessCheck: UInt64 = 0
+    /// A peer's abort notice: breaks this endpoint (every request fails with it, naming its culprit).
+    private var brokenBy: CCLError?
+    /// Per peer: the version of its notice area last read, and that notice.
+    private var noticeVersion: [UInt64]
+    private var notices: [Notice?]
 
     enum Work { case eager(Int32), rts(Int32), data(Int32) }
     struct Unexpected { var tag: UInt64; var bytes: [UInt8]?; var messageID: UInt64; var total: Int; var address: UInt64 }
@@ -214,6 +221,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         peerPidUsable = Array(repeating: false, count: nranks)
         peerFD = Array(repeating: -1, count: nranks)
         peerError = Array(repeating: nil, count: nranks)
+        noticeVersion = Array(repeating: 0, count: nranks)
+        notices = Array(repeating: nil, count: nranks)
         produced = Array(repeating: 0, count: nranks)
         consumed = Array(repeating: 0, count: nranks)
         control = Array(repeating: [], count: nranks)
@@ -368,6 +377,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         guard peer >= 0, peer < nranks, peer != rank, peerBase[peer] != nil else {
             throw CCLError(.invalidArgument, "rank \(peer) is not a connected peer of rank \(rank)", rank: rank, peer: peer)
         }
+        if let b = brokenBy { throw b }
         if !receiving, let e = peerError[peer] { throw e }
     }
 
@@ -630,7 +640,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         let now = Sys.monotonicNanos()
         guard force || now &- lastLivenessCheck >= 100_000_000 else { return false }
         lastLivenessCheck = now
-        var failed = false
+        var failed = checkNotices()
         for p in 0..<nranks where peerBase[p] != nil && peerError[p] == nil {
             let closedFlag = cshim_load_u32(word32(peerBase[p]!, SHMTransport.offClosed)) != 0
             // The lock is the namespace-proof answer; the pid adds a dead process whose lock a child
@@ -641,7 +651,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             drain(p)
             let why = closedFlag ? "rank \(p) closed its end of shared memory"
                 : "rank \(p) (pid \(peerPid[p])\(peerPidUsable[p] ? "" : " in another PID namespace")) died"
-            peerError[p] = CCLError(.remoteError, "connection lost: \(why)", rank: rank, peer: p)
+            // Its notice, written before it closed or exited, says whom to blame.
+            peerError[p] = noticeError(p) ?? CCLError(.remoteError, "connection lost: \(why)", rank: rank, peer: p)
             for i in requests.indices where requests[i].inUse && !requests[i].done && requests[i].peer == p {
                 requests[i].error = peerError[p]
                 requests[i].done = true
@@ -708,7 +719,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         let spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
         while true {
             if aborted.load(ordering: .acquiring) { throw abortError() }
-            if lock.withLock({ closed }) { throw CCLError(.invalidUsage, "the shared-memory transport is closed", rank: rank) }
+            if let e = lock.withLock({ closed ? CCLError(.invalidUsage, "the shared-memory transport is closed", rank: rank) : brokenBy }) { throw e }
             let seen = cshim_load_u32(bell)
             let moved: Bool = lock.withLock {
                 let m = progress()
@@ -738,6 +749,79 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         guard peer >= 0, peer < nranks else { return [] }
         return unexpected[peer].map(\.tag)
+    }
+
+    // MARK: notices
+
+    private func noticeWords(_ seg: UnsafeMutableRawPointer) -> (version: UnsafeMutablePointer<UInt64>, length: UnsafeMutablePointer<UInt32>, bytes: UnsafeMutableRawPointer) {
+        (word64(seg + SHMTransport.offNotice), word32(seg, SHMTransport.offNotice + 8), seg + SHMTransport.offNotice + 16)
+    }
+
+    /// Reads a peer's notice area: its version and notice (nil if none, or torn by a rewrite).
+    private func readNotice(_ p: Int) -> (UInt64, Notice?) {
+        guard let seg = peerBase[p] else { return (0, nil) }
+        let w = noticeWords(seg)
+        let v1 = cshim_load_acquire_u64(w.version)
+        guard v1 != 0, v1 & 1 == 0 else { return (v1, nil) }
+        let n = Int(min(cshim_load_u32(w.length), UInt32(Notice.maxBytes)))
+        let bytes = Array(UnsafeRawBufferPointer(start: w.bytes, count: n))
+        guard cshim_load_acquire_u64(w.version) == v1 else { return (v1, nil) }
+        return (v1, Notice.decode(bytes))
+    }
+
+    /// A peer's abort notice as the error to report, if it left one.
+    private func noticeError(_ p: Int) -> CCLError? {
+        let (_, n) = readNotice(p)
+        if let n { notices[p] = n }
+        guard let n, n.kind == .abort else { return nil }
+        return n.error(at: rank)
+    }
+
+    /// Reads the peers' notices that changed; a peer's abort notice breaks this endpoint: every
+    /// request fails with its error (naming its culprit). True if it failed any.
+    private func checkNotices() -> Bool {
+        var failed = false
+        for p in 0..<nranks where peerBase[p] != nil {
+            let v = cshim_load_acquire_u64(noticeWords(peerBase[p]!).version)
+            guard v != noticeVersion[p] else { continue }
+            let (v2, n) = readNotice(p)
+            guard let n else { continue }
+            noticeVersion[p] = v2
+            notices[p] = n
+            guard n.kind == .abort, brokenBy == nil else { continue }
+            let e = n.error(at: rank)
+            brokenBy = e
+            Log.info(.net, "rank \(rank): rank \(p) aborted: \(e.cause)")
+            for i in requests.indices where requests[i].inUse && !requests[i].done {
+                requests[i].error = e
+                requests[i].done = true
+                failed = true
+            }
+        }
+        return failed
+    }
+
+    public func peerNotice(_ peer: Int) -> Notice? {
+        lock.lock(); defer { lock.unlock() }
+        guard peer >= 0, peer < nranks, peer != rank else { return nil }
+        let (_, n) = readNotice(peer)
+        if let n { notices[peer] = n }
+        return notices[peer]
+    }
+
+    /// Writes the notice into this rank's segment (peers read it there, even after this process is
+    /// gone) and rings every peer, so a sleeping one looks at once.
+    public func announce(_ notice: Notice) {
+        lock.lock(); defer { lock.unlock() }
+        guard !closed else { return }
+        let bytes = notice.encode()
+        let w = noticeWords(base)
+        let v = cshim_load_acquire_u64(w.version)
+        cshim_store_release_u64(w.version, v | 1)  // odd: being rewritten
+        bytes.withUnsafeBytes { w.bytes.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        cshim_store_u32(w.length, UInt32(bytes.count))
+        cshim_store_release_u64(w.version, (v | 1) &+ 1)
+        for p in 0..<nranks { if let seg = peerBase[p] { ring(seg) } }
     }
 
     private func abortError() -> CCLError {
@@ -792,11 +876,12 @@ extension SHMTransport: SharedArena {
     }
 
     func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, only: Int?, deadline: Deadline, what: String,
-                 check: () throws(CCLError) -> Void) throws(CCLError) {
+                 check: (Int, UInt64) throws(CCLError) -> Void) throws(CCLError) {
         var next = 0  // peers below `next` are known to be there
         let end = only.map { $0 + 1 } ?? nranks
         if let only { next = only }
-        let spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
+        let started = Sys.monotonicNanos()
+        let spinUntil = started &+ Knobs.spinNanos
         var lastCheck = Sys.monotonicNanos()
         var lastScan = lastCheck
         while true {
@@ -816,13 +901,13 @@ extension SHMTransport: SharedArena {
             }
             if Sys.monotonicNanos() &- lastScan >= 100_000_000 {
                 lastScan = Sys.monotonicNanos()
-                try check()
+                try check(next, started)
             }
             // A peer may post and then close between the first read and the liveness check: its word,
             // read again after its closed flag was seen, is final.
             if cshim_load_acquire_u64(word(next)) < value, let e = lock.withLock({ () -> CCLError? in
                 _ = checkPeers(force: false)
-                return peerError[next]
+                return brokenBy ?? peerError[next]
             }), cshim_load_acquire_u64(word(next)) < value { throw e }
         }
     }

@@ -24,6 +24,8 @@ extension Knobs {
 /// - CTS (clear to send): b = message id; a = 1 when the receiver rejects the message (size mismatch).
 /// - DATA: tag = offset in the message, a = fragment length, b = message id; the fragment follows.
 /// - BYE: the peer is closing cleanly.
+/// - NOTICE: a = length, b = kind; an encoded `Notice` follows (an abort's culprit and cause, or a
+///   long wait).
 public final class TCPTransport: Transport, @unchecked Sendable {
     public static let protocolVersion: UInt16 = 1
     static let handshakeMagic: UInt32 = 0x5357_4354  // "SWCT"
@@ -48,8 +50,16 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     private var slots: RequestTable<Slot>
     private var pollSet: [pollfd] = []
     private var pollOwners: [(peer: Int32, sock: Int32)] = []
-    /// The first abrupt loss of a peer: it breaks the communicator, so every wait reports it.
+    /// The first abrupt loss of a peer (or a peer's abort notice): it breaks the communicator, so every
+    /// wait reports it.
     private var brokenBy: CCLError?
+    /// A peer that went away without a notice or a goodbye, and when: it may have died, or closed
+    /// because of another rank whose notice is still on its way (a neighbour's notice is read, or the
+    /// rank that died is seen, before the grace ends). Blamed if nothing better comes within the grace.
+    private var suspect: (error: CCLError, at: UInt64)?
+    static let graceNanos: UInt64 = 250_000_000
+    /// Encoded notices this rank sent (frames point into them until written); freed at close.
+    private var sentNotices: [UnsafeMutableRawPointer] = []
     private var closed = false
     static let unexpectedLimit = 16 << 20
     /// Receivers accept eager messages up to this size whatever their own threshold, so ranks with
@@ -157,7 +167,9 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         guard peer >= 0, peer < nranks, peer != rank, peers[peer] != nil else {
             throw CCLError.invalidArgument("\(what): peer \(peer) is not a connected peer of rank \(rank)")
         }
-        if let e = peers[peer]!.failure { throw e }
+        if let b = verdict() { throw b }
+        // A peer lost without a notice: the request waits for the verdict (`complete`).
+        if let e = peers[peer]!.failure, !peers[peer]!.silent { throw e }
     }
 
     private func allocSlot(send: Bool, peer: Int, tag: UInt64, base: UnsafeMutableRawPointer?, length: Int) throws(CCLError) -> Int32 {
@@ -198,7 +210,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         // An unexpected message with this tag may be waiting already, even from a peer that has since
         // closed: what it sent before closing is still delivered.
         deliverUnexpected(peer: peer)
-        if let e = peers[peer]!.failure, slots[Int(i)].state != .done { fail(slot: i, e) }
+        if let e = peers[peer]!.failure, !peers[peer]!.silent, slots[Int(i)].state != .done { fail(slot: i, e) }
         return slots.handle(i)
     }
 
@@ -280,7 +292,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             throw e.with(rank: rank, peer: peer, peerAddress: peers[peer]?.address.description)
         }
         if s.state != .done {
-            if let b = brokenBy { throw b }
+            if let b = verdict() { throw b }
             if abortSignal.isRaised { throw abortError() }
             return false
         }
@@ -329,7 +341,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
 
     public func waitForProgress(deadline: Deadline) throws(CCLError) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        if let b = brokenBy { throw b }
+        if let b = verdict() { throw b }
         if abortSignal.isRaised { throw abortError() }
         let left = deadline.remainingMs
         return try progress(timeoutMs: left)
@@ -342,6 +354,64 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     }
 
     private func abortError() -> CCLError { abortSignal.error(rank: rank) }
+
+    /// What breaks this endpoint: a peer's abort notice or an announced loss at once; a peer lost
+    /// without a word once the grace has passed with nothing better heard.
+    private func verdict() -> CCLError? {
+        if let b = brokenBy { return b }
+        if let s = suspect, Sys.monotonicNanos() &- s.at >= Self.graceNanos {
+            brokenBy = s.error
+            Log.warn(.net, s.error.description)
+            return s.error
+        }
+        return nil
+    }
+
+    public func peerNotice(_ peer: Int) -> Notice? {
+        lock.lock(); defer { lock.unlock() }
+        guard peer >= 0, peer < peers.count else { return nil }
+        return peers[peer]?.notice
+    }
+
+    /// Queues the notice on every healthy control stream at the next frame boundary (ahead of
+    /// everything not yet started) and writes what it can. An abort notice is pushed out before this
+    /// returns — finishing frames under way, for at most 200 ms — because the caller may exit next.
+    public func announce(_ notice: Notice) {
+        lock.lock(); defer { lock.unlock() }
+        guard !closed else { return }
+        let bytes = notice.encode()
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 8)
+        bytes.withUnsafeBytes { buf.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        sentNotices.append(buf)
+        for k in peers.indices where peers[k] != nil && peers[k]!.failure == nil && peers[k]!.socks[0].fd >= 0 {
+            let f = Frame(type: .notice, tag: 0, a: UInt64(bytes.count), b: UInt64(notice.kind.rawValue),
+                          payload: buf, payloadLength: bytes.count, slot: Self.noticeSlot)
+            let st = peers[k]!.socks[0]
+            let at = st.hasOutput && st.out[st.head].sent > 0 ? st.head + 1 : st.head
+            peers[k]!.socks[0].out.insert(f, at: at)
+            flush(peer: k)
+        }
+        guard notice.kind == .abort else { return }
+        let until = Deadline.after(milliseconds: 200)
+        while true {
+            var fds: [pollfd] = []
+            for k in peers.indices where peers[k] != nil && peers[k]!.failure == nil && peers[k]!.socks[0].fd >= 0 {
+                let st = peers[k]!.socks[0]
+                if st.out[st.head..<st.out.count].contains(where: { $0.slot == Self.noticeSlot }) {
+                    fds.append(pollfd(fd: st.fd, events: Int16(POLLOUT), revents: 0))
+                }
+            }
+            if fds.isEmpty || until.hasPassed { return }
+            _ = try? fds.withUnsafeMutableBufferPointer { (b) throws(Errno) -> Int in try Sys.poll(b.baseAddress!, b.count, timeoutMs: 10) }
+            for f in fds where f.revents != 0 {
+                guard let k = peers.firstIndex(where: { $0?.socks[0].fd == f.fd }) else { continue }
+                flush(peer: k)
+            }
+        }
+    }
+
+    /// `Frame.slot` of a notice frame (no request behind it).
+    static let noticeSlot: Int32 = -3
 
     public func abort(_ reason: String) { abortSignal.raise(reason) }
 
@@ -371,7 +441,11 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             peers[k]!.socks.forEach { $0.staging.deallocate() }
             for m in peers[k]!.unexpected { m.data?.deallocate() }
             peers[k]!.unexpected.removeAll()
+            peers[k]!.noticeIn?.deallocate()
+            peers[k]!.noticeIn = nil
         }
+        for b in sentNotices { b.deallocate() }
+        sentNotices.removeAll()
         if listenFD >= 0 { Sys.close(listenFD); listenFD = -1 }
         // wakeFD stays open until deinit: abort() may still signal it from another thread.
     }
@@ -381,8 +455,14 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     /// One round: poll every socket (blocking up to `timeoutMs`), write what can be written, read what
     /// arrived. Returns true if anything happened.
     @discardableResult
-    private func progress(timeoutMs: Int32) throws(CCLError) -> Bool {
+    private func progress(timeoutMs requested: Int32) throws(CCLError) -> Bool {
         if closed { throw abortError() }
+        var timeoutMs = requested
+        if brokenBy == nil, let s = suspect {
+            // Wake when the grace for a silently lost peer ends.
+            let left = Int64(Self.graceNanos) - Int64(Sys.monotonicNanos() &- s.at)
+            timeoutMs = min(timeoutMs, Int32(max(0, (left + 999_999) / 1_000_000)))
+        }
         for k in pollSet.indices.dropFirst() {
             let (p, s) = pollOwners[k]
             let st = peers[Int(p)]!.socks[Int(s)]
@@ -621,7 +701,26 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         case .bye:
             peers[peer]!.saidGoodbye = true
             peers[peer]!.goodbyeWasAbort = a != 0
+        case .notice:
+            guard a > 0, a <= UInt64(Notice.maxBytes) else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): notice of \(a) bytes")
+            }
+            if peers[peer]!.noticeIn == nil { peers[peer]!.noticeIn = UnsafeMutableRawPointer.allocate(byteCount: Notice.maxBytes, alignment: 8) }
+            peers[peer]!.socks[sock].beginBody(target: peers[peer]!.noticeIn, length: Int(a), slot: -1, unexpected: Self.noticeBody)
         }
+    }
+
+    /// `SocketState.bodyUnexpected` while a notice's body is read.
+    static let noticeBody = -2
+
+    /// A peer's notice: kept as its latest; an abort notice breaks this endpoint naming its culprit.
+    private func noticeArrived(_ peer: Int, _ n: Notice?) {
+        guard let n else { Log.warn(.net, "rank \(rank): an unreadable notice from rank \(peer) (ignored)"); return }
+        peers[peer]!.notice = n
+        guard n.kind == .abort else { return }
+        let e = n.error(at: rank)
+        Log.info(.net, "rank \(rank): rank \(peer) aborted: \(e.cause)")
+        if brokenBy == nil { brokenBy = e }
     }
 
     private func postedReceive(peer: Int, tag: UInt64) -> Int32? {
@@ -642,6 +741,8 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                 peers[peer]!.unexpected[u].complete = true
                 deliverUnexpected(peer: peer)
             }
+        } else if st.bodyUnexpected == Self.noticeBody, let b = peers[peer]!.noticeIn {
+            noticeArrived(peer, Notice.decode(Array(UnsafeRawBufferPointer(start: b, count: st.bodyLength))))
         }
     }
 
@@ -670,14 +771,35 @@ public final class TCPTransport: Transport, @unchecked Sendable {
 
     /// An abrupt loss breaks the communicator (every wait reports it); a clean goodbye fails only the
     /// requests that involve that peer.
+    ///
+    /// A peer whose notice said why it went (it aborted because of some rank) breaks the endpoint
+    /// with that notice's error, naming the culprit. A peer that went silently (no notice, no
+    /// goodbye) may be the one that died — or one that closed because of another rank and could not
+    /// say so: it becomes the suspect, blamed only if nothing better is heard within the grace.
     private func peerFailed(_ peer: Int, _ error: CCLError) {
-        let e = error.with(rank: rank, peer: peer, peerAddress: peers[peer]?.address.description)
         if peers[peer]!.failure != nil { return }
+        // A failed write (broken pipe, reset) may leave the peer's last words unread: read them first.
+        if peers[peer]!.notice?.kind != .abort && !peers[peer]!.saidGoodbye && peers[peer]!.socks[0].fd >= 0 && !peers[peer]!.readingLastWords {
+            peers[peer]!.readingLastWords = true
+            _ = catching { () throws(CCLError) in try read(peer: peer, sock: 0) }
+            if peers[peer]!.failure != nil { return }  // the read ended it already
+        }
+        let e: CCLError
+        if let n = peers[peer]!.notice, n.kind == .abort { e = n.error(at: rank) }
+        else { e = error.with(rank: rank, peer: peer, peerAddress: peers[peer]?.address.description) }
         peers[peer]!.failure = e
-        if peers[peer]!.saidGoodbye && !peers[peer]!.goodbyeWasAbort { Log.info(.net, e.description) } else { Log.warn(.net, e.description) }
-        if (!peers[peer]!.saidGoodbye || peers[peer]!.goodbyeWasAbort) && brokenBy == nil { brokenBy = e }
-        for i in peers[peer]!.sends + peers[peer]!.recvs where slots[Int(i)].state != .done {
-            fail(slot: i, e)
+        let clean = peers[peer]!.saidGoodbye && !peers[peer]!.goodbyeWasAbort && e.relayed == nil
+        if !clean && e.relayed == nil && !peers[peer]!.saidGoodbye {
+            // Lost without a word: pending requests wait for the verdict.
+            peers[peer]!.silent = true
+            if suspect == nil { suspect = (e, Sys.monotonicNanos()) }
+            Log.info(.net, "rank \(rank): rank \(peer) went away without a notice; blamed unless another rank's notice explains it within \(Self.graceNanos / 1_000_000) ms: \(e.cause)")
+        } else {
+            if clean { Log.info(.net, e.description) } else { Log.warn(.net, e.description) }
+            if !clean && brokenBy == nil { brokenBy = e }
+            for i in peers[peer]!.sends + peers[peer]!.recvs where slots[Int(i)].state != .done {
+                fail(slot: i, e)
+            }
         }
         closeSockets(of: peer)
     }
@@ -685,7 +807,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
 
 // MARK: - State types
 
-enum FrameType: UInt32 { case eager = 1, rts = 2, cts = 3, data = 4, bye = 5 }
+enum FrameType: UInt32 { case eager = 1, rts = 2, cts = 3, data = 4, bye = 5, notice = 6 }
 
 struct Frame {
     var header: (UInt64, UInt64, UInt64, UInt64)
@@ -787,6 +909,12 @@ struct PeerState {
     var goodbyeWasAbort = false
     /// Reading of the control connection paused: too much unexpected data is buffered.
     var stalled = false
+    /// The latest notice from this peer, and the buffer its body is read into.
+    var notice: Notice?
+    var noticeIn: UnsafeMutableRawPointer?
+    /// Went away without a notice or a goodbye (see `TCPTransport.suspect`).
+    var silent = false
+    var readingLastWords = false
 
     init(rank: Int, address: SocketAddress, nsocks: Int) {
         self.rank = rank

@@ -833,13 +833,25 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         }
     }
 
-    /// The control connection of a peer is readable: end-of-file (clean after a BYE, else a crash).
+    /// The control connection of a peer is readable: a notice (`[length u32][Notice]`), or end-of-file
+    /// (clean after a BYE, else a crash).
     private func controlReadable(fd: Int32) {
         guard let peer = peers.firstIndex(where: { $0?.fd == fd }) else { return }
-        var byte: UInt8 = 0
+        var chunk = [UInt8](repeating: 0, count: 2048)
         do throws(Errno) {
-            guard let n = try Sys.recv(fd, &byte, 1) else { return }  // nothing after all
-            if n > 0 { return }  // nothing is sent after set-up; a stray byte is ignored
+            guard let n = try chunk.withUnsafeMutableBytes({ b in catching { () throws(Errno) -> Int? in try Sys.recv(fd, b.baseAddress!, b.count) } }).get() else { return }
+            if n > 0 {
+                peers[peer]!.controlIn += chunk[0..<n]
+                while peers[peer]!.controlIn.count >= 4 {
+                    let c = peers[peer]!.controlIn
+                    let len = Int(c[0]) | Int(c[1]) << 8 | Int(c[2]) << 16 | Int(c[3]) << 24
+                    guard len > 0, len <= Notice.maxBytes else { peers[peer]!.controlIn.removeAll(); break }  // garbage: ignored
+                    guard c.count >= 4 + len else { break }
+                    noticeArrived(peer, Notice.decode(Array(c[4..<4 + len])))
+                    peers[peer]!.controlIn.removeFirst(4 + len)
+                }
+                return
+            }
         } catch {}
         // Everything the peer sent before going away is on the CQ already: take it first.
         if let cq { _ = drainCQ(cq) }
@@ -873,10 +885,41 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         return any
     }
 
-    /// The pair with `peer` is unusable: fail its requests, stop its QP.
+    /// A peer's notice: kept as its latest; an abort notice breaks this endpoint naming its culprit.
+    private func noticeArrived(_ peer: Int, _ n: Notice?) {
+        guard let n else { return }
+        peers[peer]!.notice = n
+        guard n.kind == .abort else { return }
+        let e = n.error(at: rank)
+        Log.info(.net, "rank \(rank): rank \(peer) aborted: \(e.cause)")
+        if brokenBy == nil { brokenBy = e }
+    }
+
+    public func peerNotice(_ peer: Int) -> Notice? {
+        lock.lock(); defer { lock.unlock() }
+        guard peer >= 0, peer < peers.count else { return nil }
+        return peers[peer]?.notice
+    }
+
+    /// Writes the notice on every control connection (idle after set-up, so it goes at once).
+    public func announce(_ notice: Notice) {
+        lock.lock(); defer { lock.unlock() }
+        guard !closed else { return }
+        let body = notice.encode()
+        var msg = [UInt8](repeating: 0, count: 4)
+        for k in 0..<4 { msg[k] = UInt8(truncatingIfNeeded: body.count >> (8 * k)) }
+        msg += body
+        for p in peers.indices where peers[p] != nil && peers[p]!.fd >= 0 {
+            try? SocketIO.writeAll(peers[p]!.fd, msg, deadline: .after(milliseconds: 100))
+        }
+    }
+
+    /// The pair with `peer` is unusable: fail its requests, stop its QP. A peer whose abort notice
+    /// came first is reported with that notice (naming the rank it blames).
     private func peerFailed(_ peer: Int, _ error: CCLError, abrupt: Bool = false) {
         guard peers[peer] != nil, peers[peer]!.failure == nil else { return }
-        let e = error.with(rank: rank, peer: peer, peerAddress: peers[peer]!.address)
+        var e = error.with(rank: rank, peer: peer, peerAddress: peers[peer]!.address)
+        if let n = peers[peer]!.notice, n.kind == .abort { e = n.error(at: rank) }
         peers[peer]!.failure = e
         if abrupt && brokenBy == nil { brokenBy = e }
         if peers[peer]!.saidGoodbye { Log.info(.net, "rank \(rank): \(e)") } else { Log.warn(.net, "rank \(rank): \(e)") }
@@ -1029,6 +1072,9 @@ struct VerbsPeer {
     var grants: [Grant] = []
     var failure: CCLError?
     var saidGoodbye = false
+    /// Bytes read from the control connection (notices), and the latest notice.
+    var controlIn: [UInt8] = []
+    var notice: Notice?
 
     /// The peer's control address (for errors).
     let address: String
