@@ -47,7 +47,7 @@ enum Staged {
             self.ctx = ctx
             self.arena = arena
             first = ctx.steps.take(UInt64(steps))
-            scan = { () throws(CCLError) -> Void in if let e = ctx.anyMismatch() { throw e } }
+            scan = { () throws(CCLError) -> Void in try ctx.arenaCheck() }
         }
 
         @inline(__always) func step(_ k: Int) -> UInt64 { first &+ UInt64(k) }
@@ -75,11 +75,9 @@ enum Staged {
                 let theirs = arena.stageSignature(of: r, slot: slot(s)).pointee
                 if theirs != mine {
                     publish(.done, s)  // whatever happens next, this rank no longer reads
-                    let theirSeq = theirs >> 32, fp = String(UInt32(truncatingIfNeeded: theirs), radix: 16)
-                    let what = theirSeq == ctx.sequence & 0xffff_ffff
-                        ? "rank \(r) called operation #\(ctx.sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(fp) there, \(String(ctx.fingerprint, radix: 16)) here)"
-                        : "rank \(r) is in operation #\(theirSeq) while this rank is in #\(ctx.sequence) (the ranks called different sequences of collectives, or different arguments before)"
-                    throw CCLError(.invalidUsage, what + "; every rank must call the same collectives in the same order with the same arguments",
+                    let theirSeq = theirs >> 32
+                    if theirSeq == ctx.sequence & 0xffff_ffff { throw ctx.disagreement(r, theirs: UInt32(truncatingIfNeeded: theirs)) }
+                    throw CCLError(.invalidUsage, "rank \(r) is in operation #\(theirSeq) while this rank is in #\(ctx.sequence) (the ranks called different sequences of collectives, or different arguments before); every rank must call the same collectives in the same order with the same arguments",
                                    rank: ctx.rank, peer: r)
                 }
             }
@@ -218,6 +216,13 @@ enum Staged {
                 if ctx.rank == root {
                     mine.copyMemory(from: buffer + lo, byteCount: len)
                     p.publish(.posted, s)
+                    // The root only writes: before its first step counts as done (so no peer can
+                    // reuse its slot yet), it waits for every peer to sign this step and checks that
+                    // they are in this very operation (one extra latency on the root only).
+                    if k == 0 {
+                        try p.wait(.posted, s, "start the broadcast")
+                        try p.verify(s)
+                    }
                 } else {
                     p.publish(.posted, s)
                     try p.wait(.posted, s, "post its data", only: root)
