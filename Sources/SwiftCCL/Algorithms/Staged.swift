@@ -217,11 +217,13 @@ enum Staged {
                     mine.copyMemory(from: buffer + lo, byteCount: len)
                     p.publish(.posted, s)
                     // The root only writes: before its first step counts as done (so no peer can
-                    // reuse its slot yet), it waits for every peer to sign this step and checks that
-                    // they are in this very operation (one extra latency on the root only).
+                    // reuse its slot yet), it waits for the next rank to sign this step and checks
+                    // that it is in this very operation (one extra latency on the root only; the
+                    // other peers check the root's signature themselves).
                     if k == 0 {
-                        try p.wait(.posted, s, "start the broadcast")
-                        try p.verify(s)
+                        let next = (root + 1) % ctx.size
+                        try p.wait(.posted, s, "start the broadcast", only: next)
+                        try p.verify(s, only: next)
                     }
                 } else {
                     p.publish(.posted, s)
