@@ -447,8 +447,11 @@ swcclResult_t swcclStreamQuery(swcclStream_t stream);
 /* run-time operator of comm for this datatype), root/peer is not in [0, nranks), or the buffers     */
 /* overlap other than in the allowed in-place way; swcclInvalidUsage if comm is finalized, stream  */
 /* is not a live stream, or (in a group) another call of comm in the group named another stream;   */
-/* swcclSystemError, swcclInternalError, swcclRemoteError or swcclTimeout if the operation failed    */
-/* or comm was already broken by an earlier failure (the communicator is broken: abort it).         */
+/* swcclInvalidUsage (comm broken) if the ranks passed different arguments that must agree (the     */
+/* collective, count (a count of 0 is still a call), datatype, op, root, pre-multiplied sum, the    */
+/* algorithm setting; docs/RELIABILITY.md, "Argument agreement"), the error naming the disagreeing  */
+/* rank; swcclSystemError, swcclInternalError, swcclRemoteError or swcclTimeout if the operation    */
+/* failed or comm was already broken by an earlier failure (the communicator is broken: abort it).  */
 /* ------------------------------------------------------------------------------------------------ */
 
 /**

@@ -65,6 +65,8 @@ public final class Communicator: @unchecked Sendable {
     let transportsSetting: String?
     /// Picks each collective's algorithm (forced rules, else the cost model).
     let selector: AlgorithmSelector
+    /// Explains argument mismatches (which argument a peer passed differently).
+    let argumentCheck: ArgumentCheck
     let arena: (any SharedArena)?
     /// Tells peers of long waits and of this communicator breaking; names the culprit at a timeout.
     let blame: Blame
@@ -372,6 +374,7 @@ public final class Communicator: @unchecked Sendable {
             throw error.with(operation: "init", rank: rank)
         }
         selector = AlgorithmSelector(caps: transport.capabilities, forced: forcedAlgorithm, ranks: size)
+        argumentCheck = ArgumentCheck(ranks: size, selector: selector)
         arena = transport as? any SharedArena
         blame = Blame(transport: transport, rank: rank, size: size, timeoutMs: timeoutMs)
         if rank == 0 {
@@ -485,7 +488,7 @@ public final class Communicator: @unchecked Sendable {
     /// of empty messages), so waiting ranks spin briefly and then sleep like any collective.
     public func barrier() throws(CCLError) {
         try run("barrier") { () throws(CCLError) in
-            try collective("barrier", Tag.fingerprint(2)) { (ctx) throws(CCLError) in try Barrier.dissemination(ctx) }
+            try collective("barrier", CallArguments(collective: .barrier)) { (ctx) throws(CCLError) in try Barrier.dissemination(ctx) }
         }
     }
 
@@ -539,16 +542,18 @@ public final class Communicator: @unchecked Sendable {
         return sequence
     }
 
-    func context(_ sequence: UInt64, operation: String, fingerprint: UInt32) -> CollectiveContext {
+    /// `fingerprint`: the tags' fingerprint when it is not the arguments' (0 for point-to-point waits).
+    func context(_ sequence: UInt64, operation: String, arguments: CallArguments, fingerprint: UInt32? = nil) -> CollectiveContext {
         CollectiveContext(rank: rank, size: size, transport: transport, arena: arena, sequence: sequence,
-                          fingerprint: fingerprint, operation: operation, timeoutMs: timeoutMs, scratch: scratch,
+                          fingerprint: fingerprint ?? arguments.fingerprint, arguments: arguments, check: argumentCheck,
+                          operation: operation, timeoutMs: timeoutMs, scratch: scratch,
                           oneShot: oneShot, steps: steps, blame: blame)
     }
 
     /// Waits for point-to-point requests (each with its peer) like a collective's waits: a timeout
     /// after `timeoutMs` without progress, and peers told of a long wait. `number` numbers the call.
     func waitPointToPoint(_ pending: [(Request, Int)], operation: String, number: UInt64) throws(CCLError) {
-        var ctx = context(number, operation: operation, fingerprint: 0)
+        var ctx = context(number, operation: operation, arguments: CallArguments(collective: .barrier), fingerprint: 0)
         ctx.scansForMismatch = false
         do throws(CCLError) {
             for (q, peer) in pending { try ctx.wait(q, peer: peer) }
@@ -571,8 +576,9 @@ public final class Communicator: @unchecked Sendable {
             try preMulSum?.check(type)
             let op = preMulSum == nil ? op : .sum
             let algo = selector.choose(.allreduce, bytes: count * type.size)
-            try collective("allreduce", Tag.fingerprint(1, count, Int(type.rawValue), Int(op.rawValue), algo.code, preMulSum == nil ? 0 : 1)) { (ctx) throws(CCLError) in
-                guard count > 0, let send, let recv else { return }
+            let args = CallArguments(collective: .allreduce, count: count, type: type, op: op, preMulSum: preMulSum != nil, algorithm: algo)
+            try collective("allreduce", args) { (ctx) throws(CCLError) in
+                guard count > 0, let send, let recv else { return try Barrier.zeroCount(ctx) }
                 var input = send
                 if let pm = preMulSum {
                     pm.scale(into: recv, from: send, count: count)  // the output buffer holds the scaled input
@@ -599,26 +605,35 @@ public final class Communicator: @unchecked Sendable {
 
 extension Communicator {
     /// Runs a collective's algorithm: takes a sequence number and a context whose tags carry the
-    /// `fingerprint` of its arguments (`Tag.fingerprint`); any error from here on breaks the communicator.
-    func collective(_ name: String, _ fingerprint: UInt32, _ body: @escaping (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
+    /// fingerprint of its `arguments`; any error from here on breaks the communicator.
+    func collective(_ name: String, _ arguments: CallArguments, _ body: @escaping (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
         if Group.isActive {
             // Arguments were checked already; the operation itself runs at the group's end.
             try Group.record(self, name) { () throws(CCLError) in
-                let ctx = self.context(self.nextSequence(), operation: name, fingerprint: fingerprint)
-                do throws(CCLError) { try body(ctx) } catch { throw error.with(sequence: ctx.sequence).breaking }
+                try self.runCollective(name, arguments, body)
             }
             return
         }
         if let stream = ExecutionStream.current {
             // Arguments were checked already; the operation runs on the stream's thread, in order.
             try enqueue(on: stream, name) { () throws(CCLError) in
-                let ctx = self.context(self.nextSequence(), operation: name, fingerprint: fingerprint)
-                do throws(CCLError) { try body(ctx) } catch { throw error.with(sequence: ctx.sequence).breaking }
+                try self.runCollective(name, arguments, body)
             }
             return
         }
-        let ctx = context(nextSequence(), operation: name, fingerprint: fingerprint)
-        do throws(CCLError) { try body(ctx) } catch { throw error.with(sequence: ctx.sequence).breaking }
+        try runCollective(name, arguments, body)
+    }
+
+    /// Takes the sequence number and runs the algorithm. A failure is explained by a peer's other
+    /// arguments when there is evidence of them; a disagreement found is told to every peer.
+    private func runCollective(_ name: String, _ arguments: CallArguments, _ body: (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
+        let ctx = context(nextSequence(), operation: name, arguments: arguments)
+        do throws(CCLError) { try body(ctx) } catch {
+            let aborted = state.withLock { $0.aborted }
+            let e = aborted ? error : ctx.explained(error)
+            if let d = argumentCheck.take() { ctx.notifyDisagreement(culprit: d.peer, theirs: d.theirs) }
+            throw e.with(sequence: ctx.sequence).breaking
+        }
     }
 
     func checkRoot(_ root: Int) throws(CCLError) {
@@ -632,8 +647,8 @@ extension Communicator {
             try Validate.buffers(send: send, sendBytes: sendCount, recv: recv, recvBytes: sendCount * size, type: type,
                                  inPlaceOffset: rank * sendCount)
             let algo = selector.choose(.allgather, bytes: sendCount * size * type.size)
-            try collective("allgather", Tag.fingerprint(3, sendCount, Int(type.rawValue), algo.code)) { (ctx) throws(CCLError) in
-                guard sendCount > 0, let send, let recv else { return }
+            try collective("allgather", CallArguments(collective: .allgather, count: sendCount, type: type, algorithm: algo)) { (ctx) throws(CCLError) in
+                guard sendCount > 0, let send, let recv else { return try Barrier.zeroCount(ctx) }
                 try Collectives.allGather(algo, ctx, send: send, recv: recv, bytes: sendCount * type.size)
             }
         }
@@ -649,8 +664,9 @@ extension Communicator {
             try preMulSum?.check(type)
             let op = preMulSum == nil ? op : .sum
             let algo = selector.choose(.reducescatter, bytes: recvCount * size * type.size)
-            try collective("reducescatter", Tag.fingerprint(4, recvCount, Int(type.rawValue), Int(op.rawValue), preMulSum == nil ? 0 : 1, algo.code)) { (ctx) throws(CCLError) in
-                guard recvCount > 0, let send, let recv else { return }
+            let args = CallArguments(collective: .reducescatter, count: recvCount, type: type, op: op, preMulSum: preMulSum != nil, algorithm: algo)
+            try collective("reducescatter", args) { (ctx) throws(CCLError) in
+                guard recvCount > 0, let send, let recv else { return try Barrier.zeroCount(ctx) }
                 var input = send
                 if let pm = preMulSum {
                     let tmp = try self.preMulScratch.get(recvCount * self.size * type.size)
@@ -669,8 +685,8 @@ extension Communicator {
             try checkRoot(root)
             try Validate.buffers(send: rank == root ? send : nil, sendBytes: rank == root ? count : 0, recv: recv, recvBytes: count, type: type, inPlaceOffset: 0)
             let algo = selector.choose(.broadcast, bytes: count * type.size)
-            try collective("broadcast", Tag.fingerprint(5, count, Int(type.rawValue), root, algo.code)) { (ctx) throws(CCLError) in
-                guard count > 0, let recv else { return }
+            try collective("broadcast", CallArguments(collective: .broadcast, count: count, type: type, root: root, algorithm: algo)) { (ctx) throws(CCLError) in
+                guard count > 0, let recv else { return try Barrier.zeroCount(ctx) }
                 if self.rank == root, let send, send != UnsafeRawPointer(recv) { recv.copyMemory(from: send, byteCount: count * type.size) }
                 try Collectives.broadcast(algo, ctx, buffer: recv, bytes: count * type.size, root: root)
             }
@@ -687,8 +703,9 @@ extension Communicator {
             try preMulSum?.check(type)
             let op = preMulSum == nil ? op : .sum
             let algo = selector.choose(.reduce, bytes: count * type.size)
-            try collective("reduce", Tag.fingerprint(6, count, Int(type.rawValue), Int(op.rawValue), root, preMulSum == nil ? 0 : 1, algo.code)) { (ctx) throws(CCLError) in
-                guard count > 0, let send else { return }
+            let args = CallArguments(collective: .reduce, count: count, type: type, op: op, root: root, preMulSum: preMulSum != nil, algorithm: algo)
+            try collective("reduce", args) { (ctx) throws(CCLError) in
+                guard count > 0, let send else { return try Barrier.zeroCount(ctx) }
                 var input = send
                 if let pm = preMulSum {
                     let tmp = try self.preMulScratch.get(count * type.size)
@@ -705,8 +722,8 @@ extension Communicator {
     public func allToAll(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType) throws(CCLError) {
         try run("alltoall") { () throws(CCLError) in
             try Validate.buffers(send: send, sendBytes: count * size, recv: recv, recvBytes: count * size, type: type, inPlaceOffset: nil)
-            try collective("alltoall", Tag.fingerprint(7, count, Int(type.rawValue))) { (ctx) throws(CCLError) in
-                guard count > 0, let send, let recv else { return }
+            try collective("alltoall", CallArguments(collective: .alltoall, count: count, type: type)) { (ctx) throws(CCLError) in
+                guard count > 0, let send, let recv else { return try Barrier.zeroCount(ctx) }
                 try Collectives.allToAll(ctx, send: send, recv: recv, bytes: count * type.size)
             }
         }
@@ -719,8 +736,8 @@ extension Communicator {
             try checkRoot(root)
             try Validate.buffers(send: send, sendBytes: count, recv: rank == root ? recv : nil, recvBytes: rank == root ? count * size : 0,
                                  type: type, inPlaceOffset: root * count)
-            try collective("gather", Tag.fingerprint(8, count, Int(type.rawValue), root)) { (ctx) throws(CCLError) in
-                guard count > 0, let send else { return }
+            try collective("gather", CallArguments(collective: .gather, count: count, type: type, root: root)) { (ctx) throws(CCLError) in
+                guard count > 0, let send else { return try Barrier.zeroCount(ctx) }
                 try Collectives.gather(ctx, send: send, recv: self.rank == root ? recv : nil, bytes: count * type.size, root: root)
             }
         }
@@ -733,8 +750,8 @@ extension Communicator {
             try checkRoot(root)
             try Validate.buffers(send: rank == root ? send : nil, sendBytes: rank == root ? count * size : 0, recv: recv, recvBytes: count,
                                  type: type, inPlaceOffset: -root * count)
-            try collective("scatter", Tag.fingerprint(9, count, Int(type.rawValue), root)) { (ctx) throws(CCLError) in
-                guard count > 0, let recv else { return }
+            try collective("scatter", CallArguments(collective: .scatter, count: count, type: type, root: root)) { (ctx) throws(CCLError) in
+                guard count > 0, let recv else { return try Barrier.zeroCount(ctx) }
                 try Collectives.scatter(ctx, send: self.rank == root ? send : nil, recv: recv, bytes: count * type.size, root: root)
             }
         }

@@ -257,6 +257,11 @@ enum AllReduce {
 }
 
 enum Barrier {
+    /// A call with count 0 moves no data but is still a call: the ranks run a dissemination barrier
+    /// whose empty messages carry this operation's fingerprint, so a rank that passed count 0 while
+    /// another passed 1000 (or another root, type, collective) gets the mismatch on both sides.
+    static func zeroCount(_ ctx: CollectiveContext) throws(CCLError) { try dissemination(ctx) }
+
     /// Round k: an empty message to rank + 2^k, one from rank − 2^k. After ⌈log₂ n⌉ rounds every rank
     /// has heard, directly or through others, from every rank.
     static func dissemination(_ ctx: CollectiveContext) throws(CCLError) {

@@ -1,3 +1,143 @@
+import Synchronization
+
+/// The arguments of one collective call that every rank must pass alike (docs/RELIABILITY.md,
+/// "Argument agreement"), and their 32-bit fingerprint. The fingerprint travels in every message's
+/// tag and every shared-memory signature word of the operation, so ranks that disagree never match
+/// each other's data; arguments a collective does not have are absent (nil), not zero.
+struct CallArguments: Sendable, Equatable {
+    enum Collective: Int, CaseIterable, Sendable {
+        case allreduce = 1, barrier, allgather, reducescatter, broadcast, reduce, alltoall, gather, scatter
+        var name: String { "\(self)" }
+        /// The kind whose algorithm the selector chooses (nil: one algorithm only).
+        var kind: CollectiveKind? {
+            switch self {
+            case .allreduce: .allreduce
+            case .allgather: .allgather
+            case .reducescatter: .reducescatter
+            case .broadcast: .broadcast
+            case .reduce: .reduce
+            case .barrier, .alltoall, .gather, .scatter: nil
+            }
+        }
+        var hasOp: Bool { self == .allreduce || self == .reducescatter || self == .reduce }
+        var hasRoot: Bool { self == .broadcast || self == .reduce || self == .gather || self == .scatter }
+        /// Bytes the selector sees for `count` elements of `size` bytes on `ranks` ranks.
+        func selectorBytes(_ count: Int, _ size: Int, ranks: Int) -> Int {
+            self == .allgather || self == .reducescatter ? count &* ranks &* size : count &* size
+        }
+    }
+
+    var collective: Collective
+    var count = 0
+    var type: DataType?
+    var op: ReduceOp?
+    var root: Int?
+    var preMulSum = false
+    var algorithm: Algorithm?
+
+    /// FNV-1a over the values (+1 each, so an absent argument differs from the first value).
+    var fingerprint: UInt32 {
+        Tag.fingerprint(collective.rawValue, count, type.map { Int($0.rawValue) + 1 } ?? 0, op.map { Int($0.rawValue) + 1 } ?? 0,
+                        root.map { $0 + 1 } ?? 0, preMulSum ? 1 : 0, algorithm.map { $0.code + 1 } ?? 0)
+    }
+
+    /// "broadcast of 1000 × float32, root 0, algorithm binomial"
+    var summary: String {
+        var s = collective.name
+        if let type { s += " of \(count) × \(type)" } else if collective != .barrier { s += " of \(count) elements" }
+        if let op { s += ", op \(preMulSum ? "pre-multiplied sum" : op.description)" }
+        if let root { s += ", root \(root)" }
+        if let algorithm { s += ", algorithm \(algorithm.rawValue)" }
+        return s
+    }
+
+    /// Which argument a peer whose fingerprint is `theirs` passed differently: searched among the
+    /// calls that differ from this one in one argument (the algorithm re-chosen as the peer would for
+    /// its size). Nil when none matches (the count, or several arguments, differ).
+    func explain(_ theirs: UInt32, ranks: Int, choose: (CollectiveKind, Int) -> Algorithm) -> String? {
+        func rechosen(_ a: CallArguments) -> CallArguments {
+            var a = a
+            if let kind = a.collective.kind, let t = a.type { a.algorithm = choose(kind, a.collective.selectorBytes(a.count, t.size, ranks: ranks)) }
+            return a
+        }
+        if collective.hasRoot, let root {
+            for r in 0..<min(ranks, 1 << 16) where r != root {
+                var a = self; a.root = r
+                if a.fingerprint == theirs { return "root \(r) there, \(root) here" }
+                let b = rechosen(a)
+                if b.fingerprint == theirs { return "root \(r) there, \(root) here" }
+            }
+        }
+        if let type {
+            for t in DataType.allCases where t != type {
+                var a = self; a.type = t
+                if a.fingerprint == theirs || rechosen(a).fingerprint == theirs { return "type \(t) there, \(type) here" }
+            }
+        }
+        if let op {
+            for o in ReduceOp.allCases {
+                for pm in [false, true] where (o != op || pm != preMulSum) && !(pm && o != .sum) {
+                    var a = self; a.op = o; a.preMulSum = pm
+                    if a.fingerprint == theirs {
+                        let what = { (o: ReduceOp, pm: Bool) in pm ? "a pre-multiplied sum" : "op \(o)" }
+                        return "\(what(o, pm)) there, \(what(op, preMulSum)) here"
+                    }
+                }
+            }
+        }
+        if let kind = collective.kind, let algorithm {
+            for g in kind.algorithms where g != algorithm {
+                var a = self; a.algorithm = g
+                if a.fingerprint == theirs {
+                    return "algorithm \(g.rawValue) there, \(algorithm.rawValue) here (SWCCL_ALGO or CommConfig.algorithm differ between the ranks)"
+                }
+            }
+        }
+        if count != 0 {
+            var a = self; a.count = 0
+            if a.fingerprint == theirs || rechosen(a).fingerprint == theirs { return "count 0 there, \(count) here" }
+        } else {
+            // The peer's count is unknown; any other collective of count 0 is found below.
+        }
+        for c in Collective.allCases where c != collective {
+            var a = CallArguments(collective: c, count: c == .barrier ? 0 : count)
+            if c != .barrier { a.type = type ?? .float32 }
+            if c.hasOp { a.op = op ?? .sum; a.preMulSum = preMulSum && op != nil }
+            let roots = c.hasRoot ? (root.map { [$0] } ?? []) + Array(0..<min(ranks, 1 << 12)) : [nil]
+            for r in roots {
+                a.root = r
+                if rechosen(a).fingerprint == theirs || a.fingerprint == theirs {
+                    return "\(c.name)\(r.map { " (root \($0))" } ?? "") there, \(collective.name) here"
+                }
+                var z = a; z.count = 0
+                if c != .barrier, rechosen(z).fingerprint == theirs { return "\(c.name) of count 0 there, \(collective.name) here" }
+            }
+        }
+        return nil
+    }
+}
+
+/// The communicator-wide part of argument checks: explains a mismatch with the selector every rank
+/// uses, and remembers the disagreement an operation found, so that the communicator can tell every
+/// peer about it (`CollectiveContext.notifyDisagreement`).
+final class ArgumentCheck: Sendable {
+    let ranks: Int
+    let selector: AlgorithmSelector
+    /// 0, or bit 63 | disagreeing rank << 32 | its fingerprint.
+    private let found = Atomic<UInt64>(0)
+    init(ranks: Int, selector: AlgorithmSelector) { self.ranks = ranks; self.selector = selector }
+
+    func note(peer: Int, theirs: UInt32) {
+        found.store(1 << 63 | UInt64(peer & 0xffff) << 32 | UInt64(theirs), ordering: .relaxed)
+    }
+
+    /// The disagreement noted since the last call, if any.
+    func take() -> (peer: Int, theirs: UInt32)? {
+        let w = found.exchange(0, ordering: .relaxed)
+        return w == 0 ? nil : (Int((w >> 32) & 0xffff), UInt32(truncatingIfNeeded: w))
+    }
+}
+
 /// What an algorithm needs from its communicator: who it is, the transport, a fresh tag space and the
 /// deadline rule. Algorithms see nothing else, so they work over any backend.
 struct CollectiveContext {
@@ -9,6 +149,9 @@ struct CollectiveContext {
     let sequence: UInt64
     /// Fingerprint of the operation's arguments, the same on every rank that called it alike.
     let fingerprint: UInt32
+    /// The arguments themselves (for error texts: which one differs).
+    let arguments: CallArguments
+    let check: ArgumentCheck
     let operation: String
     let timeoutMs: Int
     let scratch: Scratch
@@ -41,7 +184,70 @@ struct CollectiveContext {
         mismatch(peer) ?? anyMismatch() ?? timeout
     }
 
-    func anyMismatch() -> CCLError? { (0..<size).lazy.compactMap { mismatch($0) }.first }
+    /// A peer's own messages or signature words first; then what a peer reported (`notice`).
+    func anyMismatch() -> CCLError? {
+        (0..<size).lazy.compactMap { mismatch($0) }.first ?? (0..<size).lazy.compactMap { notice(from: $0) }.first
+    }
+
+    /// The check of a rank that waits on shared-memory words rather than messages: moves what sits
+    /// in the transport's FIFOs into its unexpected list first (nothing else would, while it waits on
+    /// words), so that a peer's messages of this operation — a zero-count call's barrier, a
+    /// disagreement notice — are seen.
+    func arenaCheck() throws(CCLError) {
+        _ = try? transport.waitForProgress(deadline: Deadline(nanos: 0))
+        if let e = anyMismatch() { throw e }
+    }
+
+    /// Any failure while waiting (a peer that aborted or closed, a timeout): if a peer called this
+    /// operation with other arguments, that is the cause to report — the failure is its consequence.
+    func explained(_ e: CCLError) -> CCLError {
+        guard e.kind != .invalidUsage, e.kind != .invalidArgument else { return e }
+        return e.peer.flatMap { mismatch($0) } ?? anyMismatch() ?? e
+    }
+
+    /// Lane of the "disagreement notices": a rank that found a peer calling an operation with other
+    /// arguments sends every peer an empty message on this lane before it returns the error, so
+    /// that ranks which never received anything from the disagreeing rank report the mismatch too
+    /// (instead of a timeout or "rank X aborted"). Its tag carries, in place of the sequence number,
+    /// the disagreeing rank (16 bits) and the operation number mod 64, and that rank's fingerprint.
+    static let noticeLane = 253
+
+    /// Sends the notices (best effort: at most 100 ms, errors ignored; the communicator is broken).
+    func notifyDisagreement(culprit: Int, theirs: UInt32) {
+        let tag = Tag.collective(sequence: UInt64(culprit & 0xffff) << 6 | (sequence & 63), fingerprint: theirs, lane: CollectiveContext.noticeLane)
+        var sent: [Request] = []
+        for p in 0..<size where p != rank {
+            guard let q = try? transport.isend(to: p, tag: tag, UnsafeRawBufferPointer(start: nil, count: 0)) else { continue }
+            sent.append(q)
+        }
+        let deadline = Deadline.after(milliseconds: 100)
+        for q in sent { _ = try? transport.wait(q, deadline: deadline) }
+    }
+
+    /// The error for a notice from `peer` (see `noticeLane`), if it sent one.
+    func notice(from peer: Int) -> CCLError? {
+        guard peer != rank, peer >= 0, peer < size else { return nil }
+        for t in transport.unexpectedTags(from: peer) where t >> 62 == 0 {
+            let d = Tag.decode(t)
+            guard d.lane == CollectiveContext.noticeLane else { continue }
+            let culprit = Int(d.sequence >> 6)
+            let tail = "; every rank must call the same collectives in the same order with the same count, type, op and root"
+            if d.sequence & 63 != sequence & 63 {
+                return CCLError(.invalidUsage, "rank \(peer) stopped at another operation: it found that rank \(culprit) called it with different arguments than rank \(peer) did (this rank is in operation #\(sequence), \(arguments.summary))" + tail,
+                                rank: rank, peer: culprit)
+            }
+            if culprit != rank && d.fingerprint != fingerprint {
+                let which = arguments.explain(d.fingerprint, ranks: size, choose: { check.selector.choose($0, bytes: $1) })
+                    ?? "the count, or more than one argument, differs"
+                return CCLError(.invalidUsage, "rank \(culprit) called operation #\(sequence) with different arguments: \(which) (reported by rank \(peer); this rank: \(arguments.summary))" + tail,
+                                rank: rank, peer: culprit)
+            }
+            // The reported rank called it as this rank did (or it is this rank): the reporter differs.
+            return CCLError(.invalidUsage, "rank \(peer) called operation #\(sequence) with different arguments (it reported rank \(culprit), which called it as this rank did: \(arguments.summary))" + tail,
+                            rank: rank, peer: peer)
+        }
+        return nil
+    }
 
     /// This operation's sequence number and fingerprint in one word, as one-shot areas publish it.
     var signature: UInt64 { ((sequence & 0xffff_ffff) << 32) | UInt64(fingerprint) }
@@ -56,26 +262,47 @@ struct CollectiveContext {
             for word in words {
                 let w = word.pointee
                 if w >> 32 == sequence & 0xffff_ffff && UInt32(truncatingIfNeeded: w) != fingerprint {
-                    return CCLError(.invalidUsage, "rank \(peer) called operation #\(sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(String(UInt32(truncatingIfNeeded: w), radix: 16)) there, \(String(fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",
-                                    rank: rank, peer: peer)
+                    return disagreement(peer, theirs: UInt32(truncatingIfNeeded: w))
                 }
             }
         }
         let seq = sequence & 0x3f_ffff
         for t in transport.unexpectedTags(from: peer) where t >> 62 == 0 {
             let d = Tag.decode(t)
-            if d.sequence == seq && d.fingerprint != fingerprint {
-                return CCLError(.invalidUsage, "rank \(peer) called operation #\(sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(String(d.fingerprint, radix: 16)) there, \(String(fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",
-                                rank: rank, peer: peer)
-            }
+            if d.sequence == seq && d.fingerprint != fingerprint && d.lane != CollectiveContext.noticeLane { return disagreement(peer, theirs: d.fingerprint) }
         }
         return nil
+    }
+
+    /// The error for a peer that called this operation (same sequence number) with the arguments
+    /// whose fingerprint is `theirs`: names the peer and, where it can be found, the argument.
+    func disagreement(_ peer: Int, theirs: UInt32) -> CCLError {
+        check.note(peer: peer, theirs: theirs)
+        let hex = { (f: UInt32) in String(f, radix: 16) }
+        let which = arguments.explain(theirs, ranks: size, choose: { check.selector.choose($0, bytes: $1) })
+            ?? "the count, or more than one argument, differs"
+        return CCLError(.invalidUsage, "rank \(peer) called operation #\(sequence) with different arguments: \(which) (this rank: \(arguments.summary); fingerprint \(hex(theirs)) there, \(hex(fingerprint)) here); every rank must call the same collectives in the same order with the same count, type, op and root",
+                        rank: rank, peer: peer)
     }
 
     /// Every `mismatchScanNanos` of blocking, waiting ranks look for a peer in the same operation
     /// with other arguments, so a wrong call fails within a fraction of a second, not at the timeout.
     static let mismatchScanNanos: UInt64 = 100_000_000
     var deadline: Deadline { .after(milliseconds: timeoutMs) }
+
+    /// Lane of the empty "ready" messages of the rooted collectives: a rank whose part only sends
+    /// (a broadcast or scatter root, a reduce or gather non-root) waits for one from a rank it sends to,
+    /// posted by that rank as it starts the operation — so no rank returns from an operation without
+    /// having received something carrying its fingerprint (docs/RELIABILITY.md, "Argument agreement").
+    static let readyLane = 254
+
+    func sendReady(to peer: Int) throws(CCLError) -> Request {
+        try transport.isend(to: peer, tag: tag(CollectiveContext.readyLane), UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+
+    func recvReady(from peer: Int) throws(CCLError) -> Request {
+        try transport.irecv(from: peer, tag: tag(CollectiveContext.readyLane), into: UnsafeMutableRawBufferPointer(start: nil, count: 0))
+    }
 
     func send(_ peer: Int, lane: Int, _ p: UnsafeRawPointer, _ bytes: Int) throws(CCLError) -> Request {
         try transport.isend(to: peer, tag: tag(lane), UnsafeRawBufferPointer(start: p, count: bytes))

@@ -127,12 +127,16 @@ enum Collectives {
         if n == 1 || bytes == 0 { return }
         if algo == .staged, let arena = ctx.arena { return try Staged.broadcast(ctx, arena: arena, buffer: buffer, bytes: bytes, root: root) }
         let v = (ctx.rank - root + n) % n  // position relative to the root
+        // The root only sends: its direct children tell it, with an empty message as they start, that
+        // they are in this very operation (one extra latency on the root only).
+        var readies: [(Request, Int)] = []
         if algo == .binomial {
             // Receive from the parent (clear the lowest set bit), then send to the children.
             var mask = 1
             while mask < n {
                 if v & mask != 0 {
                     let parent = ((v - mask) + root) % n
+                    if v == mask { readies.append((try ctx.sendReady(to: parent), parent)) }
                     let rq = try ctx.recv(parent, lane: 0, buffer, bytes)
                     try ctx.wait(rq, peer: parent)
                     break
@@ -144,11 +148,13 @@ enum Collectives {
             while mask > 0 {
                 if v + mask < n {
                     let child = (v + mask + root) % n
+                    if v == 0 { readies.append((try ctx.recvReady(from: child), child)) }
                     sends.append((try ctx.send(child, lane: 0, UnsafeRawPointer(buffer), bytes), child))
                 }
                 mask >>= 1
             }
             for (s, p) in sends { try ctx.wait(s, peer: p) }
+            for (q, p) in readies { try ctx.wait(q, peer: p) }
             return
         }
         let prev = v == 0 ? -1 : (ctx.rank - 1 + n) % n
@@ -158,6 +164,8 @@ enum Collectives {
         func piece(_ k: Int) -> (UnsafeMutableRawPointer, Int) { (buffer + k * chunk, min(chunk, bytes - k * chunk)) }
         var pendingRecv: Request?
         var sends: [Request?] = Array(repeating: nil, count: chunks)
+        if v == 1 { readies.append((try ctx.sendReady(to: prev), prev)) }
+        if v == 0 { readies.append((try ctx.recvReady(from: next), next)) }
         if prev >= 0 { let (p, l) = piece(0); pendingRecv = try ctx.recv(prev, lane: 0, p, l) }
         for k in 0..<chunks {
             if prev >= 0 {
@@ -172,6 +180,7 @@ enum Collectives {
             }
         }
         for case let s? in sends { try ctx.wait(s, peer: next) }
+        for (q, p) in readies { try ctx.wait(q, peer: p) }
     }
 
     // MARK: reduce
@@ -197,12 +206,24 @@ enum Collectives {
         let tmp = scratch
         let acc = v == 0 ? recv! : scratch + max(bytes, 1)
         var partial = send
+        // Every parent sends each child an empty "ready" as it starts: a rank whose part only sends (a
+        // leaf) still hears from a peer in this very operation before it returns.
+        var readies: [(Request, Int)] = []
+        var lowest = 1  // v's lowest set bit (the root: the power of two ≥ n)
+        while lowest < n && v & lowest == 0 { lowest <<= 1 }
+        if v != 0 { let parent = (v - lowest + root) % n; readies.append((try ctx.recvReady(from: parent), parent)) }
+        var m = 1
+        while m < lowest && m < n {
+            if v + m < n { let child = (v + m + root) % n; readies.append((try ctx.sendReady(to: child), child)) }
+            m <<= 1
+        }
         var mask = 1
         while mask < n {
             if v & mask != 0 {
                 let parent = (v - mask + root) % n
                 let s = try ctx.send(parent, lane: 0, partial, bytes)
                 try ctx.wait(s, peer: parent)
+                for (q, p) in readies { try ctx.wait(q, peer: p) }
                 return
             }
             if v + mask < n {
@@ -214,6 +235,7 @@ enum Collectives {
             }
             mask <<= 1
         }
+        for (q, p) in readies { try ctx.wait(q, peer: p) }
         if op == .avg { Reduction.divide(acc, count: count, type: type, by: n) }  // only the root gets here
     }
 
@@ -234,6 +256,11 @@ enum Collectives {
         let scratch = try ctx.scratch.get(4 * slot)
         var sends: [Request?] = [nil, nil]
         var recvReq: Request?
+        // Each rank tells the one it receives from, as it starts, that it is in this operation: the
+        // farthest rank only sends and must hear from a peer too.
+        var readies: [(Request, Int)] = []
+        if from >= 0 { readies.append((try ctx.sendReady(to: from), from)) }
+        if to >= 0 { readies.append((try ctx.recvReady(from: to), to)) }
         func range(_ k: Int) -> (Int, Int) { (k * chunkElems, min(chunkElems, count - k * chunkElems)) }
         if from >= 0 { let (_, c) = range(0); recvReq = try ctx.recv(from, lane: 0, scratch, c * esize) }
         for k in 0..<chunks {
@@ -263,6 +290,7 @@ enum Collectives {
             }
         }
         for case let s? in sends { try ctx.wait(s, peer: to) }
+        for (q, p) in readies { try ctx.wait(q, peer: p) }
         if v == 0, op == .avg, let recv { Reduction.divide(recv, count: count, type: type, by: n) }
     }
 
@@ -278,29 +306,41 @@ enum Collectives {
         }
     }
 
+    /// The root sends every other rank an empty "ready" as it starts (they only send otherwise).
     static func gather(_ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer?, bytes: Int, root: Int) throws(CCLError) {
         if ctx.rank != root {
+            let ready = try ctx.recvReady(from: root)
             let s = try ctx.send(root, lane: 0, send, bytes)
             try ctx.wait(s, peer: root)
+            try ctx.wait(ready, peer: root)
             return
         }
         guard let recv else { return }
         var reqs: [(Request, Int)] = []
-        for p in 0..<ctx.size where p != root { reqs.append((try ctx.recv(p, lane: 0, recv + p * bytes, bytes), p)) }
+        for p in 0..<ctx.size where p != root {
+            reqs.append((try ctx.recv(p, lane: 0, recv + p * bytes, bytes), p))
+            reqs.append((try ctx.sendReady(to: p), p))
+        }
         let mine = recv + root * bytes
         if UnsafeRawPointer(mine) != send { mine.copyMemory(from: send, byteCount: bytes) }
         for (q, p) in reqs { try ctx.wait(q, peer: p) }
     }
 
+    /// Every other rank sends the root an empty "ready" as it starts (the root only sends otherwise).
     static func scatter(_ ctx: CollectiveContext, send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(CCLError) {
         if ctx.rank != root {
+            let ready = try ctx.sendReady(to: root)
             let q = try ctx.recv(root, lane: 0, recv, bytes)
             try ctx.wait(q, peer: root)
+            try ctx.wait(ready, peer: root)
             return
         }
         guard let send else { return }
         var reqs: [(Request, Int)] = []
-        for p in 0..<ctx.size where p != root { reqs.append((try ctx.send(p, lane: 0, send + p * bytes, bytes), p)) }
+        for p in 0..<ctx.size where p != root {
+            reqs.append((try ctx.recvReady(from: p), p))
+            reqs.append((try ctx.send(p, lane: 0, send + p * bytes, bytes), p))
+        }
         let mine = send + root * bytes
         if mine != UnsafeRawPointer(recv) { recv.copyMemory(from: mine, byteCount: bytes) }
         for (q, p) in reqs { try ctx.wait(q, peer: p) }

@@ -47,17 +47,14 @@ enum OneShot {
         if !arrived(ctx, c, { arena.postedWord(of: $0) }) {
             try arena.waitAll({ arena.postedWord(of: $0) }, atLeast: c, only: nil, deadline: ctx.deadline, what: "post its input",
                               check: { (peer, since) throws(CCLError) in
-                                  if let e = ctx.anyMismatch() { throw e }
+                                  try ctx.arenaCheck()
                                   ctx.blocked(on: peer, since: since)
                               })
             ctx.moved()
         }
         for r in 0..<ctx.size where r != ctx.rank {
             let theirs = UInt32(truncatingIfNeeded: arena.signatureWord(of: r, parity: parity).pointee)
-            if theirs != ctx.fingerprint {
-                throw CCLError(.invalidUsage, "rank \(r) called operation #\(ctx.sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(String(theirs, radix: 16)) there, \(String(ctx.fingerprint, radix: 16)) here); every rank must call the same collective with the same count and type",
-                               rank: ctx.rank, peer: r)
-            }
+            if theirs != ctx.fingerprint { throw ctx.disagreement(r, theirs: theirs) }
         }
         let kernel = Reduction.kernel(type, op)
         kernel(recv, UnsafeRawPointer(area(0)), UnsafeRawPointer(area(1)), count)

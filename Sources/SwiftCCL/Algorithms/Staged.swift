@@ -48,7 +48,7 @@ enum Staged {
             self.arena = arena
             first = ctx.steps.take(UInt64(steps))
             scan = { (peer, since) throws(CCLError) -> Void in
-                if let e = ctx.anyMismatch() { throw e }
+                try ctx.arenaCheck()
                 ctx.blocked(on: peer, since: since)
             }
         }
@@ -79,11 +79,9 @@ enum Staged {
                 let theirs = arena.stageSignature(of: r, slot: slot(s)).pointee
                 if theirs != mine {
                     publish(.done, s)  // whatever happens next, this rank no longer reads
-                    let theirSeq = theirs >> 32, fp = String(UInt32(truncatingIfNeeded: theirs), radix: 16)
-                    let what = theirSeq == ctx.sequence & 0xffff_ffff
-                        ? "rank \(r) called operation #\(ctx.sequence) with different arguments (collective, count, type, op, root or algorithm differ: fingerprint \(fp) there, \(String(ctx.fingerprint, radix: 16)) here)"
-                        : "rank \(r) is in operation #\(theirSeq) while this rank is in #\(ctx.sequence) (the ranks called different sequences of collectives, or different arguments before)"
-                    throw CCLError(.invalidUsage, what + "; every rank must call the same collectives in the same order with the same arguments",
+                    let theirSeq = theirs >> 32
+                    if theirSeq == ctx.sequence & 0xffff_ffff { throw ctx.disagreement(r, theirs: UInt32(truncatingIfNeeded: theirs)) }
+                    throw CCLError(.invalidUsage, "rank \(r) is in operation #\(theirSeq) while this rank is in #\(ctx.sequence) (the ranks called different sequences of collectives, or different arguments before); every rank must call the same collectives in the same order with the same arguments",
                                    rank: ctx.rank, peer: r)
                 }
             }
@@ -222,6 +220,15 @@ enum Staged {
                 if ctx.rank == root {
                     mine.copyMemory(from: buffer + lo, byteCount: len)
                     p.publish(.posted, s)
+                    // The root only writes: before its first step counts as done (so no peer can
+                    // reuse its slot yet), it waits for the next rank to sign this step and checks
+                    // that it is in this very operation (one extra latency on the root only; the
+                    // other peers check the root's signature themselves).
+                    if k == 0 {
+                        let next = (root + 1) % ctx.size
+                        try p.wait(.posted, s, "start the broadcast", only: next)
+                        try p.verify(s, only: next)
+                    }
                 } else {
                     p.publish(.posted, s)
                     try p.wait(.posted, s, "post its data", only: root)
