@@ -56,7 +56,11 @@ final class Blame: @unchecked Sendable {
         guard e.kind == .timeout, e.relayed == nil, let first = e.peer, first != rank, first >= 0, first < size else { return e }
         var chain = [first]
         var ops: [String] = []
-        while chain.count <= size, let n = transport.peerNotice(chain.last!), n.kind == .waiting, n.origin == chain.last! {
+        while chain.count <= size, let n = transport.peerNotice(chain.last!) {
+            // The rank waited on broke meanwhile (its own timeout came first, or it learned of a
+            // failure): what it told its peers names the culprit, as if this rank had read it in time.
+            if n.kind == .abort { return n.error(at: rank) }
+            guard n.kind == .waiting, n.origin == chain.last! else { break }
             ops.append(n.operation)
             if n.culprit == rank || chain.contains(n.culprit) {
                 var r = e
