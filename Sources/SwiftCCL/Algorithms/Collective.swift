@@ -201,6 +201,9 @@ struct CollectiveContext {
     /// Any failure while waiting (a peer that aborted or closed, a timeout): if a peer called this
     /// operation with other arguments, that is the cause to report — the failure is its consequence.
     func explained(_ e: CCLError) -> CCLError {
+        // A peer's notice blaming this rank for other arguments: this rank's own evidence of the
+        // peer's arguments says which one differs (the notice, written from the peer's side, may not).
+        if e.kind == .invalidUsage, e.relayed != nil, let p = e.peer, let own = mismatch(p) { return own }
         guard e.kind != .invalidUsage, e.kind != .invalidArgument else { return e }
         return e.peer.flatMap { mismatch($0) } ?? anyMismatch() ?? e
     }
