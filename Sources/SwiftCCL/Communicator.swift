@@ -219,13 +219,16 @@ public final class Communicator: @unchecked Sendable {
             bootstrap.close()
         }
         shrinks += 1
+        // The exclusion list is not part of the secret: survivors that passed different lists still
+        // meet at the root, which then reports the disagreement to all of them (their lists are
+        // compared, or their sizes and rank numbers conflict), instead of dropping them as strangers.
         var material = secret
         material += [UInt8(truncatingIfNeeded: shrinks), UInt8(truncatingIfNeeded: shrinks >> 8)]
-        for r in out.sorted() { for k in 0..<4 { material.append(UInt8(truncatingIfNeeded: r >> (8 * k))) } }
         let newSecret = UniqueID.derivedSecret(material, salt: 1)
         let id = UniqueID(root: root, secret: newSecret, rankZeroRunsRoot: true)
         Log.info(.initialization, "rank \(rank): shrinking \(size) ranks to \(survivors.count) (excluded \(out.sorted())), new root rank \(survivors[0]) at \(root)")
-        do { return try Communicator(id: id, rank: survivors.firstIndex(of: rank)!, size: survivors.count, config: cfg) }
+        do { return try Communicator(id: id, rank: survivors.firstIndex(of: rank)!, size: survivors.count, config: cfg, source: nil,
+                                     shrinkOf: (rank, out.sorted())) }
         catch { throw record(shrinkError(error, survivors: survivors, excluded: out.sorted(), root: root.description)) }
     }
 
@@ -241,12 +244,13 @@ public final class Communicator: @unchecked Sendable {
         e.rank = rank
         e.communicator = name
         e.sequence = nil
-        if let p = e.peer, p >= 0, p < survivors.count { e.peer = survivors[p] }
+        let listsDiffer = e.cause.hasPrefix("survivors passed different exclusion lists")  // its peer is a parent rank already
+        if !listsDiffer, let p = e.peer, p >= 0, p < survivors.count { e.peer = survivors[p] }
         else if e.peer == nil && e.peerAddress == root { e.peer = survivors[0] }  // the new root
         e.cause = phase + e.cause + " (in the shrunk communicator, ranks 0…\(survivors.count - 1) are ranks \(survivors) here; new root rank \(survivors[0]))"
         let rejected = e.kind == .remoteError || e.kind == .timeout || e.kind == .invalidUsage
-        if rejected {
-            e.cause += "; this rank excluded \(excluded): a survivor that passed another exclusion list is a stranger to the others (its hello is dropped, or it never arrives) — did every survivor pass the same list?"
+        if rejected && !listsDiffer {
+            e.cause += "; this rank excluded \(excluded) (survivors that passed other lists disagree on the size, the rank numbers or the root — did every survivor pass the same list?)"
         }
         return e
     }
@@ -267,7 +271,10 @@ public final class Communicator: @unchecked Sendable {
         return try Communicator(id: id, rank: env.rank, size: env.size, config: config, source: env.source)
     }
 
-    private init(id: UniqueID, rank: Int, size: Int, config: CommConfig, source: String?) throws(CCLError) {
+    /// `shrinkOf`: made by `shrink`, with this rank's number in the parent and the exclusion list it
+    /// passed; the survivors' lists are compared once all have arrived.
+    private init(id: UniqueID, rank: Int, size: Int, config: CommConfig, source: String?,
+                 shrinkOf: (parentRank: Int, excluded: [Int])? = nil) throws(CCLError) {
         guard size >= 1, size <= Communicator.maxRanks else {
             throw CCLError.invalidArgument("nranks must be between 1 and \(Communicator.maxRanks), not \(size)").with(operation: "init")
         }
@@ -315,10 +322,18 @@ public final class Communicator: @unchecked Sendable {
             if let shm { published.append(("shm", shm.localAddress)) }
             if let ib { published.append(("ib", ib.localAddress)) }
             if let tcp { published.append(("tcp", tcp.localAddress)) }
-            let info = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: published)
+            let info = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: published, shrink: shrinkOf)
             bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: info.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
             var infos: [RankInfo] = []
             for b in bootstrap.blobs { infos.append(try RankInfo.decode(b)) }
+            if let mine = shrinkOf {
+                // Every survivor sees every list: a disagreement is reported alike on all of them.
+                for i in infos where i.shrink?.excluded != mine.excluded {
+                    let theirs = i.shrink.map { "parent rank \($0.parentRank) excluded \($0.excluded)" } ?? "rank \(i.rank) is not shrinking"
+                    throw CCLError(.invalidUsage, "survivors passed different exclusion lists: \(theirs), this rank (parent rank \(mine.parentRank)) excluded \(mine.excluded); every survivor must pass the same list",
+                                   peer: i.shrink?.parentRank ?? i.rank)
+                }
+            }
             let hostList = infos.map(\.host)
             hosts = hostList
             tcpAddresses = infos.map { i in i.transports.first { $0.name == "tcp" }.flatMap { TCPTransport.decode($0.address)?.address } }

@@ -126,6 +126,11 @@ extension BlameTests {
         let r = try Ranks.run("shrinklabel", ranks: 4, timeoutMs: 2000, limitS: 60, env: ["SWCCL_TEST_SHRINK_BAD": "1"])
         XCTAssertTrue(r.allPassed, r.summary)
         for k in 0..<3 { print("shrink: \(r.outputs[k].split(separator: "\n").first { $0.contains("error as expected") } ?? "")") }
+        // Lists that differ while the rendezvous succeeds (no colliding numbers): compared, and reported
+        // as such on every survivor (before, such survivors were strangers to each other).
+        let d = try Ranks.run("shrinklabel", ranks: 5, timeoutMs: 3000, limitS: 60, env: ["SWCCL_TEST_SHRINK_BAD": "2"])
+        XCTAssertTrue(d.allPassed, d.summary)
+        print("shrink, lists differ: \(d.outputs[0].split(separator: "\n").first { $0.contains("error as expected") } ?? "")")
     }
 }
 

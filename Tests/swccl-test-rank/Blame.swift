@@ -120,9 +120,14 @@ import SwcclVerify
     catch { say("FAIL init: \(error)"); exit(1) }
     var xs = [Float](repeating: 1, count: 16)
     do { try comm.allReduce(&xs, op: .sum) } catch { say("FAIL warm-up: \(error)"); exit(1) }
-    if rank == size - 1 { exit(0) }
-    let bad = env("SWCCL_TEST_SHRINK_BAD") == "1"
-    let excluded = bad && rank == 2 ? [1] : [size - 1]
+    // SWCCL_TEST_SHRINK_BAD=2 (5 ranks): rank 3 leaves; ranks 0-2 exclude [3], rank 4 excludes [2]. The
+    // survivors' new numbers do not collide (0, 1, 2 and 3), so the rendezvous itself succeeds: the
+    // lists must be compared to see the disagreement, on every survivor.
+    let variant = env("SWCCL_TEST_SHRINK_BAD") ?? "0"
+    let bad = variant != "0"
+    let leaving = variant == "2" ? size - 2 : size - 1
+    if rank == leaving { exit(0) }
+    let excluded = variant == "1" && rank == 2 ? [1] : variant == "2" && rank == size - 1 ? [size - 3] : [leaving]
     do {
         let small = try comm.shrink(excluding: excluded, abortingInFlight: true)
         check(!bad, "a shrink with disagreeing lists succeeded")
@@ -133,7 +138,12 @@ import SwcclVerify
         check(bad, "the shrink failed: \(error)")
         check(error.description.hasPrefix("shrink on comm 'parent': "), "labelled shrink: \(error)")
         check(error.rank == rank, "numbers this rank as in the parent (\(rank)), not \(String(describing: error.rank))")
-        check(error.cause.contains("this rank excluded \(excluded)"), "says which list this rank passed: \(error)")
+        check(error.cause.contains("this rank excluded \(excluded)") || error.cause.contains("excluded \(excluded); every survivor"),
+              "says which list this rank passed: \(error)")
+        if variant == "2" {
+            check(error.cause.contains("survivors passed different exclusion lists"), "reported as different lists: \(error)")
+            check(error.kind == .invalidUsage, "an invalid usage (got \(error.kind))")
+        }
     }
     comm.destroy()
     finish()

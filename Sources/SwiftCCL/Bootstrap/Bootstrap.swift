@@ -438,6 +438,9 @@ struct RankInfo: Sendable {
     var pid: Int32
     var host: HostIdentity
     var transports: [(name: String, address: EndpointAddress)]
+    /// For a communicator made by `shrink`: this rank's number in the parent and the exclusion list it
+    /// passed (every survivor must pass the same; compared once all have arrived).
+    var shrink: (parentRank: Int, excluded: [Int])? = nil
 
     func encode() -> [UInt8] {
         var w = ByteWriter()
@@ -445,6 +448,12 @@ struct RankInfo: Sendable {
         host.encode(into: &w)
         w.u32(UInt32(transports.count))
         for t in transports { w.string(t.name); w.blob(t.address.bytes) }
+        if let shrink {
+            w.u8(1); w.u32(UInt32(truncatingIfNeeded: shrink.parentRank)); w.u32(UInt32(shrink.excluded.count))
+            for r in shrink.excluded { w.u32(UInt32(truncatingIfNeeded: r)) }
+        } else {
+            w.u8(0)
+        }
         return w.bytes
     }
 
@@ -458,6 +467,14 @@ struct RankInfo: Sendable {
             let addr = try r.blob(max: EndpointAddress.maxBytes)
             ts.append((name, EndpointAddress(addr)))
         }
-        return RankInfo(rank: rank, pid: pid, host: host, transports: ts)
+        var info = RankInfo(rank: rank, pid: pid, host: host, transports: ts)
+        if try r.u8() == 1 {
+            let parent = Int(try r.u32()), n = Int(try r.u32())
+            guard n <= 1 << 16 else { throw CCLError(.remoteError, "malformed rank info: an exclusion list of \(n) ranks") }
+            var list: [Int] = []
+            for _ in 0..<n { list.append(Int(try r.u32())) }
+            info.shrink = (parent, list)
+        }
+        return info
     }
 }
