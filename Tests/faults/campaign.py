@@ -211,7 +211,7 @@ def run_case(case, binary, workdir):
         s.close()
     outs = [read(r) for r in range(case.ranks)]
     codes = [p.returncode for p in procs]
-    verdicts, notes = [], []
+    verdicts, notes, detections = [], [], []
     if hung:
         verdicts.append("hang")
         notes.append(f"ranks {hung} still running after {case.limit_s:.0f} s")
@@ -264,6 +264,7 @@ def run_case(case, binary, workdir):
                 m = re.search(r"t=(\d+)", text)
                 if m:
                     ms = int(m.group(1)) - t_fault * 1000
+                    detections.append(ms if case.fault == "kill" else ms / case.timeout_ms)
                     limit = 1000 if case.fault == "kill" else 2 * case.timeout_ms
                     if ms > limit:
                         verdicts.append("slow")
@@ -278,7 +279,7 @@ def run_case(case, binary, workdir):
         shutil.rmtree(d, ignore_errors=True)
     else:
         notes.append(f"logs in {d}")
-    return sorted(set(verdicts)), "; ".join(notes)
+    return sorted(set(verdicts)), "; ".join(notes), detections
 
 
 def pidns_launcher():
@@ -388,12 +389,16 @@ def main():
     subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{ROOT}/include", f"{ROOT}/Tests/faults/fault_rank.c",
                     "-o", binary, f"-L{lib}", "-lswccl", f"-Wl,-rpath,{lib}"], check=True)
     tally = {k: 0 for k in ("hang", "crash", "wrong", "blame", "slow", "failed")}
+    seen = {}  # (fault, transport) -> detection delays of every survivor: ms for kills, x timeout for stops
     passed = failed = 0
     t0 = time.monotonic()
     for rep in range(args.repeat):
         for c in chosen:
             t = time.monotonic()
-            verdicts, detail = run_case(c, binary, work)
+            verdicts, detail, det = run_case(c, binary, work)
+            if c.fault in ("kill", "stop"):
+                key = (c.fault, "shm" if c.transport in ("shm", "auto") else c.transport)
+                seen.setdefault(key, []).extend(det)
             for v in verdicts:
                 tally[v] += 1
             status = "ok" if not verdicts else "FAIL " + ",".join(verdicts)
@@ -405,6 +410,12 @@ def main():
     print(f"campaign: {passed + failed} cases in {time.monotonic() - t0:.0f} s: {tally['hang']} hangs, {tally['crash']} crashes, "
           f"{tally['wrong']} wrong results as success, {tally['blame']} errors not naming the culprit, "
           f"{tally['slow']} late detections, {tally['failed']} cases that had to succeed and did not")
+    for (fault, transport), d in sorted(seen.items()):
+        if d:
+            d.sort()
+            unit = (lambda v: f"{v:.0f} ms") if fault == "kill" else (lambda v: f"{v:.2f} x timeout")
+            print(f"detection of a {'killed' if fault == 'kill' else 'stopped'} rank over {transport}: median {unit(d[len(d) // 2])}, "
+                  f"max {unit(d[-1])} ({len(d)} survivors)")
     print(f"{passed} passed, {failed} failed")
     if failed == 0:
         shutil.rmtree(work, ignore_errors=True)
