@@ -315,8 +315,7 @@ public final class Communicator: @unchecked Sendable {
             if let tcp { published.append(("tcp", tcp.localAddress)) }
             let info = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: published)
             bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: info.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
-            var infos: [RankInfo] = []
-            for b in bootstrap.blobs { infos.append(try RankInfo.decode(b)) }
+            let infos = try RankInfo.decodeAll(bootstrap.blobs)
             let hostList = infos.map(\.host)
             hosts = hostList
             tcpAddresses = infos.map { i in i.transports.first { $0.name == "tcp" }.flatMap { TCPTransport.decode($0.address)?.address } }

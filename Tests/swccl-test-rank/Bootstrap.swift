@@ -209,7 +209,9 @@ import SwcclVerify
     do { forged = try UniqueID.fromCommID(root).secretBytes } catch { say("FAIL forger: \(error)"); exit(1) }
     let until = Clock.nanos() + 10_000_000_000
     while Clock.nanos() < until {
-        if let fd = RawSocket.open(to: root, RawSocket.bootstrapHello(secret: forged, rank: 1, size: Int(env("SWCCL_SIZE") ?? "2") ?? 2), connectMs: 20) {
+        let hello = RawSocket.bootstrapHello(secret: forged, rank: 1, size: Int(env("SWCCL_SIZE") ?? "2") ?? 2,
+                                             infoRank: env("SWCCL_TEST_FORGED_INFO_RANK").flatMap { Int($0) })
+        if let fd = RawSocket.open(to: root, hello, connectMs: 20) {
             say("forged a hello as rank 1")
             usleep(3_000_000)
             RawSocket.close(fd)

@@ -44,9 +44,9 @@ public final class TransportTestbed: @unchecked Sendable {
         (transport as? TCPTransport)?.secret = bootstrap.secret
         (transport as? VerbsTransport)?.secret = bootstrap.secret
         var list: [PeerInfo] = []
-        for b in bootstrap.blobs {
-            let info = try RankInfo.decode(b)
-            if info.rank != rank { list.append(PeerInfo(rank: info.rank, address: info.transports[0].address, host: info.host)) }
+        for info in try RankInfo.decodeAll(bootstrap.blobs) where info.rank != rank {
+            guard let t = info.transports.first else { throw CCLError(.remoteError, "rank \(info.rank) published no transport", peer: info.rank) }
+            list.append(PeerInfo(rank: info.rank, address: t.address, host: info.host))
         }
         peers = list
     }
@@ -92,25 +92,19 @@ public enum RawSocket {
 
     public static func close(_ fd: Int32) { Sys.close(fd) }
 
-    /// A well-formed bootstrap hello (length-prefixed) with the given secret, claiming `rank` of `size`.
-    public static func bootstrapHello(secret: [UInt8], rank: Int, size: Int) -> [UInt8] {
-        var w = ByteWriter()
-        w.u32(BootstrapRoot.helloMagic); w.u32(BootstrapRoot.version)
-        w.bytes.append(contentsOf: secret)
-        w.u32(UInt32(rank)); w.u32(UInt32(size)); w.u32(60_000)
-        var inner = ByteWriter()
-        inner.blob([UInt8](repeating: 0, count: SocketAddress.encodedSize))
-        inner.blob(RankInfo(rank: rank, pid: 1, host: .local, transports: []).encode())
-        w.blob(inner.bytes)
-        var framed = ByteWriter(); framed.blob(w.bytes)
+    /// A well-formed bootstrap hello (length-prefixed) with the given secret, claiming `rank` of `size`
+    /// (and, in its rank information, `infoRank`: by default the same).
+    public static func bootstrapHello(secret: [UInt8], rank: Int, size: Int, infoRank: Int? = nil) -> [UInt8] {
+        let hello = Bootstrap.encodeHello(secret: secret, rank: rank, nranks: size, timeoutMs: 60_000,
+                                          oobAddress: [UInt8](repeating: 0, count: SocketAddress.encodedSize),
+                                          blob: RankInfo(rank: infoRank ?? rank, pid: 1, host: .local, transports: []).encode())
+        var framed = ByteWriter(); framed.blob(hello)
         return framed.bytes
     }
 
     /// A well-formed hello for rank 0's out-of-band listener with the given secret, claiming `rank`.
     public static func outOfBandHello(secret: [UInt8], rank: Int) -> [UInt8] {
-        var w = ByteWriter()
-        w.u32(Bootstrap.oobMagic); w.bytes.append(contentsOf: secret); w.u32(UInt32(rank))
-        var framed = ByteWriter(); framed.blob(w.bytes)
+        var framed = ByteWriter(); framed.blob(Bootstrap.encodeOOBHello(secret: secret, rank: rank))
         return framed.bytes
     }
 

@@ -293,9 +293,18 @@ public final class SHMTransport: Transport, @unchecked Sendable {
 
     // MARK: set-up
 
+    /// The segment name a peer published, if it is one this backend makes: `/swccl-<32 hex
+    /// digits>-r<rank>` (nothing else is ever opened, so no published name reaches outside /dev/shm).
     static func decode(_ address: EndpointAddress) -> String? {
         guard let n = address.bytes.first, address.bytes.count == Int(n) + 1 else { return nil }
-        return String(decoding: address.bytes[1...], as: UTF8.self)
+        let name = address.bytes[1...]
+        let prefix = "/swccl-".utf8
+        guard name.count <= 64, name.starts(with: prefix) else { return nil }
+        let rest = name.dropFirst(prefix.count)
+        let hex = rest.prefix(32), tail = rest.dropFirst(32)
+        guard hex.count == 32, hex.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }),
+              tail.count > 2, tail.starts(with: "-r".utf8), tail.dropFirst(2).allSatisfy({ (48...57).contains($0) }) else { return nil }
+        return String(decoding: name, as: UTF8.self)
     }
 
     public func connect(_ peers: [PeerInfo], deadline: Deadline) throws(CCLError) {
@@ -754,13 +763,27 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     // MARK: notices
 
     private func noticeWords(_ seg: UnsafeMutableRawPointer) -> (version: UnsafeMutablePointer<UInt64>, length: UnsafeMutablePointer<UInt32>, bytes: UnsafeMutableRawPointer) {
-        (word64(seg + SHMTransport.offNotice), word32(seg, SHMTransport.offNotice + 8), seg + SHMTransport.offNotice + 16)
+        Self.noticeWords(area: seg + SHMTransport.offNotice)
     }
+
+    /// The words of a notice area (at `offNotice` of a segment, `noticeAreaBytes` long).
+    private static func noticeWords(area: UnsafeMutableRawPointer) -> (version: UnsafeMutablePointer<UInt64>, length: UnsafeMutablePointer<UInt32>, bytes: UnsafeMutableRawPointer) {
+        (area.assumingMemoryBound(to: UInt64.self), (area + 8).assumingMemoryBound(to: UInt32.self), area + 16)
+    }
+
+    static let noticeAreaBytes = 16 + Notice.maxBytes
 
     /// Reads a peer's notice area: its version and notice (nil if none, or torn by a rewrite).
     private func readNotice(_ p: Int) -> (UInt64, Notice?) {
         guard let seg = peerBase[p] else { return (0, nil) }
-        let w = noticeWords(seg)
+        return Self.readNoticeArea(seg + SHMTransport.offNotice)
+    }
+
+    /// Reads the notice area at `area` as a peer wrote it, whatever it holds (pure but for the atomic
+    /// loads: the fuzz harness hands it arbitrary bytes): its version and notice, nil if none, torn
+    /// by a rewrite, or unreadable. Never reads beyond `noticeAreaBytes`.
+    static func readNoticeArea(_ area: UnsafeMutableRawPointer) -> (UInt64, Notice?) {
+        let w = noticeWords(area: area)
         let v1 = cshim_load_acquire_u64(w.version)
         guard v1 != 0, v1 & 1 == 0 else { return (v1, nil) }
         let n = Int(min(cshim_load_u32(w.length), UInt32(Notice.maxBytes)))
