@@ -120,6 +120,18 @@ final class WireTests: XCTestCase {
         }
     }
 
+    /// A shared-memory slot header is checked before anything is copied: an eager message larger than
+    /// its slot (or whose two lengths differ), data beyond a slot, an unknown kind.
+    func testSharedMemorySlotHeaders() {
+        func slot(_ kind: UInt32, _ len: UInt32, _ offset: UInt64, _ total: UInt64) -> String { run("shm-slot", le32(kind) + le32(len) + le64(offset) + le64(total)) }
+        XCTAssertEqual(WireFuzzing.seeds("shm-slot").map { run("shm-slot", $0) }.filter { $0.hasPrefix("garbage") }, [])
+        XCTAssertEqual(slot(1, 40_000, 0, 40_000), "garbage: eager message of 40000 bytes, total 40000")
+        XCTAssertEqual(slot(1, 10, 0, 100), "garbage: eager message of 10 bytes, total 100")
+        XCTAssertEqual(slot(4, 40_000, 0, 1 << 20), "garbage: data of 40000 bytes at 0, total 1048576")
+        XCTAssertEqual(slot(4, 100, UInt64.max, 1 << 20), "garbage: data of 100 bytes at -1, total 1048576")
+        XCTAssertEqual(slot(9, 0, 0, 0), "garbage: slot kind 9")
+    }
+
     /// A verbs header's length is a count of bytes: one of 2^63 or more trapped when converted.
     func testVerbsHeaderLengthsAreBounded() {
         let rts = le64(2) + le64(9) + le64(1 << 63) + le64(0) + le64(0)

@@ -9,7 +9,7 @@
 /// Not part of the API: `@_spi(Fuzzing) import SwiftCCL`.
 @_spi(Fuzzing) public enum WireFuzzing {
     /// Every target, by name.
-    public static let targets = ["bootstrap-hello", "rendezvous-answer", "oob", "mesh-hello", "tcp-stream", "notice", "verbs", "unique-id"]
+    public static let targets = ["bootstrap-hello", "rendezvous-answer", "oob", "mesh-hello", "tcp-stream", "notice", "shm-slot", "verbs", "unique-id"]
 
     /// The secret the targets' listeners expect (the seeds carry it, so that the fuzzer starts past
     /// the secret checks).
@@ -25,6 +25,7 @@
         case "mesh-hello": return meshHello(input)
         case "tcp-stream": return tcpStream(input)
         case "notice": return notice(input)
+        case "shm-slot": return shmSlot(input)
         case "verbs": return verbs(input)
         case "unique-id": return uniqueID(input)
         default: return "no target \(target)"
@@ -242,6 +243,22 @@
         return n.error(at: 0).description
     }
 
+    /// A shared-memory FIFO slot's header as a peer wrote it (`[kind u32][len u32][offset u64][total
+    /// u64]`), checked as `drain` checks it, and what it would then read and write.
+    static func shmSlot(_ input: [UInt8]) -> String {
+        var r = ByteReader(input)
+        guard let kind = try? r.u32(), let len32 = try? r.u32(), let off = try? r.u64(), let tot = try? r.u64() else { return "short" }
+        let len = Int(len32), offset = Int(truncatingIfNeeded: off), total = Int(truncatingIfNeeded: tot)
+        if let problem = SHMTransport.slotProblem(kind: kind, len: len, offset: offset, total: total) { return "garbage: \(problem)" }
+        switch kind {
+        case SHMTransport.eager: precondition(len >= 0 && len <= SHMTransport.payloadBytes && total == len)
+        case SHMTransport.data: precondition(len > 0 && len <= SHMTransport.payloadBytes && offset >= 0)
+        case SHMTransport.rts: precondition(total > 0)
+        default: break
+        }
+        return "kind \(kind): \(len) bytes at \(offset) of \(total)"
+    }
+
     /// Verbs: a peer's queue-pair set-up message (first byte even) or a SEND's header (odd).
     static func verbs(_ input: [UInt8]) -> String {
         guard let mode = input.first else { return "empty" }
@@ -356,6 +373,12 @@
             area[0] = 2; area[8] = UInt8(b.count & 0xff); area[9] = UInt8(b.count >> 8)
             area.replaceSubrange(16..<16 + b.count, with: b)
             return [[0] + abort.encode(), [0] + waiting.encode(), [1] + area, [2] + framedNotices]
+        case "shm-slot":
+            func slot(_ kind: UInt32, _ len: Int, _ offset: Int, _ total: Int) -> [UInt8] {
+                var w = ByteWriter(); w.u32(kind); w.u32(UInt32(len)); w.u64(UInt64(bitPattern: Int64(offset))); w.u64(UInt64(total)); return w.bytes
+            }
+            return [slot(SHMTransport.eager, 100, 0, 100), slot(SHMTransport.rts, 0, 0x7f00_0000_1000, 1 << 20),
+                    slot(SHMTransport.cts, 0, Int(SHMTransport.pulled), 0), slot(SHMTransport.data, SHMTransport.payloadBytes, 3 * SHMTransport.payloadBytes, 1 << 20)]
         case "verbs":
             var eager = [UInt8](repeating: 0, count: 40 + 16)
             var rts = [UInt8](repeating: 0, count: 40)

@@ -507,7 +507,9 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             let offset = Int(truncatingIfNeeded: s.load(fromByteOffset: 32, as: UInt64.self))
             let total = Int(truncatingIfNeeded: s.load(fromByteOffset: 40, as: UInt64.self))
             let payload = UnsafeRawPointer(s + SHMTransport.slotHeader)
-            switch kind {
+            // Written by the peer: nothing is read or written beyond the slot or a receive's buffer.
+            let problem = SHMTransport.slotProblem(kind: kind, len: len, offset: offset, total: total)
+            switch problem == nil ? kind : 0 {
             case SHMTransport.eager, SHMTransport.rts:
                 if let k = posted[peer].firstIndex(where: { requests[Int($0)].tag == tag }) {
                     let i = posted[peer].remove(at: k)
@@ -532,6 +534,10 @@ public final class SHMTransport: Transport, @unchecked Sendable {
                 }
             case SHMTransport.data:
                 if let i = receiving[peer][id], let dst = requests[Int(i)].buffer {
+                    guard offset <= requests[Int(i)].length - len else {
+                        peerError[peer] = CCLError(.remoteError, "garbage in the FIFO from rank \(peer) (data of \(len) bytes at \(offset) for a message of \(requests[Int(i)].length))", rank: rank, peer: peer)
+                        break
+                    }
                     (dst + offset).copyMemory(from: payload, byteCount: len)
                     requests[Int(i)].moved += len
                     if requests[Int(i)].moved >= requests[Int(i)].length {
@@ -540,7 +546,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
                     }
                 }
             default:
-                peerError[peer] = CCLError(.remoteError, "garbage in the FIFO from rank \(peer) (slot kind \(kind))", rank: rank, peer: peer)
+                peerError[peer] = CCLError(.remoteError, "garbage in the FIFO from rank \(peer) (\(problem ?? "slot kind \(kind)"))", rank: rank, peer: peer)
             }
             consumed[peer] &+= 1
             cshim_store_release_u64(word64(f), consumed[peer])  // tail: frees the slot for the writer
@@ -548,6 +554,19 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         }
         if any { ring(pseg) }  // the writer may wait for free slots
         return any
+    }
+
+    /// What is wrong with a FIFO slot's header as the peer wrote it, if anything (pure: the fuzz harness
+    /// calls it): an eager message fits its slot and says so twice, data is a piece of a slot's size
+    /// at a position in its message (checked against the receive in `drain`), the kind is known.
+    static func slotProblem(kind: UInt32, len: Int, offset: Int, total: Int) -> String? {
+        switch kind {
+        case eager: return len == total && len <= payloadBytes ? nil : "eager message of \(len) bytes, total \(total)"
+        case rts: return total > 0 ? nil : "rendezvous request of \(total) bytes"
+        case cts: return nil
+        case data: return len > 0 && len <= payloadBytes && offset >= 0 && total >= 0 ? nil : "data of \(len) bytes at \(offset), total \(total)"
+        default: return "slot kind \(kind)"
+        }
     }
 
     /// Writes what fits of `peer`'s control messages and outbox into its FIFO.
