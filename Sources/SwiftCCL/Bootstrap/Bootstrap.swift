@@ -375,7 +375,7 @@ final class Bootstrap: @unchecked Sendable {
         }
         defer { Sys.close(rootFD) }
         let hello = Self.encodeHello(secret: parts.secret, rank: rank, nranks: nranks, timeoutMs: timeoutMs, oobAddress: oobAddress, blob: blob)
-        var reply: [UInt8]
+        let reply: [UInt8]
         // The root answers once every rank has arrived, or says who did not; it gives up `timeoutMs`
         // after the first rank arrived, so allow for that plus a margin.
         let replyDeadline = Deadline.after(milliseconds: min(timeoutMs, Int(Int32.max) - 4000) + 2000)

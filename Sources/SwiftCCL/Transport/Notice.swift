@@ -64,11 +64,10 @@ public struct Notice: Sendable, Equatable {
         var out: [Notice?] = []
         var start = 0
         while buffer.count - start >= 4 {
-            let c = buffer
-            let len = Int(c[start]) | Int(c[start + 1]) << 8 | Int(c[start + 2]) << 16 | Int(c[start + 3]) << 24
+            let len = Int(buffer[start]) | Int(buffer[start + 1]) << 8 | Int(buffer[start + 2]) << 16 | Int(buffer[start + 3]) << 24
             guard len > 0, len <= maxBytes else { buffer.removeAll(); return out }
-            guard c.count - start >= 4 + len else { break }
-            out.append(decode(Array(c[start + 4..<start + 4 + len])))
+            guard buffer.count - start >= 4 + len else { break }
+            out.append(decode(Array(buffer[start + 4..<start + 4 + len])))
             start += 4 + len
         }
         buffer.removeFirst(start)
