@@ -324,8 +324,7 @@ public final class Communicator: @unchecked Sendable {
             if let tcp { published.append(("tcp", tcp.localAddress)) }
             let info = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: published, shrink: shrinkOf)
             bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: info.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
-            var infos: [RankInfo] = []
-            for b in bootstrap.blobs { infos.append(try RankInfo.decode(b)) }
+            let infos = try RankInfo.decodeAll(bootstrap.blobs)
             if let mine = shrinkOf {
                 // Every survivor sees every list: a disagreement is reported alike on all of them.
                 for i in infos where i.shrink?.excluded != mine.excluded {

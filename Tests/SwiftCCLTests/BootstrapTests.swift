@@ -124,4 +124,19 @@ final class BootstrapTests: XCTestCase {
         XCTAssertTrue(r.outputs[0].contains("no job secret available"), "the weak state is stated at INFO\n\(r.outputs[0])")
         XCTAssertTrue(r.outputs[0].contains("bootstrap root: rank 1 of 4 joined from 127.0.0.1:"), "admissions are logged with the address\n\(r.outputs[0])")
     }
+
+    /// A stranger's hello, forged with the secret anyone can compute from SWCCL_COMM_ID, claims rank 1
+    /// at the root but carries rank information that says rank 9. Rank 0 must fail its init with an
+    /// error naming rank 1 and saying so; it trapped (its set-up indexed a table of 2 by rank 9).
+    /// Found while writing the fuzz targets (docs/RELIABILITY.md, "Fuzzing").
+    func testForgedRankInformationIsAnErrorNotACrash() throws {
+        let port = freePort()
+        let r = try Ranks.run("late", ranks: 2, timeoutMs: 8000, limitS: 60,
+                              env: ["SWCCL_COMM_ID": "127.0.0.1:\(port)", "SWCCL_TRANSPORTS": "tcp"],
+                              perRankEnv: { r in
+                                  r == 1 ? ["SWCCL_TEST_ROLE": "forger", "SWCCL_SIZE": "2", "SWCCL_TEST_SIZE": "2", "SWCCL_TEST_FORGED_INFO_RANK": "9"]
+                                         : self.job(0, of: 2, ["SWCCL_TEST_EXPECT": "the rank information published as rank 1 says rank 9"])
+                              })
+        XCTAssertTrue(r.allPassed, r.summary)
+    }
 }

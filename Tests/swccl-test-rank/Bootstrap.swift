@@ -208,6 +208,20 @@ import SwcclVerify
     let forged: [UInt8]
     do { forged = try UniqueID.fromCommID(root).secretBytes } catch { say("FAIL forger: \(error)"); exit(1) }
     let until = Clock.nanos() + 10_000_000_000
+    if let claimed = env("SWCCL_TEST_FORGED_INFO_RANK").flatMap({ Int($0) }) {
+        // The whole way: admitted by the root, then into rank 0's out-of-band channel.
+        while Clock.nanos() < until {
+            if let fds = RawSocket.forgeRank(at: root, secret: forged, rank: 1, size: Int(env("SWCCL_SIZE") ?? "2") ?? 2, infoRank: claimed) {
+                say("forged rank 1, claiming rank \(claimed) in its rank information, up to the out-of-band channel")
+                usleep(3_000_000)
+                fds.forEach { RawSocket.close($0) }
+                finish()
+            }
+            usleep(10_000)
+        }
+        say("FAIL the forger never got into the job")
+        exit(1)
+    }
     while Clock.nanos() < until {
         if let fd = RawSocket.open(to: root, RawSocket.bootstrapHello(secret: forged, rank: 1, size: Int(env("SWCCL_SIZE") ?? "2") ?? 2), connectMs: 20) {
             say("forged a hello as rank 1")

@@ -71,6 +71,9 @@ enum BootstrapRoot {
         var w = ByteWriter(); w.u8(0); w.u32(0); w.string(""); w.blob([1])
         var r = ByteReader(w.bytes); _ = try? r.u8(); _ = try? r.u32(); _ = try? r.string(); _ = try? r.blob()
         _ = judge(w.bytes, secret: secret)
+        _ = try? parseHello(w.bytes)
+        _ = encodeRefusal(kind: .remoteError, cause: "", culprit: 0)
+        _ = encodeAnswer(session: [], payloads: [[]])
         var members: [Member] = [Member(fd: -1, rank: 0, from: SocketAddress.parse("127.0.0.1:1")!, payload: [])]
         var byRank: [Int: Int] = [:]; byRank[0] = 0; byRank.removeAll()
         _ = (0..<1).filter { byRank[$0] == nil }
@@ -102,6 +105,22 @@ enum BootstrapRoot {
         return b.count < 4 + length ? .need(4 + length) : .hello(4 + length)
     }
 
+    /// A rank's hello after its header (length, magic, version, secret: checked by `judge`).
+    struct Hello: Equatable { var rank: Int; var size: Int; var timeoutMs: Int; var payload: [UInt8] }
+
+    /// Reads the rank, size, timeout and payload of a hello `judge` accepted (the whole hello, length
+    /// prefix included). A size beyond `Communicator.maxRanks` is refused: the root would wait for, and
+    /// list as missing, that many ranks.
+    static func parseHello(_ bytes: [UInt8]) throws(CCLError) -> Hello {
+        var r = ByteReader(Array(bytes.dropFirst(headerBytes)))
+        let rank = Int(try r.u32()), size = Int(try r.u32()), t = Int(try r.u32())
+        let payload = try r.blob(max: maxHelloBytes)
+        guard size > 0, size <= Communicator.maxRanks, rank < size else {
+            throw CCLError(.remoteError, "malformed hello: rank \(rank) of \(size)")
+        }
+        return Hello(rank: rank, size: size, timeoutMs: t, payload: payload)
+    }
+
     private static func run(listenFD: Int32, state: State) {
         defer {
             Sys.close(listenFD)
@@ -121,10 +140,8 @@ enum BootstrapRoot {
         /// `CCLError.Kind`, so ranks report it as such), its cause, and the culprit rank.
         func fail(_ cause: String, kind: CCLError.Kind, culprit: Int?, except: Int? = nil) {
             Log.warn(.bootstrap, "bootstrap root: \(cause)")
-            var w = ByteWriter()
-            w.u8(UInt8(kind.rawValue)); w.string(cause); w.u32(culprit.map { UInt32($0) + 1 } ?? 0)
             let to = members.indices.filter { $0 != except }
-            deliver(to: to.map { members[$0].fd }, w.bytes, deadline: .after(milliseconds: min(max(timeoutMs, 1000), 30_000)))
+            deliver(to: to.map { members[$0].fd }, encodeRefusal(kind: kind, cause: cause, culprit: culprit), deadline: .after(milliseconds: min(max(timeoutMs, 1000), 30_000)))
             if let except { Sys.close(members[except].fd) }
         }
         state.started.store(true, ordering: .releasing)
@@ -145,12 +162,12 @@ enum BootstrapRoot {
                      kind: .remoteError, culprit: m.rank, except: k)
                 return
             case .hello(let fd, let from, let bytes):
-                var r = ByteReader(Array(bytes.dropFirst(BootstrapRoot.headerBytes)))
-                guard let rank = (try? r.u32()).map(Int.init), let size = (try? r.u32()).map(Int.init), let t = (try? r.u32()).map(Int.init),
-                      let payload = try? r.blob(max: maxHelloBytes), size > 0, rank < size else {
-                    Log.warn(.bootstrap, "bootstrap root: dropped a connection from \(from): malformed hello (right secret: a rank of another build?)")
+                let hello: Hello
+                do { hello = try parseHello(bytes) } catch {
+                    Log.warn(.bootstrap, "bootstrap root: dropped a connection from \(from): \(error.cause) (right secret: a rank of another build?)")
                     Sys.close(fd); rejected += 1; continue
                 }
+                let (rank, size, t, payload) = (hello.rank, hello.size, hello.timeoutMs, hello.payload)
                 members.append(Member(fd: fd, rank: rank, from: from, payload: payload))
                 if nranks == 0 {
                     nranks = size
@@ -180,11 +197,26 @@ enum BootstrapRoot {
             let list = (0..<nranks).prefix(32).map { "\($0) from \(members[byRank[$0]!].from)" }.joined(separator: ", ")
             Log.info(.bootstrap, "bootstrap root: admitted \(nranks) ranks with a secret strangers can compute (no SWCCL_JOB_SECRET; docs/RELIABILITY.md): \(list)\(nranks > 32 ? ", ..." : "")")
         }
+        let answer = encodeAnswer(session: session, payloads: (0..<nranks).map { members[byRank[$0]!].payload })
+        deliver(to: (0..<nranks).map { members[byRank[$0]!].fd }, answer, deadline: .after(milliseconds: min(max(timeoutMs, 1000), 30_000)))
+    }
+
+    /// The answer when everyone arrived (`Bootstrap.parseAnswer` reads it): status 0, the session
+    /// secret, every rank's hello payload by rank.
+    static func encodeAnswer(session: [UInt8], payloads: [[UInt8]]) -> [UInt8] {
         var w = ByteWriter()
         w.u8(0)
         w.bytes += session
-        for rk in 0..<nranks { w.blob(members[byRank[rk]!].payload) }
-        deliver(to: (0..<nranks).map { members[byRank[$0]!].fd }, w.bytes, deadline: .after(milliseconds: min(max(timeoutMs, 1000), 30_000)))
+        for p in payloads { w.blob(p) }
+        return w.bytes
+    }
+
+    /// The answer when the rendezvous failed: the kind (the raw value of `CCLError.Kind`, so ranks
+    /// report it as such), the cause, and the culprit rank + 1 (0: none).
+    static func encodeRefusal(kind: CCLError.Kind, cause: String, culprit: Int?) -> [UInt8] {
+        var w = ByteWriter()
+        w.u8(UInt8(kind.rawValue)); w.string(cause); w.u32(culprit.map { UInt32($0) + 1 } ?? 0)
+        return w.bytes
     }
 
     /// Sends `message` (length-prefixed) to every descriptor at once, without blocking on any one of
@@ -284,7 +316,7 @@ final class Bootstrap: @unchecked Sendable {
                     throw CCLError(.timeout, "ranks \(absent) joined the rendezvous but did not open the out-of-band channel to rank 0 within \(timeoutMs) ms (they failed, stopped or died since)",
                                    operation: "init", rank: 0, peer: absent.first)
                 }
-                let peer = Int(bytes[24]) | Int(bytes[25]) << 8 | Int(bytes[26]) << 16 | Int(bytes[27]) << 24
+                let peer = Self.oobHelloRank(bytes)
                 do throws(CCLError) { try SocketIO.sendMessage(fd, [1], deadline: deadline, abortFD: abortFD) } catch {
                     Sys.close(fd)
                     throw error.with(operation: "init: out-of-band channel", rank: 0, peer: peer, peerAddress: from.description)
@@ -297,9 +329,7 @@ final class Bootstrap: @unchecked Sendable {
             do {
                 let fd = try SocketIO.connect(to: addr, deadline: deadline, abortFD: abortFD)
                 links[0] = fd
-                var h = ByteWriter()
-                h.u32(Self.oobMagic); h.bytes.append(contentsOf: secret); h.u32(UInt32(rank))
-                try SocketIO.sendMessage(fd, h.bytes, deadline: deadline, abortFD: abortFD)
+                try SocketIO.sendMessage(fd, Self.encodeOOBHello(secret: secret, rank: rank), deadline: deadline, abortFD: abortFD)
                 _ = try SocketIO.receiveMessage(fd, max: 16, deadline: deadline, abortFD: abortFD)
             } catch {
                 var e = error
@@ -313,14 +343,14 @@ final class Bootstrap: @unchecked Sendable {
     private var rootOOB: SocketAddress?
 
     /// A hello on rank 0's out-of-band listener: `[length 28][magic][session secret][rank]`.
-    private static func judgeOOB(_ b: [UInt8], secret: [UInt8], nranks: Int, taken: (Int) -> Bool) -> HelloListener.Verdict {
+    static func judgeOOB(_ b: [UInt8], secret: [UInt8], nranks: Int, taken: (Int) -> Bool) -> HelloListener.Verdict {
         if b.count < 8 { return .need(8) }
         var r = ByteReader(b)
         let length = (try? r.u32()) ?? 0, magic = (try? r.u32()) ?? 0
         guard length == 24, magic == oobMagic else { return .reject("not an out-of-band hello (length \(length), magic 0x\(String(magic, radix: 16)))") }
         if b.count < 28 { return .need(28) }
         guard secretsEqual(b[8..<24], secret) else { return .reject("wrong session secret (not a rank of this communicator)") }
-        let peer = Int(b[24]) | Int(b[25]) << 8 | Int(b[26]) << 16 | Int(b[27]) << 24
+        let peer = oobHelloRank(b)
         guard peer > 0, peer < nranks, !taken(peer) else { return .reject("bad or duplicate rank \(peer)") }
         return .hello(28)
     }
@@ -344,20 +374,14 @@ final class Bootstrap: @unchecked Sendable {
             throw e.with(operation: "init: reaching the bootstrap root", rank: rank, peer: rootPeer, peerAddress: rootText)
         }
         defer { Sys.close(rootFD) }
-        var w = ByteWriter()
-        w.u32(BootstrapRoot.helloMagic); w.u32(BootstrapRoot.version)
-        w.bytes.append(contentsOf: parts.secret)
-        w.u32(UInt32(rank)); w.u32(UInt32(nranks)); w.u32(UInt32(clamping: timeoutMs))
-        var inner = ByteWriter()
-        inner.blob(oobAddress); inner.blob(blob)
-        w.blob(inner.bytes)
-        var reply: ByteReader
+        let hello = Self.encodeHello(secret: parts.secret, rank: rank, nranks: nranks, timeoutMs: timeoutMs, oobAddress: oobAddress, blob: blob)
+        let reply: [UInt8]
         // The root answers once every rank has arrived, or says who did not; it gives up `timeoutMs`
         // after the first rank arrived, so allow for that plus a margin.
         let replyDeadline = Deadline.after(milliseconds: min(timeoutMs, Int(Int32.max) - 4000) + 2000)
         do throws(CCLError) {
-            try SocketIO.sendMessage(rootFD, w.bytes, deadline: deadline, abortFD: abortFD)
-            reply = ByteReader(try SocketIO.receiveMessage(rootFD, max: 1 << 30, deadline: replyDeadline, abortFD: abortFD))
+            try SocketIO.sendMessage(rootFD, hello, deadline: deadline, abortFD: abortFD)
+            reply = try SocketIO.receiveMessage(rootFD, max: Self.maxAnswerBytes(nranks: nranks), deadline: replyDeadline, abortFD: abortFD)
         } catch {
             var e = error
             if e.cause == SocketIO.closedByPeer || e.errno == Errno(ECONNRESET) {
@@ -367,30 +391,85 @@ final class Bootstrap: @unchecked Sendable {
             }
             throw e.with(operation: "init: rendezvous", rank: rank, peer: rootPeer, peerAddress: rootText)
         }
-        var verdict: (kind: UInt8, cause: String, culprit: Int)?
-        do throws(CCLError) {
-            let status = try reply.u8()
-            if status != 0 {
-                verdict = (status, try reply.string(), Int(try reply.u32()) - 1)
-            } else {
-                var session: [UInt8] = []
-                for _ in 0..<16 { session.append(try reply.u8()) }
-                for r in 0..<nranks {
-                    var inner = ByteReader(try reply.blob(max: BootstrapRoot.maxHelloBytes))
-                    let oob = try inner.blob()
-                    if r == 0 && oob.count >= SocketAddress.encodedSize { rootOOB = oob.withUnsafeBytes { SocketAddress.decode(from: $0.baseAddress!) } }
-                    blobs.append(try inner.blob())
-                }
-                secret = session
-            }
-        } catch {
+        let answer: Answer
+        do { answer = try Self.parseAnswer(reply, nranks: nranks) } catch {
             throw error.with(operation: "init: rendezvous", rank: rank, peer: rootPeer, peerAddress: rootText)
         }
-        if let v = verdict {
+        switch answer {
+        case .admitted(let session, let oob, let all):
+            secret = session
+            rootOOB = oob
+            blobs = all
+        case .refused(let kind, let cause, let culprit):
             // The culprit is the peer of this error; the root's address is in the text.
-            throw CCLError(CCLError.Kind(rawValue: Int32(v.kind)) ?? .remoteError, "the bootstrap root at \(rootText) reports: \(v.cause)",
-                           operation: "init: rendezvous", rank: rank, peer: v.culprit >= 0 ? v.culprit : nil)
+            throw CCLError(kind, "the bootstrap root at \(rootText) reports: \(cause)", operation: "init: rendezvous", rank: rank, peer: culprit)
         }
+    }
+
+    /// A rank's hello to the root (without the length prefix `sendMessage` adds): magic, version, the
+    /// id's secret, rank, size, timeout, then the payload the root hands to every rank (rank 0's
+    /// out-of-band address and the rank's blob).
+    static func encodeHello(secret: [UInt8], rank: Int, nranks: Int, timeoutMs: Int, oobAddress: [UInt8], blob: [UInt8]) -> [UInt8] {
+        var w = ByteWriter()
+        w.u32(BootstrapRoot.helloMagic); w.u32(BootstrapRoot.version)
+        w.bytes.append(contentsOf: secret)
+        w.u32(UInt32(rank)); w.u32(UInt32(nranks)); w.u32(UInt32(clamping: timeoutMs))
+        var inner = ByteWriter()
+        inner.blob(oobAddress); inner.blob(blob)
+        w.blob(inner.bytes)
+        return w.bytes
+    }
+
+    /// A rank's hello to rank 0's out-of-band listener (without the length prefix): magic, the
+    /// session secret, the rank.
+    static func encodeOOBHello(secret: [UInt8], rank: Int) -> [UInt8] {
+        var h = ByteWriter()
+        h.u32(oobMagic); h.bytes.append(contentsOf: secret); h.u32(UInt32(rank))
+        return h.bytes
+    }
+
+    /// The rank a hello accepted by `judgeOOB` (length prefix included) comes from.
+    static func oobHelloRank(_ b: [UInt8]) -> Int {
+        b.count < 28 ? -1 : Int(b[24]) | Int(b[25]) << 8 | Int(b[26]) << 16 | Int(b[27]) << 24
+    }
+
+    /// The largest answer a rank of `nranks` accepts from the root: the status, the session secret and
+    /// every rank's hello payload (as the root bounds them). Nothing larger is ever allocated for it.
+    static func maxAnswerBytes(nranks: Int) -> Int {
+        min(1 << 30, 64 + max(1, nranks) * (4 + BootstrapRoot.maxHelloBytes))
+    }
+
+    /// What the root answered a rank.
+    enum Answer: Equatable {
+        /// Everyone arrived: the session secret, rank 0's out-of-band address (if readable) and every
+        /// rank's blob, by rank.
+        case admitted(session: [UInt8], rootOOB: SocketAddress?, blobs: [[UInt8]])
+        /// The rendezvous failed: the kind of error, the root's cause, and the rank at fault (if one
+        /// of the `nranks`).
+        case refused(kind: CCLError.Kind, cause: String, culprit: Int?)
+    }
+
+    /// Reads the root's answer (without its length prefix) for a rank of `nranks`.
+    static func parseAnswer(_ bytes: [UInt8], nranks: Int) throws(CCLError) -> Answer {
+        var reply = ByteReader(bytes)
+        let status = try reply.u8()
+        if status != 0 {
+            let cause = try reply.string()
+            let culprit = Int(try reply.u32()) - 1
+            return .refused(kind: CCLError.Kind(rawValue: Int32(status)) ?? .remoteError, cause: cause,
+                            culprit: culprit >= 0 && culprit < nranks ? culprit : nil)
+        }
+        var session: [UInt8] = []
+        for _ in 0..<16 { session.append(try reply.u8()) }
+        var rootOOB: SocketAddress?
+        var blobs: [[UInt8]] = []
+        for r in 0..<nranks {
+            var inner = ByteReader(try reply.blob(max: BootstrapRoot.maxHelloBytes))
+            let oob = try inner.blob()
+            if r == 0 && oob.count >= SocketAddress.encodedSize { rootOOB = oob.withUnsafeBytes { SocketAddress.decode(from: $0.baseAddress!) } }
+            blobs.append(try inner.blob())
+        }
+        return .admitted(session: session, rootOOB: rootOOB, blobs: blobs)
     }
 
     /// Every rank's `bytes`, indexed by rank. Blocks until all ranks call it, or the timeout.
@@ -413,13 +492,18 @@ final class Bootstrap: @unchecked Sendable {
         }
         do {
             try SocketIO.sendMessage(links[0], bytes, deadline: d, abortFD: abortFD)
-            var r = ByteReader(try SocketIO.receiveMessage(links[0], deadline: d, abortFD: abortFD))
-            var all: [[UInt8]] = []
-            for _ in 0..<nranks { all.append(try r.blob()) }
-            return all
+            return try Self.parseGathered(try SocketIO.receiveMessage(links[0], deadline: d, abortFD: abortFD), nranks: nranks)
         } catch {
             throw error.with(operation: "out-of-band all-gather", rank: rank, peer: 0)
         }
+    }
+
+    /// Rank 0's answer to an out-of-band all-gather, as a rank reads it: `nranks` blobs.
+    static func parseGathered(_ bytes: [UInt8], nranks: Int) throws(CCLError) -> [[UInt8]] {
+        var r = ByteReader(bytes)
+        var all: [[UInt8]] = []
+        for _ in 0..<nranks { all.append(try r.blob()) }
+        return all
     }
 
     func barrier(deadline: Deadline? = nil) throws(CCLError) { _ = try allGather([], deadline: deadline) }
@@ -462,7 +546,9 @@ struct RankInfo: Sendable {
         let rank = Int(try r.u32()), pid = Int32(bitPattern: try r.u32())
         let host = try HostIdentity.decode(&r)
         var ts: [(String, EndpointAddress)] = []
-        for _ in 0..<Int(try r.u32()) {
+        let count = Int(try r.u32())
+        guard count <= maxTransports else { throw CCLError(.remoteError, "malformed rank information: \(count) transports") }
+        for _ in 0..<count {
             let name = try r.string()
             let addr = try r.blob(max: EndpointAddress.maxBytes)
             ts.append((name, EndpointAddress(addr)))
@@ -476,5 +562,25 @@ struct RankInfo: Sendable {
             info.shrink = (parent, list)
         }
         return info
+    }
+
+    /// More transports than any rank publishes (shm, ib, tcp).
+    static let maxTransports = 16
+
+    /// Every rank's information from the blobs the root handed out (index = rank). Each must be
+    /// readable and carry its own index as its rank: the rest of the set-up indexes tables by it.
+    static func decodeAll(_ blobs: [[UInt8]]) throws(CCLError) -> [RankInfo] {
+        var infos: [RankInfo] = []
+        for (k, b) in blobs.enumerated() {
+            let info: RankInfo
+            do { info = try decode(b) } catch {
+                throw CCLError(.remoteError, "rank \(k) published unreadable rank information (\(error.cause)): a rank of another build?", peer: k)
+            }
+            guard info.rank == k else {
+                throw CCLError(.remoteError, "the rank information published as rank \(k) says rank \(info.rank): a rank of another build, or a forged hello", peer: k)
+            }
+            infos.append(info)
+        }
+        return infos
     }
 }

@@ -135,7 +135,7 @@ struct HelloListener {
             if pending.count >= maxPending {
                 drop(0, "\(maxPending) connections were waiting for a hello at once; the oldest made room for a new one")
             }
-            guard case .need(let first) = judge([]), first > 0 else { Sys.close(fd); continue }
+            guard case .read(let first) = Self.step([], judge: judge) else { Sys.close(fd); continue }
             pending.append(Pending(fd: fd, from: from, bytes: [], need: first, deadline: .after(milliseconds: helloMs)))
             if let e = read(pending.count - 1, judge: judge) { return e }
         }
@@ -159,17 +159,45 @@ struct HelloListener {
                 pending[i].bytes += chunk[0..<got]
                 if got < want { return nil }
             }
-            switch judge(pending[i].bytes) {
-            case .need(let n):
-                guard n > pending[i].bytes.count else { drop(i, "malformed hello"); return nil }
+            switch Self.step(pending[i].bytes, judge: judge) {
+            case .read(let n):
                 pending[i].need = n
-            case .hello(let n):
+            case .accept(let n):
                 let p = pending.remove(at: i)
                 return .hello(fd: p.fd, from: p.from, bytes: Array(p.bytes.prefix(n)))
-            case .reject(let why):
+            case .drop(let why):
                 drop(i, why)
                 return nil
             }
+        }
+    }
+
+    /// What a listener does next with the bytes a newcomer has sent so far.
+    enum Step: Equatable {
+        /// Read until it has sent this many bytes in all (more than it has).
+        case read(Int)
+        /// Its hello is the first this many bytes (all of them there).
+        case accept(Int)
+        /// Drop it, logging this cause.
+        case drop(String)
+    }
+
+    /// The most a newcomer is ever read before its hello is complete, whatever a judge asks for.
+    static let maxHelloBytes = 1 << 20
+
+    /// Judges `bytes` and checks the judge's answer (pure: the fuzz harness drives it with arbitrary
+    /// bytes, as `read` does with what a connection sent). A judge that asks for no more than is there,
+    /// for more than `maxHelloBytes`, or accepts more than is there, drops the newcomer.
+    static func step(_ bytes: [UInt8], judge: ([UInt8]) -> Verdict) -> Step {
+        switch judge(bytes) {
+        case .need(let n):
+            guard n > bytes.count, n <= maxHelloBytes else { return .drop("malformed hello") }
+            return .read(n)
+        case .hello(let n):
+            guard n > 0, n <= bytes.count else { return .drop("malformed hello") }
+            return .accept(n)
+        case .reject(let why):
+            return .drop(why)
         }
     }
 }

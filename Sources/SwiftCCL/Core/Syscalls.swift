@@ -36,6 +36,15 @@ enum Sys {
         return try check(Glibc.socket(family, type, 0))
     }
 
+    /// A connected pair of non-blocking Unix stream sockets (the fuzz harness feeds a transport's
+    /// reader through one end).
+    static func socketPair() throws(Errno) -> (Int32, Int32) {
+        var fds: [Int32] = [-1, -1]
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+        _ = try check(Glibc.socketpair(AF_UNIX, type, 0, &fds))
+        return (fds[0], fds[1])
+    }
+
     static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws(Errno) {
         var v = value
         _ = try check(Glibc.setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)))

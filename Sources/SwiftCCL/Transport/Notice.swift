@@ -57,6 +57,23 @@ public struct Notice: Sendable, Equatable {
                       operation: CCLError.oneLine(op), cause: CCLError.oneLine(cause))
     }
 
+    /// Takes the complete notices off the front of `buffer`, a stream of `[length u32][Notice]` (the
+    /// verbs control connection), leaving an incomplete one in it: each decoded, nil when unreadable.
+    /// A length of 0 or beyond `maxBytes` is garbage: the whole buffer is dropped.
+    static func unframe(_ buffer: inout [UInt8]) -> [Notice?] {
+        var out: [Notice?] = []
+        var start = 0
+        while buffer.count - start >= 4 {
+            let len = Int(buffer[start]) | Int(buffer[start + 1]) << 8 | Int(buffer[start + 2]) << 16 | Int(buffer[start + 3]) << 24
+            guard len > 0, len <= maxBytes else { buffer.removeAll(); return out }
+            guard buffer.count - start >= 4 + len else { break }
+            out.append(decode(Array(buffer[start + 4..<start + 4 + len])))
+            start += 4 + len
+        }
+        buffer.removeFirst(start)
+        return out
+    }
+
     /// The error a rank reports when it learns of this (abort) notice: the original kind and cause,
     /// naming the culprit as the peer and saying who saw it where. A rank blamed itself (its
     /// arguments differ from the origin's, or it was too slow for it) names the origin.

@@ -43,8 +43,7 @@ struct SocketMesh {
                     let fd = try SocketIO.connect(to: addr, deadline: deadline, abortFD: wakeFD)
                     do throws(CCLError) {
                         try SocketIO.writeAll(fd, hello(to: peer, socket: s), deadline: deadline, abortFD: wakeFD)
-                        var r = ByteReader(try SocketIO.read(fd, count: 8, deadline: deadline, abortFD: wakeFD))
-                        guard try r.u32() == magic, try r.u32() == 0 else {
+                        guard isAck(try SocketIO.read(fd, count: 8, deadline: deadline, abortFD: wakeFD)) else {
                             throw CCLError(.remoteError, "peer refused the handshake (different communicator or version)")
                         }
                     } catch {
@@ -59,15 +58,15 @@ struct SocketMesh {
             defer { listener.closeAll() }
             var expected = lower.count * nsocks
             while expected > 0 {
-                let event = try listener.next(until: deadline) { b in judge(b, lower: lower, fds: fds) }
+                let event = try listener.next(until: deadline) { b in
+                    judge(b) { from, s in lower.contains(from) && fds[from]![s] < 0 }
+                }
                 guard case .hello(let fd, let from, let bytes) = event else {
                     let missing = lower.sorted().filter { fds[$0]!.contains(-1) }
                     throw CCLError(.timeout, "ranks \(missing) did not connect before the deadline", peer: missing.first)
                 }
-                var r = ByteReader(Array(bytes[24...]))
-                let peer = Int((try? r.u32()) ?? 0)
-                _ = try? r.u32()
-                let s = Int((try? r.u32()) ?? 0)
+                guard let f = Self.helloFields(bytes) else { Sys.close(fd); continue }  // `judge` accepted it: cannot happen
+                let (peer, s) = (f.from, f.socket)
                 var w = ByteWriter(); w.u32(magic); w.u32(0)
                 do throws(CCLError) { try SocketIO.writeAll(fd, w.bytes, deadline: deadline, abortFD: wakeFD) } catch {
                     Sys.close(fd)
@@ -84,9 +83,25 @@ struct SocketMesh {
         return fds
     }
 
+    /// The listener's answer to a hello: `[magic, 0]`.
+    func isAck(_ b: [UInt8]) -> Bool {
+        var r = ByteReader(b)
+        return b.count == 8 && (try? r.u32()) == magic && (try? r.u32()) == 0
+    }
+
+    /// The fields after the secret of a complete hello: who sends it, to whom, which socket of how
+    /// many, and the communicator's size.
+    static func helloFields(_ b: [UInt8]) -> (from: Int, to: Int, socket: Int, nsocks: Int, size: Int)? {
+        guard b.count >= helloBytes else { return nil }
+        var r = ByteReader(Array(b[24..<helloBytes]))
+        guard let from = try? r.u32(), let to = try? r.u32(), let s = try? r.u32(), let n = try? r.u32(), let size = try? r.u32() else { return nil }
+        return (Int(from), Int(to), Int(s), Int(n), Int(size))
+    }
+
     /// Checks a newcomer's hello as its bytes arrive: magic and version, then the secret, then that it
-    /// names us and a socket we still need.
-    private func judge(_ b: [UInt8], lower: Set<Int>, fds: [Int: [Int32]]) -> HelloListener.Verdict {
+    /// names us and a socket we still need (`wanted(from, socket)`, asked only for a rank below this
+    /// communicator's size and a socket below `nsocks`).
+    func judge(_ b: [UInt8], wanted: (_ from: Int, _ socket: Int) -> Bool) -> HelloListener.Verdict {
         if b.count < 8 { return .need(8) }
         var r = ByteReader(b)
         let theirMagic = (try? r.u32()) ?? 0, theirVersion = (try? r.u32()) ?? 0
@@ -95,11 +110,10 @@ struct SocketMesh {
         if b.count < 24 { return .need(24) }
         guard secretsEqual(b[8..<24], secret) else { return .reject("wrong communicator secret") }
         if b.count < Self.helloBytes { return .need(Self.helloBytes) }
-        r = ByteReader(Array(b[24...]))
-        let from = Int((try? r.u32()) ?? 0), to = Int((try? r.u32()) ?? 0), s = Int((try? r.u32()) ?? 0)
-        let n = Int((try? r.u32()) ?? 0), size = Int((try? r.u32()) ?? 0)
-        guard to == rank, size == nranks, n == nsocks, lower.contains(from), s >= 0, s < nsocks, fds[from]![s] < 0 else {
-            return .reject("unexpected hello (from \(from) to \(to), socket \(s)/\(n), size \(size))")
+        guard let (from, to, s, n, size) = Self.helloFields(b), to == rank, size == nranks, n == nsocks,
+              from < nranks, s < nsocks, wanted(from, s) else {
+            let f = Self.helloFields(b)
+            return .reject("unexpected hello (from \(f?.from ?? -1) to \(f?.to ?? -1), socket \(f?.socket ?? -1)/\(f?.nsocks ?? -1), size \(f?.size ?? -1))")
         }
         return .hello(Self.helloBytes)
     }

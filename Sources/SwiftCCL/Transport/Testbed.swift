@@ -44,9 +44,9 @@ public final class TransportTestbed: @unchecked Sendable {
         (transport as? TCPTransport)?.secret = bootstrap.secret
         (transport as? VerbsTransport)?.secret = bootstrap.secret
         var list: [PeerInfo] = []
-        for b in bootstrap.blobs {
-            let info = try RankInfo.decode(b)
-            if info.rank != rank { list.append(PeerInfo(rank: info.rank, address: info.transports[0].address, host: info.host)) }
+        for info in try RankInfo.decodeAll(bootstrap.blobs) where info.rank != rank {
+            guard let t = info.transports.first else { throw CCLError(.remoteError, "rank \(info.rank) published no transport", peer: info.rank) }
+            list.append(PeerInfo(rank: info.rank, address: t.address, host: info.host))
         }
         peers = list
     }
@@ -93,24 +93,44 @@ public enum RawSocket {
     public static func close(_ fd: Int32) { Sys.close(fd) }
 
     /// A well-formed bootstrap hello (length-prefixed) with the given secret, claiming `rank` of `size`.
-    public static func bootstrapHello(secret: [UInt8], rank: Int, size: Int) -> [UInt8] {
-        var w = ByteWriter()
-        w.u32(BootstrapRoot.helloMagic); w.u32(BootstrapRoot.version)
-        w.bytes.append(contentsOf: secret)
-        w.u32(UInt32(rank)); w.u32(UInt32(size)); w.u32(60_000)
-        var inner = ByteWriter()
-        inner.blob([UInt8](repeating: 0, count: SocketAddress.encodedSize))
-        inner.blob(RankInfo(rank: rank, pid: 1, host: .local, transports: []).encode())
-        w.blob(inner.bytes)
-        var framed = ByteWriter(); framed.blob(w.bytes)
+    /// With `infoRank`, its rank information says that rank instead and offers a TCP endpoint.
+    public static func bootstrapHello(secret: [UInt8], rank: Int, size: Int, infoRank: Int? = nil) -> [UInt8] {
+        var transports: [(name: String, address: EndpointAddress)] = []
+        if infoRank != nil {
+            var tcp = [UInt8](repeating: 0, count: 2 + SocketAddress.encodedSize)
+            tcp[0] = UInt8(TCPTransport.protocolVersion); tcp[1] = 1
+            tcp.withUnsafeMutableBytes { SocketAddress.parse("127.0.0.1:9")!.encode(into: $0.baseAddress! + 2) }
+            transports.append(("tcp", EndpointAddress(tcp)))
+        }
+        let hello = Bootstrap.encodeHello(secret: secret, rank: rank, nranks: size, timeoutMs: 60_000,
+                                          oobAddress: [UInt8](repeating: 0, count: SocketAddress.encodedSize),
+                                          blob: RankInfo(rank: infoRank ?? rank, pid: 1, host: .local, transports: transports).encode())
+        var framed = ByteWriter(); framed.blob(hello)
         return framed.bytes
+    }
+
+    /// Plays a rank with a forged hello (`bootstrapHello`) as far as a real one goes in the bootstrap:
+    /// waits for the root's answer and opens the out-of-band channel to rank 0 with the session secret
+    /// the answer gave it. The connections to close when done, or nil if the root could not be reached
+    /// or did not admit it.
+    public static func forgeRank(at address: String, secret: [UInt8], rank: Int, size: Int, infoRank: Int? = nil,
+                                 timeoutMs: Int = 5000) -> [Int32]? {
+        guard let fd = open(to: address, bootstrapHello(secret: secret, rank: rank, size: size, infoRank: infoRank), connectMs: 20) else { return nil }
+        let deadline = Deadline.after(milliseconds: timeoutMs)
+        guard let reply = try? SocketIO.receiveMessage(fd, max: Bootstrap.maxAnswerBytes(nranks: size), deadline: deadline),
+              case .admitted(let session, let oob?, _)? = try? Bootstrap.parseAnswer(reply, nranks: size),
+              let o = try? SocketIO.connect(to: oob, deadline: deadline) else {
+            Sys.close(fd)
+            return nil
+        }
+        try? SocketIO.sendMessage(o, Bootstrap.encodeOOBHello(secret: session, rank: rank), deadline: deadline)
+        _ = try? SocketIO.receiveMessage(o, max: 16, deadline: deadline)
+        return [fd, o]
     }
 
     /// A well-formed hello for rank 0's out-of-band listener with the given secret, claiming `rank`.
     public static func outOfBandHello(secret: [UInt8], rank: Int) -> [UInt8] {
-        var w = ByteWriter()
-        w.u32(Bootstrap.oobMagic); w.bytes.append(contentsOf: secret); w.u32(UInt32(rank))
-        var framed = ByteWriter(); framed.blob(w.bytes)
+        var framed = ByteWriter(); framed.blob(Bootstrap.encodeOOBHello(secret: secret, rank: rank))
         return framed.bytes
     }
 

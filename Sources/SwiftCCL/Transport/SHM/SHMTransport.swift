@@ -293,9 +293,18 @@ public final class SHMTransport: Transport, @unchecked Sendable {
 
     // MARK: set-up
 
+    /// The segment name a peer published, if it is one this backend makes: `/swccl-<32 hex
+    /// digits>-r<rank>` (nothing else is ever opened, so no published name reaches outside /dev/shm).
     static func decode(_ address: EndpointAddress) -> String? {
         guard let n = address.bytes.first, address.bytes.count == Int(n) + 1 else { return nil }
-        return String(decoding: address.bytes[1...], as: UTF8.self)
+        let name = address.bytes[1...]
+        let prefix = "/swccl-".utf8
+        guard name.count <= 64, name.starts(with: prefix) else { return nil }
+        let rest = name.dropFirst(prefix.count)
+        let hex = rest.prefix(32), tail = rest.dropFirst(32)
+        guard hex.count == 32, hex.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }),
+              tail.count > 2, tail.starts(with: "-r".utf8), tail.dropFirst(2).allSatisfy({ (48...57).contains($0) }) else { return nil }
+        return String(decoding: name, as: UTF8.self)
     }
 
     public func connect(_ peers: [PeerInfo], deadline: Deadline) throws(CCLError) {
@@ -498,7 +507,9 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             let offset = Int(truncatingIfNeeded: s.load(fromByteOffset: 32, as: UInt64.self))
             let total = Int(truncatingIfNeeded: s.load(fromByteOffset: 40, as: UInt64.self))
             let payload = UnsafeRawPointer(s + SHMTransport.slotHeader)
-            switch kind {
+            // Written by the peer: nothing is read or written beyond the slot or a receive's buffer.
+            let problem = SHMTransport.slotProblem(kind: kind, len: len, offset: offset, total: total)
+            switch problem == nil ? kind : 0 {
             case SHMTransport.eager, SHMTransport.rts:
                 if let k = posted[peer].firstIndex(where: { requests[Int($0)].tag == tag }) {
                     let i = posted[peer].remove(at: k)
@@ -523,6 +534,10 @@ public final class SHMTransport: Transport, @unchecked Sendable {
                 }
             case SHMTransport.data:
                 if let i = receiving[peer][id], let dst = requests[Int(i)].buffer {
+                    guard offset <= requests[Int(i)].length - len else {
+                        peerError[peer] = CCLError(.remoteError, "garbage in the FIFO from rank \(peer) (data of \(len) bytes at \(offset) for a message of \(requests[Int(i)].length))", rank: rank, peer: peer)
+                        break
+                    }
                     (dst + offset).copyMemory(from: payload, byteCount: len)
                     requests[Int(i)].moved += len
                     if requests[Int(i)].moved >= requests[Int(i)].length {
@@ -531,7 +546,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
                     }
                 }
             default:
-                peerError[peer] = CCLError(.remoteError, "garbage in the FIFO from rank \(peer) (slot kind \(kind))", rank: rank, peer: peer)
+                peerError[peer] = CCLError(.remoteError, "garbage in the FIFO from rank \(peer) (\(problem ?? "slot kind \(kind)"))", rank: rank, peer: peer)
             }
             consumed[peer] &+= 1
             cshim_store_release_u64(word64(f), consumed[peer])  // tail: frees the slot for the writer
@@ -539,6 +554,19 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         }
         if any { ring(pseg) }  // the writer may wait for free slots
         return any
+    }
+
+    /// What is wrong with a FIFO slot's header as the peer wrote it, if anything (pure: the fuzz harness
+    /// calls it): an eager message fits its slot and says so twice, data is a piece of a slot's size
+    /// at a position in its message (checked against the receive in `drain`), the kind is known.
+    static func slotProblem(kind: UInt32, len: Int, offset: Int, total: Int) -> String? {
+        switch kind {
+        case eager: return len == total && len <= payloadBytes ? nil : "eager message of \(len) bytes, total \(total)"
+        case rts: return total > 0 ? nil : "rendezvous request of \(total) bytes"
+        case cts: return nil
+        case data: return len > 0 && len <= payloadBytes && offset >= 0 && total >= 0 ? nil : "data of \(len) bytes at \(offset), total \(total)"
+        default: return "slot kind \(kind)"
+        }
     }
 
     /// Writes what fits of `peer`'s control messages and outbox into its FIFO.
@@ -754,13 +782,27 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     // MARK: notices
 
     private func noticeWords(_ seg: UnsafeMutableRawPointer) -> (version: UnsafeMutablePointer<UInt64>, length: UnsafeMutablePointer<UInt32>, bytes: UnsafeMutableRawPointer) {
-        (word64(seg + SHMTransport.offNotice), word32(seg, SHMTransport.offNotice + 8), seg + SHMTransport.offNotice + 16)
+        Self.noticeWords(area: seg + SHMTransport.offNotice)
     }
+
+    /// The words of a notice area (at `offNotice` of a segment, `noticeAreaBytes` long).
+    private static func noticeWords(area: UnsafeMutableRawPointer) -> (version: UnsafeMutablePointer<UInt64>, length: UnsafeMutablePointer<UInt32>, bytes: UnsafeMutableRawPointer) {
+        (area.assumingMemoryBound(to: UInt64.self), (area + 8).assumingMemoryBound(to: UInt32.self), area + 16)
+    }
+
+    static let noticeAreaBytes = 16 + Notice.maxBytes
 
     /// Reads a peer's notice area: its version and notice (nil if none, or torn by a rewrite).
     private func readNotice(_ p: Int) -> (UInt64, Notice?) {
         guard let seg = peerBase[p] else { return (0, nil) }
-        let w = noticeWords(seg)
+        return Self.readNoticeArea(seg + SHMTransport.offNotice)
+    }
+
+    /// Reads the notice area at `area` as a peer wrote it, whatever it holds (pure but for the atomic
+    /// loads: the fuzz harness hands it arbitrary bytes): its version and notice, nil if none, torn
+    /// by a rewrite, or unreadable. Never reads beyond `noticeAreaBytes`.
+    static func readNoticeArea(_ area: UnsafeMutableRawPointer) -> (UInt64, Notice?) {
+        let w = noticeWords(area: area)
         let v1 = cshim_load_acquire_u64(w.version)
         guard v1 != 0, v1 & 1 == 0 else { return (v1, nil) }
         let n = Int(min(cshim_load_u32(w.length), UInt32(Notice.maxBytes)))

@@ -141,6 +141,25 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         rebuildPollSet()
     }
 
+    /// Takes `fds` (socket index order) as the connections to `peer`, as if `connect` had made them:
+    /// what the fuzz harness (`WireFuzzing.tcpStream`) uses to feed this rank's reader arbitrary bytes
+    /// through one end of a socket pair. Call before anything else, once per peer.
+    func attach(peer: Int, fds: [Int32]) {
+        lock.lock(); defer { lock.unlock() }
+        precondition(peer != rank && peer >= 0 && peer < nranks && fds.count == nsocks && peers[peer] == nil)
+        peers[peer] = PeerState(rank: peer, address: listenAddress, nsocks: nsocks)
+        for (s, fd) in fds.enumerated() { peers[peer]!.socks[s].fd = fd }
+        if listenFD >= 0 { Sys.close(listenFD); listenFD = -1 }
+        rebuildPollSet()
+    }
+
+    /// Why the connections to `peer` failed, if they did (the fuzz harness reports it: a peer lost
+    /// without a notice fails the requests only after the grace).
+    func peerFailure(_ peer: Int) -> CCLError? {
+        lock.lock(); defer { lock.unlock() }
+        return peer >= 0 && peer < peers.count ? peers[peer]?.failure : nil
+    }
+
     private func rebuildPollSet() {
         pollSet = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
         pollOwners = [(-1, -1)]
@@ -632,14 +651,9 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     }
 
     private func handleHeader(peer: Int, sock: Int, w0: UInt64, tag: UInt64, a: UInt64, b: UInt64) throws(CCLError) {
-        guard let type = FrameType(rawValue: UInt32(truncatingIfNeeded: w0)) else {
-            throw CCLError(.remoteError, "garbage on the wire from rank \(peer): unknown frame type \(w0)")
-        }
+        let type = try FrameHeader.check(w0: w0, a: a, b: b, from: peer)
         switch type {
         case .eager:
-            guard a <= UInt64(Self.maxEagerBytes) else {
-                throw CCLError(.remoteError, "protocol error from rank \(peer): eager message of \(a) bytes exceeds \(Self.maxEagerBytes)")
-            }
             let length = Int(a)
             if let i = postedReceive(peer: peer, tag: tag) {
                 match(slot: i, peer: peer, length: length, messageID: 0, isRendezvous: false)
@@ -658,9 +672,6 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             }
             if length == 0 { finishBody(peer: peer, sock: sock) }
         case .rts:
-            guard a > 0, a <= UInt64(Int64.max / 4), b != 0 else {
-                throw CCLError(.remoteError, "protocol error from rank \(peer): bad rendezvous request (length \(a), id \(b))")
-            }
             if let i = postedReceive(peer: peer, tag: tag) {
                 match(slot: i, peer: peer, length: Int(a), messageID: b, isRendezvous: true)
                 flush(peer: peer)
@@ -702,9 +713,6 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             peers[peer]!.saidGoodbye = true
             peers[peer]!.goodbyeWasAbort = a != 0
         case .notice:
-            guard a > 0, a <= UInt64(Notice.maxBytes) else {
-                throw CCLError(.remoteError, "protocol error from rank \(peer): notice of \(a) bytes")
-            }
             if peers[peer]!.noticeIn == nil { peers[peer]!.noticeIn = UnsafeMutableRawPointer.allocate(byteCount: Notice.maxBytes, alignment: 8) }
             peers[peer]!.socks[sock].beginBody(target: peers[peer]!.noticeIn, length: Int(a), slot: -1, unexpected: Self.noticeBody)
         }
@@ -808,6 +816,37 @@ public final class TCPTransport: Transport, @unchecked Sendable {
 // MARK: - State types
 
 enum FrameType: UInt32 { case eager = 1, rts = 2, cts = 3, data = 4, bye = 5, notice = 6 }
+
+/// What can be checked of a frame header without the connection's state (pure: the fuzz harness
+/// calls it too, through `TCPTransport.read`).
+enum FrameHeader {
+    /// The frame's type, if the header is one a rank may send: a known type, an eager message of at
+    /// most `TCPTransport.maxEagerBytes`, a rendezvous request with a length and an id, a notice of
+    /// 1…`Notice.maxBytes` bytes. (DATA and CTS are checked against the message they name.)
+    @inline(__always)
+    static func check(w0: UInt64, a: UInt64, b: UInt64, from peer: Int) throws(CCLError) -> FrameType {
+        guard let type = FrameType(rawValue: UInt32(truncatingIfNeeded: w0)) else {
+            throw CCLError(.remoteError, "garbage on the wire from rank \(peer): unknown frame type \(w0)")
+        }
+        switch type {
+        case .eager:
+            guard a <= UInt64(TCPTransport.maxEagerBytes) else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): eager message of \(a) bytes exceeds \(TCPTransport.maxEagerBytes)")
+            }
+        case .rts:
+            guard a > 0, a <= UInt64(Int64.max / 4), b != 0 else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): bad rendezvous request (length \(a), id \(b))")
+            }
+        case .notice:
+            guard a > 0, a <= UInt64(Notice.maxBytes) else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): notice of \(a) bytes")
+            }
+        case .cts, .data, .bye:
+            break
+        }
+        return type
+    }
+}
 
 struct Frame {
     var header: (UInt64, UInt64, UInt64, UInt64)

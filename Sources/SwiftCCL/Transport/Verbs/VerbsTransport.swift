@@ -254,17 +254,12 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         var psnBytes: UInt32 = 0
         try? withUnsafeMutableBytes(of: &psnBytes) { b throws(Errno) in try Sys.randomBytes(b.baseAddress!, 4) }
         let psn = psnBytes & 0xff_ffff
-        var w = ByteWriter()
-        w.u32(Self.setupMagic); w.u32(qpn); w.u32(psn); w.u32(UInt32(localLID)); w.u32(UInt32(port.mtu)); w.u32(UInt32(eagerThreshold))
-        w.bytes.append(contentsOf: localGID)
+        let setup = VerbsSetup(qpn: qpn, psn: psn, lid: UInt32(localLID), mtu: UInt32(port.mtu), eager: UInt32(eagerThreshold), gid: localGID)
         let fd = peers[peer]!.fd
         do throws(CCLError) {
-            try SocketIO.writeAll(fd, w.bytes, deadline: deadline, abortFD: wakeFD)
-            var r = ByteReader(try SocketIO.read(fd, count: 24 + 16, deadline: deadline, abortFD: wakeFD))
-            guard try r.u32() == Self.setupMagic else { throw CCLError(.remoteError, "garbled queue-pair set-up message") }
-            let rqpn = try r.u32(), rpsn = try r.u32(), rlid = try r.u32(), rmtu = try r.u32(), reager = try r.u32()
-            var rgid: [UInt8] = []
-            for _ in 0..<16 { rgid.append(try r.u8()) }
+            try SocketIO.writeAll(fd, setup.encode(), deadline: deadline, abortFD: wakeFD)
+            let m = try VerbsSetup.decode(try SocketIO.read(fd, count: VerbsSetup.bytes, deadline: deadline, abortFD: wakeFD))
+            let (rqpn, rpsn, rlid, rmtu, reager, rgid) = (m.qpn, m.psn, m.lid, m.mtu, m.eager, m.gid)
             peers[peer]!.eager = min(eagerThreshold, Int(reager))
             let mtu = min(port.mtu, Int(rmtu))
             var step: UnsafePointer<CChar>? = nil
@@ -791,21 +786,14 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 
     /// A SEND arrived from `peer` in `buf`.
     private func received(peer: Int, _ buf: UnsafeMutableRawPointer, _ n: Int) {
-        guard n >= Self.headerBytes, let type = MessageType(rawValue: UInt64(littleEndian: buf.load(as: UInt64.self))) else {
-            peerFailed(peer, CCLError(.remoteError, "garbled message (\(n) bytes) from rank \(peer)", peer: peer), abrupt: true)
+        let h: VerbsHeader
+        do { h = try VerbsHeader.decode(UnsafeRawPointer(buf), count: n, from: peer) } catch {
+            peerFailed(peer, error, abrupt: true)
             return
         }
-        let tag = UInt64(littleEndian: buf.load(fromByteOffset: 8, as: UInt64.self))
-        let a = UInt64(littleEndian: buf.load(fromByteOffset: 16, as: UInt64.self))
-        let b = UInt64(littleEndian: buf.load(fromByteOffset: 24, as: UInt64.self))
-        let c = UInt64(littleEndian: buf.load(fromByteOffset: 32, as: UInt64.self))
+        let (type, tag, length, a, c) = (h.type, h.tag, h.length, h.a, h.c)
         switch type {
         case .eager, .rts:
-            let length = Int(a)
-            if type == .eager && length != n - Self.headerBytes {
-                peerFailed(peer, CCLError(.remoteError, "eager message from rank \(peer) says \(length) bytes but carries \(n - Self.headerBytes)", peer: peer), abrupt: true)
-                return
-            }
             let data = type == .eager ? UnsafeRawPointer(buf + Self.headerBytes) : nil
             if let i = peers[peer]!.recvs.first(where: { slots[Int($0)].tag == tag && slots[Int($0)].state == .posted && !slots[Int($0)].matched }) {
                 slots[Int(i)].matched = true
@@ -819,7 +807,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
                 peers[peer]!.unexpected.append(VerbsUnexpected(tag: tag, length: length, data: copy, isRTS: type == .rts))
             }
         case .cts:
-            let g = Grant(tag: tag, address: a, length: Int(b), rkey: UInt32(truncatingIfNeeded: c >> 32), rid: UInt32(truncatingIfNeeded: c))
+            let g = Grant(tag: tag, address: a, length: length, rkey: UInt32(truncatingIfNeeded: c >> 32), rid: UInt32(truncatingIfNeeded: c))
             if let i = peers[peer]!.sends.first(where: { slots[Int($0)].state == .awaitingCTS && slots[Int($0)].tag == tag }) {
                 granted(slot: i, g)
             } else {
@@ -842,14 +830,8 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
             guard let n = try chunk.withUnsafeMutableBytes({ b in catching { () throws(Errno) -> Int? in try Sys.recv(fd, b.baseAddress!, b.count) } }).get() else { return }
             if n > 0 {
                 peers[peer]!.controlIn += chunk[0..<n]
-                while peers[peer]!.controlIn.count >= 4 {
-                    let c = peers[peer]!.controlIn
-                    let len = Int(c[0]) | Int(c[1]) << 8 | Int(c[2]) << 16 | Int(c[3]) << 24
-                    guard len > 0, len <= Notice.maxBytes else { peers[peer]!.controlIn.removeAll(); break }  // garbage: ignored
-                    guard c.count >= 4 + len else { break }
-                    noticeArrived(peer, Notice.decode(Array(c[4..<4 + len])))
-                    peers[peer]!.controlIn.removeFirst(4 + len)
-                }
+                // Garbage (a length of 0 or beyond the largest notice) is ignored: the buffer is dropped.
+                for notice in Notice.unframe(&peers[peer]!.controlIn) { noticeArrived(peer, notice) }
                 return
             }
         } catch {}
@@ -976,6 +958,71 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
 // MARK: - state
 
 enum MessageType: UInt64 { case eager = 1, rts = 2, cts = 3, bye = 5 }
+
+/// A SEND's 40-byte header `[type, tag, a, b, c]`, checked as far as it can be without the pair's
+/// state (pure: the fuzz harness calls it): a known type; an eager message whose length is what the
+/// SEND carries; a rendezvous request's or a grant's length a count of bytes, not a wrapped one.
+struct VerbsHeader: Equatable {
+    var type: MessageType
+    var tag: UInt64
+    /// EAGER and RTS: the message's length; CTS: the granted length (b); BYE: 0.
+    var length: Int
+    var a: UInt64, b: UInt64, c: UInt64
+
+    /// Largest length a header may state (more than any buffer; as TCP's rendezvous requests).
+    static let maxLength = UInt64(Int64.max / 4)
+
+    static func decode(_ buf: UnsafeRawPointer, count n: Int, from peer: Int) throws(CCLError) -> VerbsHeader {
+        guard n >= VerbsTransport.headerBytes, let type = MessageType(rawValue: UInt64(littleEndian: buf.loadUnaligned(as: UInt64.self))) else {
+            throw CCLError(.remoteError, "garbled message (\(n) bytes) from rank \(peer)", peer: peer)
+        }
+        let tag = UInt64(littleEndian: buf.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        let a = UInt64(littleEndian: buf.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        let b = UInt64(littleEndian: buf.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+        let c = UInt64(littleEndian: buf.loadUnaligned(fromByteOffset: 32, as: UInt64.self))
+        var length = 0
+        switch type {
+        case .eager:
+            guard a == UInt64(n - VerbsTransport.headerBytes) else {
+                throw CCLError(.remoteError, "eager message from rank \(peer) says \(a) bytes but carries \(n - VerbsTransport.headerBytes)", peer: peer)
+            }
+            length = Int(a)
+        case .rts, .cts:
+            let stated = type == .rts ? a : b
+            guard stated <= maxLength else {
+                throw CCLError(.remoteError, "protocol error from rank \(peer): \(type == .rts ? "rendezvous request" : "grant") of \(stated) bytes", peer: peer)
+            }
+            length = Int(stated)
+        case .bye:
+            break
+        }
+        return VerbsHeader(type: type, tag: tag, length: length, a: a, b: b, c: c)
+    }
+}
+
+/// The message each side of a pair sends on the control connection to set up its queue pair:
+/// `[magic, QPN, PSN, LID, MTU, eager size, GID (16 bytes)]`.
+struct VerbsSetup: Equatable {
+    var qpn: UInt32, psn: UInt32, lid: UInt32, mtu: UInt32, eager: UInt32
+    var gid: [UInt8]
+    static let bytes = 24 + 16
+
+    func encode() -> [UInt8] {
+        var w = ByteWriter()
+        w.u32(VerbsTransport.setupMagic); w.u32(qpn); w.u32(psn); w.u32(lid); w.u32(mtu); w.u32(eager)
+        w.bytes.append(contentsOf: gid)
+        return w.bytes
+    }
+
+    static func decode(_ b: [UInt8]) throws(CCLError) -> VerbsSetup {
+        var r = ByteReader(b)
+        guard b.count == bytes, try r.u32() == VerbsTransport.setupMagic else { throw CCLError(.remoteError, "garbled queue-pair set-up message") }
+        let qpn = try r.u32(), psn = try r.u32(), lid = try r.u32(), mtu = try r.u32(), eager = try r.u32()
+        var gid: [UInt8] = []
+        for _ in 0..<16 { gid.append(try r.u8()) }
+        return VerbsSetup(qpn: qpn, psn: psn, lid: lid, mtu: mtu, eager: eager, gid: gid)
+    }
+}
 
 /// Work request ids: kind in the top bit, the peer's rank in the next 23, then a send's sequence
 /// number (40 bits) or a receive buffer's index.
