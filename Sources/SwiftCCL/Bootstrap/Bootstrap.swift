@@ -554,7 +554,7 @@ struct RankInfo: Sendable {
             ts.append((name, EndpointAddress(addr)))
         }
         var info = RankInfo(rank: rank, pid: pid, host: host, transports: ts)
-        if try r.u8() == 1 {
+        if !r.atEnd, try r.u8() == 1 {  // (absent: not a shrink)
             let parent = Int(try r.u32()), n = Int(try r.u32())
             guard n <= 1 << 16 else { throw CCLError(.remoteError, "malformed rank info: an exclusion list of \(n) ranks") }
             var list: [Int] = []
