@@ -35,7 +35,7 @@ struct CallArguments: Sendable, Equatable {
     var preMulSum = false
     var algorithm: Algorithm?
 
-    /// FNV-1a over the values (+1 each, so an absent argument differs from the first value).
+    /// A 32-bit hash of the values (+1 each, so an absent argument differs from the first value).
     var fingerprint: UInt32 {
         Tag.fingerprint(collective.rawValue, count, type.map { Int($0.rawValue) + 1 } ?? 0, op.map { Int($0.rawValue) + 1 } ?? 0,
                         root.map { $0 + 1 } ?? 0, preMulSum ? 1 : 0, algorithm.map { $0.code + 1 } ?? 0)
@@ -151,7 +151,8 @@ struct CollectiveContext {
     let fingerprint: UInt32
     /// The arguments themselves (for error texts: which one differs).
     let arguments: CallArguments
-    let check: ArgumentCheck
+    /// The communicator's (it outlives every operation's context: no reference counting per call).
+    unowned(unsafe) let check: ArgumentCheck
     let operation: String
     let timeoutMs: Int
     let scratch: Scratch
@@ -160,7 +161,8 @@ struct CollectiveContext {
     /// Numbers the communicator's staged pipeline steps (the same sequence on every rank).
     let steps: Counter
     /// Tells peers of long waits, so a timeout names the rank that is actually stuck.
-    let blame: Blame?
+    /// (The communicator's, as `check`.)
+    unowned(unsafe) let blame: Blame?
     /// Whether waits look for peers in this operation with other arguments (not for point-to-point,
     /// whose tags carry no operation).
     var scansForMismatch = true

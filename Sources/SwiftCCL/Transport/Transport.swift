@@ -192,7 +192,7 @@ public enum Tag {
         ((tag >> 40) & 0x3f_ffff, UInt32(truncatingIfNeeded: tag >> 8), Int(tag & 0xff))
     }
 
-    /// A 32-bit fingerprint of an operation's arguments (FNV-1a over the values).
+    /// A 32-bit fingerprint of an operation's arguments (see `mix`).
     public static func fingerprint(_ values: [Int]) -> UInt32 {
         var h: UInt32 = 0x811c_9dc5
         for v in values { mix(&h, v) }
@@ -207,9 +207,13 @@ public enum Tag {
         return h
     }
 
+    /// One 64-bit value into the hash: a multiply-xorshift step per value (not FNV's eight byte
+    /// steps: this runs on every collective call), folded to 32 bits at each step.
     @inline(__always) static func mix(_ h: inout UInt32, _ v: Int) {
-        var x = UInt64(bitPattern: Int64(v))
-        for _ in 0..<8 { h = (h ^ UInt32(x & 0xff)) &* 0x0100_0193; x >>= 8 }
+        var x = (UInt64(h) << 32 | UInt64(h)) ^ UInt64(bitPattern: Int64(v))
+        x = (x ^ (x >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        x = (x ^ (x >> 27)) &* 0x94d0_49bb_1331_11eb
+        h = UInt32(truncatingIfNeeded: x ^ (x >> 31))
     }
 }
 
