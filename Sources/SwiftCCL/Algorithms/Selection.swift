@@ -30,6 +30,18 @@ public enum CollectiveKind: String, CaseIterable, Sendable {
         }
     }
 
+    /// Its position among the cases (a switch: no array per call on the collective path).
+    var index: Int {
+        switch self {
+        case .allreduce: 0
+        case .allgather: 1
+        case .reducescatter: 2
+        case .broadcast: 3
+        case .reduce: 4
+        case .alltoall: 5
+        }
+    }
+
     /// The algorithms implemented for this collective, in the order tables show them.
     public var algorithms: [Algorithm] {
         switch self {
@@ -81,7 +93,37 @@ public enum Algorithm: String, CaseIterable, Sendable {
     }
 
     /// A small number identifying the algorithm in a collective's fingerprint.
-    var code: Int { Algorithm.allCases.firstIndex(of: self)! }
+    /// (A switch: `allCases.firstIndex` built an array on every collective call.)
+    var code: Int {
+        switch self {
+        case .ring: 0
+        case .tree: 1
+        case .recdbl: 2
+        case .rabenseifner: 3
+        case .halving: 4
+        case .chain: 5
+        case .binomial: 6
+        case .pairwise: 7
+        case .oneshot: 8
+        case .staged: 9
+        }
+    }
+
+    /// The algorithm of a `code`.
+    init(code: Int) {
+        switch code {
+        case 0: self = .ring
+        case 1: self = .tree
+        case 2: self = .recdbl
+        case 3: self = .rabenseifner
+        case 4: self = .halving
+        case 5: self = .chain
+        case 6: self = .binomial
+        case 7: self = .pairwise
+        case 8: self = .oneshot
+        default: self = .staged
+        }
+    }
 }
 
 /// The latency/bandwidth cost model (Hockney: a step that moves `b` bytes costs α + b·β, a reduction
@@ -348,10 +390,10 @@ struct AlgorithmSelector: Sendable {
     }
 
     func choose(_ kind: CollectiveKind, bytes: Int) -> Algorithm {
-        let k = CollectiveKind.allCases.firstIndex(of: kind)!
+        let k = kind.index
         let key = UInt64(truncatingIfNeeded: bytes) << 8
         let hit = last.words.withLock { $0[k] }
-        if hit & ~0xff == key && hit & 0xff != 0 { return Algorithm.allCases[Int(hit & 0xff) - 1] }
+        if hit & ~0xff == key && hit & 0xff != 0 { return Algorithm(code: Int(hit & 0xff) - 1) }
         let a = decide(kind, bytes: bytes)
         if bytes < 1 << 55 { last.words.withLock { $0[k] = key | UInt64(a.code + 1) } }
         return a
