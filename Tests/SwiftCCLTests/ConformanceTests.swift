@@ -56,6 +56,9 @@ final class ConformanceTests: XCTestCase {
     func testPeerThatCloses() throws { try expectPass("close", ranks: 3) }
     /// Registered buffers reused, deregistered and freed; then fresh unregistered ones.
     func testRegisteredAndReusedBuffers() throws { try expectPass("register", ranks: 2) }
+    /// Bounded buffering: a peer that sends far more than the receiver has asked for fills at most
+    /// the unexpected budget, then waits; every message still arrives, in order.
+    func testFloodOfUnexpectedMessagesIsBounded() throws { try expectPass("flood", ranks: 2) }
 
     /// A peer killed mid-transfer: the others get an error naming it within twice the timeout.
     func testPeerKilledMidTransfer() throws {

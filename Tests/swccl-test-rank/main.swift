@@ -259,6 +259,52 @@ do { id = try UniqueID(hex: env("SWCCL_TEST_ID") ?? "") } catch { say("FAIL bad 
         waitAll(tb, reqs, "many outstanding")
         for (rb, n, peer, i) in bufs { check(checkBytes(rb, n, peer * 100_000 + rank * 1000 + i), "message \(i) from \(peer)") }
         say("completed \(reqs.count) requests")
+    case "flood":
+        // Bounded buffering (Transport.unexpectedTags, UnexpectedBudget): rank 0 sends more empty
+        // messages than rank 1 has asked for or may hold; rank 1 keeps at most the budget's worth
+        // (the rest wait with the sender), then receives every one, in order, and a last message
+        // with data behind them.
+        connect(tb)
+        let total = 6000
+        let held = UnexpectedBudget.bytesPerPeer / UnexpectedBudget.minimumCost + 1
+        let window = max(1, min(256, caps.maxOutstandingRequests / 4))
+        let last = UnsafeMutableRawPointer.allocate(byteCount: 100, alignment: 8)
+        defer { last.deallocate() }
+        let empty = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        if rank == 0 {
+            fillBytes(last, 100, 77)
+            var pending: [Request] = []
+            do {
+                for _ in 0..<total {
+                    if pending.count >= window { try tb.transport.wait(pending.removeFirst(), deadline: tb.deadline) }
+                    pending.append(try tb.transport.isend(to: 1, tag: 700, UnsafeRawBufferPointer(empty)))
+                }
+                pending.append(try tb.transport.isend(to: 1, tag: 701, UnsafeRawBufferPointer(start: last, count: 100)))
+                for q in pending { try tb.transport.wait(q, deadline: tb.deadline) }
+            } catch { check(false, "flood sends: \(error)") }
+        } else if rank == 1 {
+            // Let the flood arrive until it stops growing for a second.
+            var seen = 0, still = 0
+            let until = Deadline.after(milliseconds: 30_000)
+            while !until.hasPassed && seen < total && still < 10 {
+                _ = try? tb.transport.waitForProgress(deadline: .after(milliseconds: 100))
+                let now = tb.transport.unexpectedTags(from: 0).count
+                if now == seen { still += 1 } else { (seen, still) = (now, 0) }
+            }
+            say("held \(seen) of \(total) unexpected messages (budget: \(held))")
+            check(seen > 0 && seen <= held, "rank 1 held \(seen) unexpected messages from rank 0: more than the budget's \(held)")
+            var pending: [Request] = []
+            do {
+                for _ in 0..<total {
+                    if pending.count >= window { try tb.transport.wait(pending.removeFirst(), deadline: tb.deadline) }
+                    pending.append(try tb.transport.irecv(from: 0, tag: 700, into: empty))
+                }
+                memset(last, 0, 100)
+                pending.append(try tb.transport.irecv(from: 0, tag: 701, into: UnsafeMutableRawBufferPointer(start: last, count: 100)))
+                for q in pending { try tb.transport.wait(q, deadline: tb.deadline) }
+                check(checkBytes(last, 100, 77), "the message after the flood")
+            } catch { check(false, "flood receives: \(error)") }
+        }
     case "register":
         // Buffers registered with the transport (zero-copy for verbs), used several times, deregistered
         // and freed; then fresh unregistered buffers, likely at the same addresses, must receive the

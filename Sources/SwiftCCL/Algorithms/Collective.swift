@@ -36,9 +36,16 @@ struct CallArguments: Sendable, Equatable {
     var algorithm: Algorithm?
 
     /// A 32-bit hash of the values (+1 each, so an absent argument differs from the first value).
-    var fingerprint: UInt32 {
-        Tag.fingerprint(collective.rawValue, count, type.map { Int($0.rawValue) + 1 } ?? 0, op.map { Int($0.rawValue) + 1 } ?? 0,
-                        root.map { $0 + 1 } ?? 0, preMulSum ? 1 : 0, algorithm.map { $0.code + 1 } ?? 0)
+    /// Computed on every call: the small arguments are packed into one word (collective 4 bits, type
+    /// 5, op 4, pre-multiplied 1, algorithm 5, root + 1 the rest), so the hash mixes two words.
+    @inline(__always) var fingerprint: UInt32 {
+        var packed = UInt64(truncatingIfNeeded: collective.rawValue)
+        packed |= UInt64(type.map { UInt64($0.rawValue) + 1 } ?? 0) << 4
+        packed |= UInt64(op.map { UInt64($0.rawValue) + 1 } ?? 0) << 9
+        packed |= (preMulSum ? 1 : 0) << 13
+        packed |= UInt64(algorithm.map { $0.code + 1 } ?? 0) << 14
+        packed |= UInt64(truncatingIfNeeded: root.map { $0 + 1 } ?? 0) << 19
+        return Tag.fingerprint(Int(bitPattern: UInt(packed)), count)
     }
 
     /// "broadcast of 1000 × float32, root 0, algorithm binomial"
@@ -141,11 +148,13 @@ final class ArgumentCheck: Sendable {
 /// What an algorithm needs from its communicator: who it is, the transport, a fresh tag space and the
 /// deadline rule. Algorithms see nothing else, so they work over any backend.
 struct CollectiveContext {
+    // The class references are the communicator's, which outlives every operation's context: they
+    // are unowned(unsafe) so that making and passing a context costs no reference counting per call.
     let rank: Int
     let size: Int
-    let transport: any Transport
+    unowned(unsafe) let transport: any Transport
     /// The transport's shared memory, when it has some (cast once per communicator, not per call).
-    let arena: (any SharedArena)?
+    unowned(unsafe) let arena: (any SharedArena)?
     let sequence: UInt64
     /// Fingerprint of the operation's arguments, the same on every rank that called it alike.
     let fingerprint: UInt32
@@ -155,11 +164,11 @@ struct CollectiveContext {
     unowned(unsafe) let check: ArgumentCheck
     let operation: String
     let timeoutMs: Int
-    let scratch: Scratch
+    unowned(unsafe) let scratch: Scratch
     /// Numbers the communicator's one-shot operations (the same sequence on every rank).
-    let oneShot: Counter
+    unowned(unsafe) let oneShot: Counter
     /// Numbers the communicator's staged pipeline steps (the same sequence on every rank).
-    let steps: Counter
+    unowned(unsafe) let steps: Counter
     /// Tells peers of long waits, so a timeout names the rank that is actually stuck.
     /// (The communicator's, as `check`.)
     unowned(unsafe) let blame: Blame?

@@ -53,7 +53,8 @@ public protocol Transport: AnyObject, Sendable {
     func abort(_ reason: String)
 
     /// Tags of messages that arrived from `peer` and match no posted receive (diagnostics: tells a
-    /// peer that is in another operation from one that is merely slow).
+    /// peer that is in another operation from one that is merely slow). A backend keeps at most
+    /// `UnexpectedBudget` of them per peer and leaves the rest with the sender (flow control).
     func unexpectedTags(from peer: Int) -> [UInt64]
 
     /// Tells every peer `notice` (see `Notice`); never blocks for long. An `abort` notice is on its way
@@ -66,6 +67,20 @@ public protocol Transport: AnyObject, Sendable {
 
     /// Releases every resource. Outstanding requests fail.
     func close()
+}
+
+/// How much a backend keeps, per peer, of messages that arrived before a matching receive was posted:
+/// each counts its payload bytes but at least `minimumCost` (so a flood of empty or rendezvous messages
+/// is bounded — at most 4096 of them — as well as a flood of data), up to `bytesPerPeer` in all. Past
+/// it, a backend leaves that peer's next unmatched message where it is — in the socket, the FIFO or
+/// the receive queue — so the peer's sends wait (flow control) instead of this process's memory
+/// growing, until a receive is posted for it. A program that receives out of order more than this
+/// from one peer then times out instead of completing, as an MPI program relying on unbounded
+/// buffering can deadlock.
+public enum UnexpectedBudget {
+    public static let bytesPerPeer = 16 << 20
+    public static let minimumCost = 4096
+    @inline(__always) static func cost(payload: Int) -> Int { max(payload, minimumCost) }
 }
 
 /// What a backend can do; algorithms and the transport selector read it rather than the backend's type.
@@ -199,11 +214,11 @@ public enum Tag {
         return h
     }
 
-    /// The same over up to seven values, without an array (called on every collective).
+    /// The same over two values, without an array (called on every collective).
     @inline(__always)
-    public static func fingerprint(_ a: Int, _ b: Int = 0, _ c: Int = 0, _ d: Int = 0, _ e: Int = 0, _ f: Int = 0, _ g: Int = 0) -> UInt32 {
+    public static func fingerprint(_ a: Int, _ b: Int) -> UInt32 {
         var h: UInt32 = 0x811c_9dc5
-        mix(&h, a); mix(&h, b); mix(&h, c); mix(&h, d); mix(&h, e); mix(&h, f); mix(&h, g)
+        mix(&h, a); mix(&h, b)
         return h
     }
 

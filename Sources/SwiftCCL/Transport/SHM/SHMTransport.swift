@@ -92,7 +92,9 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     private let lock = Lock()
 
     // Progress state; touched only by the thread holding `lock`.
-    private var peerBase: [UnsafeMutableRawPointer?]
+    /// Peers' mappings: a fixed array (never reallocated), so that the collectives' unlocked reads
+    /// (`peerBaseUnlocked`) are plain loads without exclusivity checks.
+    private let peerBase: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private var peerPid: [Int32]
     /// Whether the peer's pid means the same process here (same, known PID namespace).
     private var peerPidUsable: [Bool]
@@ -114,6 +116,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     private var outbox: [[Work]]     // eager/RTS/DATA to send, per peer, in posting order
     private var posted: [[Int32]]    // receives not yet matched, per peer, in posting order
     private var unexpected: [[Unexpected]]
+    private var unexpectedBytes: [Int]  // per peer, counted against `UnexpectedBudget`
     private var receiving: [[UInt64: Int32]]  // per peer: the sender's message id → receive
     private var awaitingCTS: [[UInt64: Int32]]  // per peer: my message id → send
     private var requests: [ShmRequest]
@@ -216,7 +219,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             needsRegistration: false, maxOutstandingRequests: maxOutstanding, sameHostOnly: true,
             sharedArenaBytes: SHMTransport.arenaBytes, sharedStageBytes: stageBytes,
             alphaNanos: SHMTransport.modelAlphaNanos, betaNanosPerByte: SHMTransport.modelBetaNanosPerByte)
-        peerBase = Array(repeating: nil, count: nranks)
+        peerBase = .allocate(capacity: nranks)
+        peerBase.initialize(repeating: nil, count: nranks)
         peerPid = Array(repeating: 0, count: nranks)
         peerPidUsable = Array(repeating: false, count: nranks)
         peerFD = Array(repeating: -1, count: nranks)
@@ -232,6 +236,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         outbox = Array(repeating: [], count: nranks)
         posted = Array(repeating: [], count: nranks)
         unexpected = Array(repeating: [], count: nranks)
+        unexpectedBytes = Array(repeating: 0, count: nranks)
         receiving = Array(repeating: [:], count: nranks)
         awaitingCTS = Array(repeating: [:], count: nranks)
         requests = Array(repeating: ShmRequest(), count: maxOutstanding)
@@ -248,6 +253,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         if !closed { close() }
         Sys.unmap(base, bytes: segmentBytes)  // kept until here: abort() may still ring it
         Sys.releaseLivenessLock(segmentFD, slot: lockSlot)
+        peerBase.deallocate()
     }
 
     // MARK: words in shared memory
@@ -427,6 +433,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         let i = try allocate(send: false, peer: peer, tag: tag, buffer: buffer.baseAddress, length: buffer.baseAddress == nil ? 0 : buffer.count)
         if let k {
             let u = unexpected[peer].remove(at: k)
+            unexpectedBytes[peer] -= UnexpectedBudget.cost(payload: u.bytes?.count ?? 0)
             match(i, peer: peer, bytes: u.bytes, messageID: u.messageID, total: u.total, payload: nil, address: u.address)
         } else {
             posted[peer].append(i)
@@ -497,7 +504,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         guard let pseg = peerBase[peer] else { return false }
         let f = fifo(base, writer: peer)
         var any = false
-        while true {
+        draining: while true {
             let s = slot(f, consumed[peer])
             guard cshim_load_acquire_u64(word64(s)) == consumed[peer] &+ 1 else { break }
             let kind = s.load(fromByteOffset: 8, as: UInt32.self)
@@ -515,9 +522,14 @@ public final class SHMTransport: Transport, @unchecked Sendable {
                     let i = posted[peer].remove(at: k)
                     match(i, peer: peer, bytes: nil, messageID: id, total: total, payload: kind == SHMTransport.eager ? payload : nil,
                           address: kind == SHMTransport.rts ? UInt64(offset) : 0)
+                } else if unexpectedBytes[peer] > UnexpectedBudget.bytesPerPeer && peerError[peer] == nil {
+                    // Left in the FIFO (the peer's sends wait) until a receive is posted for it. (A peer
+                    // that is gone sends no more: what its FIFO holds, a bounded amount, is kept.)
+                    break draining
                 } else {
                     let copy = kind == SHMTransport.eager ? Array(UnsafeRawBufferPointer(start: payload, count: len)) : nil
                     unexpected[peer].append(Unexpected(tag: tag, bytes: copy, messageID: id, total: total, address: kind == SHMTransport.rts ? UInt64(offset) : 0))
+                    unexpectedBytes[peer] += UnexpectedBudget.cost(payload: copy?.count ?? 0)
                 }
             case SHMTransport.cts:
                 if let i = awaitingCTS[peer].removeValue(forKey: id) {
@@ -676,11 +688,13 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             let lockGone = Sys.livenessLockHeld(peerFD[p]) == false
             let alive = !lockGone && (!peerPidUsable[p] || Sys.processAlive(peerPid[p]))
             guard closedFlag || !alive else { continue }
-            drain(p)
             let why = closedFlag ? "rank \(p) closed its end of shared memory"
                 : "rank \(p) (pid \(peerPid[p])\(peerPidUsable[p] ? "" : " in another PID namespace")) died"
             // Its notice, written before it closed or exited, says whom to blame.
             peerError[p] = noticeError(p) ?? CCLError(.remoteError, "connection lost: \(why)", rank: rank, peer: p)
+            // What it sent before it went is still delivered (all of it: it sends no more, so the
+            // unexpected budget no longer holds its FIFO back).
+            drain(p)
             for i in requests.indices where requests[i].inUse && !requests[i].done && requests[i].peer == p {
                 requests[i].error = peerError[p]
                 requests[i].done = true

@@ -61,7 +61,6 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     /// Encoded notices this rank sent (frames point into them until written); freed at close.
     private var sentNotices: [UnsafeMutableRawPointer] = []
     private var closed = false
-    static let unexpectedLimit = 16 << 20
     /// Receivers accept eager messages up to this size whatever their own threshold, so ranks with
     /// different SWCCL_TCP_EAGER_BYTES still interoperate.
     static let maxEagerBytes = 1 << 20
@@ -229,6 +228,11 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         // An unexpected message with this tag may be waiting already, even from a peer that has since
         // closed: what it sent before closing is still delivered.
         deliverUnexpected(peer: peer)
+        // Reading a peer past the unexpected budget is paused at an unmatched message: it may be
+        // this receive's (poll no longer watches that connection, so look now).
+        if peers[peer]!.stalled, peers[peer]!.failure == nil {
+            do throws(CCLError) { try read(peer: peer, sock: 0) } catch { peerFailed(peer, error) }
+        }
         if let e = peers[peer]!.failure, !peers[peer]!.silent, slots[Int(i)].state != .done { fail(slot: i, e) }
         return slots.handle(i)
     }
@@ -265,6 +269,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             peers[peer]!.unexpected.remove(at: u)
             match(slot: i, peer: peer, length: m.length, messageID: m.messageID, isRendezvous: m.isRendezvous)
             granted = granted || m.isRendezvous
+            peers[peer]!.unexpectedBytes -= UnexpectedBudget.cost(payload: m.data == nil ? 0 : m.length)
             if let data = m.data {
                 if slots[Int(i)].state != .failed {
                     if m.length > 0 { slots[Int(i)].base!.copyMemory(from: data, byteCount: m.length) }
@@ -272,12 +277,11 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                     slots[Int(i)].state = .done
                 }
                 data.deallocate()
-                peers[peer]!.unexpectedBytes -= m.length
             }
             if peers[peer]!.unexpected.isEmpty { break }
         }
         if granted { flush(peer: peer) }
-        if peers[peer]!.unexpectedBytes <= Self.unexpectedLimit { peers[peer]!.stalled = false }
+        if peers[peer]!.unexpectedBytes <= UnexpectedBudget.bytesPerPeer { peers[peer]!.stalled = false }
     }
 
     private func fail(slot i: Int32, _ e: CCLError) {
@@ -576,10 +580,11 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                 var hdr = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
                 let st = peers[peer]!.socks[sock]
                 withUnsafeMutableBytes(of: &hdr) { $0.copyMemory(from: UnsafeRawBufferPointer(start: st.staging + st.stageStart, count: 32)) }
-                // Past the unexpected-data limit, leave a new unexpected eager message in the stream
-                // (TCP flow control then pushes back) until a matching receive is posted.
-                if peers[peer]!.unexpectedBytes > Self.unexpectedLimit
-                    && UInt32(truncatingIfNeeded: UInt64(littleEndian: hdr.0)) == FrameType.eager.rawValue
+                // Past the unexpected budget, leave a new unexpected message (eager or rendezvous) in
+                // the stream (TCP flow control then pushes back) until a matching receive is posted.
+                let frameType = UInt32(truncatingIfNeeded: UInt64(littleEndian: hdr.0))
+                if peers[peer]!.unexpectedBytes > UnexpectedBudget.bytesPerPeer
+                    && (frameType == FrameType.eager.rawValue || frameType == FrameType.rts.rawValue)
                     && postedReceive(peer: peer, tag: UInt64(littleEndian: hdr.1)) == nil {
                     peers[peer]!.stalled = true
                     return
@@ -667,7 +672,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                 let id = peers[peer]!.nextUnexpectedID
                 peers[peer]!.nextUnexpectedID += 1
                 peers[peer]!.unexpected.append(Unexpected(id: id, tag: tag, length: length, messageID: 0, isRendezvous: false, data: data, complete: false))
-                peers[peer]!.unexpectedBytes += length
+                peers[peer]!.unexpectedBytes += UnexpectedBudget.cost(payload: length)
                 peers[peer]!.socks[sock].beginBody(target: data, length: length, slot: -1, unexpected: id)
             }
             if length == 0 { finishBody(peer: peer, sock: sock) }
@@ -679,6 +684,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
                 let id = peers[peer]!.nextUnexpectedID
                 peers[peer]!.nextUnexpectedID += 1
                 peers[peer]!.unexpected.append(Unexpected(id: id, tag: tag, length: Int(a), messageID: b, isRendezvous: true, data: nil, complete: true))
+                peers[peer]!.unexpectedBytes += UnexpectedBudget.cost(payload: 0)
             }
         case .cts:
             guard let i = peers[peer]!.awaitingGrant.removeValue(forKey: b) else {

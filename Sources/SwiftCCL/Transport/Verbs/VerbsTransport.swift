@@ -403,9 +403,16 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         // Something with this tag may have arrived already, even from a peer that has since closed.
         if let k = peers[peer]!.unexpected.firstIndex(where: { $0.tag == tag }) {
             let m = peers[peer]!.unexpected.remove(at: k)
+            peers[peer]!.unexpectedBytes -= UnexpectedBudget.cost(payload: m.data == nil ? 0 : m.length)
             slots[Int(i)].matched = true
             arrived(slot: i, peer: peer, m.length, data: m.data.map { UnsafeRawPointer($0) }, rts: m.isRTS)
             m.data?.deallocate()
+            resumeDeferred(peer)
+        } else if !peers[peer]!.deferred.isEmpty {
+            resumeDeferred(peer)  // the message held back first may be this receive's
+            if slots[Int(i)].state != .done, !slots[Int(i)].matched {
+                if let e = peers[peer]!.failure { fail(slot: i, e) } else if peers[peer]!.saidGoodbye { fail(slot: i, closedError(peer)) }
+            }
         } else if let e = peers[peer]!.failure {
             fail(slot: i, e)
         } else if peers[peer]!.saidGoodbye {
@@ -744,17 +751,47 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         case .send:
             retire(peer: peer, upTo: value)
         case .recv:
-            let buf = peers[peer]!.pool! + Int(value) * bufBytes
-            if wc.opcode == 3 {
-                writeArrived(peer: peer, rid: wc.imm)
-            } else {
-                received(peer: peer, buf, Int(wc.byte_len))
+            let a = VerbsArrival(workID: wc.wr_id, buffer: peers[peer]!.pool! + Int(value) * bufBytes, bytes: Int(wc.byte_len),
+                                 isWrite: wc.opcode == 3, immediate: wc.imm)
+            // In order behind those already held back, or held back itself past the unexpected budget.
+            if !peers[peer]!.deferred.isEmpty || mustDefer(peer, a) {
+                peers[peer]!.deferred.append(a)
+                return
             }
-            // The buffer is read: post it again.
-            if peers[peer]!.failure == nil, let qp = peers[peer]!.qp {
-                let rc = cswccl_post_recv(qp, wc.wr_id, buf, UInt32(bufBytes), cswccl_mr_lkey(peers[peer]!.poolMR!))
-                if rc != 0 { peerFailed(peer, CCLError(.systemError, "ibv_post_recv: \(Errno(rc))", peer: peer)) }
-            }
+            consume(peer, a)
+        }
+    }
+
+    /// Handles one arrival and posts its buffer again.
+    private func consume(_ peer: Int, _ a: VerbsArrival) {
+        if a.isWrite {
+            writeArrived(peer: peer, rid: a.immediate)
+        } else {
+            received(peer: peer, a.buffer, a.bytes)
+        }
+        // The buffer is read: post it again.
+        if peers[peer]!.failure == nil, let qp = peers[peer]!.qp {
+            let rc = cswccl_post_recv(qp, a.workID, a.buffer, UInt32(bufBytes), cswccl_mr_lkey(peers[peer]!.poolMR!))
+            if rc != 0 { peerFailed(peer, CCLError(.systemError, "ibv_post_recv: \(Errno(rc))", peer: peer)) }
+        }
+    }
+
+    /// Whether an arrival must wait in its receive buffer (not reposted, so the peer's sends wait:
+    /// receiver-not-ready retries) because the peer's unexpected messages are past the budget and it
+    /// matches no posted receive.
+    private func mustDefer(_ peer: Int, _ a: VerbsArrival) -> Bool {
+        guard !a.isWrite, peers[peer]!.failure == nil, peers[peer]!.unexpectedBytes > UnexpectedBudget.bytesPerPeer,
+              let h = try? VerbsHeader.decode(UnsafeRawPointer(a.buffer), count: a.bytes, from: peer),
+              h.type == .eager || h.type == .rts else { return false }
+        return !peers[peer]!.recvs.contains { slots[Int($0)].tag == h.tag && slots[Int($0)].state == .posted && !slots[Int($0)].matched }
+    }
+
+    /// Handles the arrivals held back, in order, as far as the budget and the posted receives allow.
+    private func resumeDeferred(_ peer: Int) {
+        while let a = peers[peer]!.deferred.first {
+            if mustDefer(peer, a) { return }
+            peers[peer]!.deferred.removeFirst()
+            consume(peer, a)
         }
     }
 
@@ -805,6 +842,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
                     if length > 0 { copy!.copyMemory(from: data!, byteCount: length) }
                 }
                 peers[peer]!.unexpected.append(VerbsUnexpected(tag: tag, length: length, data: copy, isRTS: type == .rts))
+                peers[peer]!.unexpectedBytes += UnexpectedBudget.cost(payload: copy == nil ? 0 : length)
             }
         case .cts:
             let g = Grant(tag: tag, address: a, length: length, rkey: UInt32(truncatingIfNeeded: c >> 32), rid: UInt32(truncatingIfNeeded: c))
@@ -1072,6 +1110,15 @@ struct Grant {
     var rid: UInt32
 }
 
+/// A receive completion not yet handled: a SEND of `bytes` in `buffer`, or a write with immediate.
+struct VerbsArrival {
+    var workID: UInt64
+    var buffer: UnsafeMutableRawPointer
+    var bytes: Int
+    var isWrite: Bool
+    var immediate: UInt32
+}
+
 struct VerbsUnexpected {
     var tag: UInt64
     var length: Int
@@ -1115,6 +1162,10 @@ struct VerbsPeer {
     var sends: [Int32] = []
     var recvs: [Int32] = []
     var unexpected: [VerbsUnexpected] = []
+    /// Counted against `UnexpectedBudget`.
+    var unexpectedBytes = 0
+    /// Arrivals held back in their receive buffers past the budget, in order (see `mustDefer`).
+    var deferred: [VerbsArrival] = []
     /// Clear-to-sends that arrived before their send was posted.
     var grants: [Grant] = []
     var failure: CCLError?
