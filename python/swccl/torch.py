@@ -459,6 +459,7 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         """The completion thread: completes pending works in order (calls into the library release
         the GIL; only this Python thread touches futures from here)."""
         lib = self._lib
+        sticky = None
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
@@ -481,13 +482,21 @@ class ProcessGroupSwccl(dist.ProcessGroup):
                 # The event is destroyed once no waiter uses it (the last work of the batch owns it).
                 batch[-1]._release_event(by_owner=True)
             else:
+                # Without events: swcclStreamSynchronize covers everything enqueued so far. It clears the
+                # stream's error (the stream then skips nothing more), so a failure is kept here: every
+                # work still pending then fails with it (the communicator is broken anyway).
                 r = lib.swcclStreamSynchronize(self._stream)
+                if r != 0 and sticky is None:
+                    sticky = (r, self._error_text("operation", r))
                 with self._cond:
                     batch = []
-                    while self._pending and self._pending[0]._seq <= upto:
+                    while self._pending and (sticky is not None or self._pending[0]._seq <= upto):
                         batch.append(self._pending.popleft())
                 for w in batch:
-                    w._finish(r)
+                    if sticky is None:
+                        w._finish(0)
+                    else:
+                        w._finish(sticky[0], sticky[1].replace("swccl: operation", f"swccl: {w._op}", 1))
 
     def _wait_idle(self, limit_s):
         deadline = time.monotonic() + limit_s

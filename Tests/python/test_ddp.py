@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""DDP equivalence: the same model trained with DistributedDataParallel over "swccl" and over "gloo".
+
+    python Tests/python/test_ddp.py NRANKS           (python with torch; 2 and 4 in CI)
+
+Each rank runs both trainings in one job: the default group is "swccl", a second group over the same
+ranks is "gloo" (dist.new_group(backend="gloo")). From the same seed, with data made from (seed, rank,
+step), every configuration must end with parameters equal on both backends:
+  - integer-valued data (integer weights and inputs, one linear layer, loss = sum of the outputs, so
+    every gradient is a sum of integers, exact in any order; lr 2^-6): bit-equal;
+  - a float MLP: equal within float32 reduction-order tolerance (rtol 1e-5, atol 1e-6);
+with and without gradient_as_bucket_view, small buckets (several per step), a comm hook (bf16
+compression: torch's bf16_compress_hook), no_sync (gradient accumulation over two micro-batches), and
+uneven inputs (rank r has r extra batches, under model.join()). The parameters must also agree across
+ranks (each rank checks the broadcast of rank 0's).
+"""
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
+STEPS = 6
+
+
+def fail(msg):
+    print(f"[rank {os.environ.get('RANK')}] FAIL {msg}", flush=True)
+    os._exit(1)
+
+
+def make_model(kind, seed):
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(seed)
+    if kind == "int":
+        # loss = sum of outputs: every gradient is a sum of integer inputs, exact in any order
+        m = nn.Sequential(nn.Linear(8, 6, bias=True))
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(seed)
+            for p in m.parameters():
+                p.copy_(torch.randint(-3, 4, p.shape, generator=g).float())
+        return m
+    return nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def batch(kind, seed, rank, step):
+    import torch
+    g = torch.Generator().manual_seed(seed * 1000003 + rank * 1009 + step)
+    if kind == "int":
+        return torch.randint(-2, 3, (4, 8), generator=g).float(), None
+    return torch.randn(8, 16, generator=g), torch.randn(8, 4, generator=g)
+
+
+def train(pg, kind, config, rank, seed=1):
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+    model = make_model(kind, seed)
+    ddp = DDP(model, process_group=pg, bucket_cap_mb=0.001, gradient_as_bucket_view=(config == "views"))
+    if config == "bf16hook":
+        ddp.register_comm_hook(pg, default_hooks.bf16_compress_hook)
+    opt = torch.optim.SGD(ddp.parameters(), lr=2.0 ** -6 if kind == "int" else 0.05)
+
+    def loss_of(x, y):
+        out = ddp(x)
+        return out.sum() if kind == "int" else ((out - y) ** 2).mean()
+
+    steps = STEPS + (rank if config == "join" else 0)
+    if config == "join":
+        with ddp.join():
+            for step in range(steps):
+                opt.zero_grad()
+                loss_of(*batch(kind, seed, rank, step)).backward()
+                opt.step()
+    else:
+        for step in range(steps):
+            opt.zero_grad()
+            if config == "nosync":
+                with ddp.no_sync():
+                    loss_of(*batch(kind, seed, rank, 100 + step)).backward()
+            loss_of(*batch(kind, seed, rank, step)).backward()
+            opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def rank_main():
+    import torch
+    import torch.distributed as dist
+    import swccl.torch  # noqa: F401
+    rank, n = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.FileStore(os.environ["PYSWCCL_FILE"], n)
+    dist.init_process_group("swccl", store=store, rank=rank, world_size=n, timeout=datetime.timedelta(seconds=60))
+    sw = dist.distributed_c10d._get_default_group()
+    gloo = dist.new_group(backend="gloo")
+    checked = 0
+    for kind in ("int", "float"):
+        for config in ("plain", "views", "bf16hook", "nosync", "join"):
+            a = train(sw, kind, config, rank)
+            b = train(gloo, kind, config, rank)
+            for i, (pa, pb) in enumerate(zip(a, b)):
+                if kind == "int" and config != "bf16hook":
+                    ok = torch.equal(pa, pb)
+                else:
+                    ok = torch.allclose(pa, pb, rtol=1e-5, atol=1e-6)
+                if not ok:
+                    fail(f"{kind} {config}: parameter {i} differs between swccl and gloo: max |diff| "
+                         f"{(pa - pb).abs().max().item():.3g}")
+                # every rank holds the same parameters (rank 0's, broadcast over gloo)
+                p0 = pa.clone()
+                dist.broadcast(p0, src=0, group=gloo)
+                if not torch.equal(p0, pa):
+                    fail(f"{kind} {config}: parameter {i} differs across ranks")
+                checked += 1
+            if kind == "int" and config == "plain" and all(torch.equal(p, q) for p, q in zip(a, [x.detach() for x in make_model(kind, 1).parameters()])):
+                fail("training changed nothing (the test would prove nothing)")
+    print(f"[rank {rank}] PASS ddp: {checked} parameters equal between swccl and gloo", flush=True)
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+def launch(n, deadline_s=400):
+    tmp = tempfile.mkdtemp(prefix="swccl-ddp-")
+    procs = []
+    for r in range(n):
+        env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(n), PYSWCCL_FILE=os.path.join(tmp, "store"),
+                   OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+        procs.append(subprocess.Popen([sys.executable, __file__, "--rank"], env=env))
+    deadline = time.monotonic() + deadline_s
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=max(1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            codes.append("hung")
+    ok = all(c == 0 for c in codes)
+    print(f"ddp equivalence with {n} processes: exit codes {codes}: {'PASS' if ok else 'FAIL'}", flush=True)
+    return ok
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 2 and sys.argv[1] == "--rank":
+        rank_main()
+    elif len(sys.argv) == 2:
+        sys.exit(0 if launch(int(sys.argv[1])) else 1)
+    else:
+        print(__doc__)
+        sys.exit(2)
