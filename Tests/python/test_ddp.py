@@ -8,7 +8,8 @@ ranks is "gloo" (dist.new_group(backend="gloo")). From the same seed, with data 
 step), every configuration must end with parameters equal on both backends:
   - integer-valued data (integer weights and inputs, one linear layer, loss = sum of the outputs, so
     every gradient is a sum of integers, exact in any order; lr 2^-6): bit-equal;
-  - a float MLP: equal within float32 reduction-order tolerance (rtol 1e-5, atol 1e-6);
+  - a float MLP: equal within float32 reduction-order tolerance (rtol 1e-5, atol 1e-6; with the bf16
+    hook, whose sums are rounded to bfloat16 in a backend-specific order: rtol 1e-3, atol 1e-4);
 with and without gradient_as_bucket_view, small buckets (several per step), a comm hook (bf16
 compression: torch's bf16_compress_hook), no_sync (gradient accumulation over two micro-batches), and
 uneven inputs (rank r has r extra batches, under model.join()). The parameters must also agree across
@@ -103,6 +104,8 @@ def rank_main():
             for i, (pa, pb) in enumerate(zip(a, b)):
                 if kind == "int" and config != "bf16hook":
                     ok = torch.equal(pa, pb)
+                elif config == "bf16hook":  # gradients summed in bfloat16 (8 bits): its reduction-order tolerance
+                    ok = torch.allclose(pa, pb, rtol=1e-3, atol=1e-4)
                 else:
                     ok = torch.allclose(pa, pb, rtol=1e-5, atol=1e-6)
                 if not ok:
