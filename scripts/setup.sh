@@ -30,3 +30,11 @@ echo "== building (release)"
 swift build -c release ${SWCCL_BUILD_TESTS:+--build-tests} 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || { echo "build failed"; exit 1; }
 # libswccl.so carries the SONAME libswccl.so.0: give the loader that name beside it.
 ln -sf libswccl.so .build/release/libswccl.so.0
+
+# The PyTorch backend's tests: a virtual environment with torch and numpy, made once and cached
+# (scripts/torch-venv.sh). Its python, or why there is none, goes to .build/torch-python for test.sh.
+if out=$(bash scripts/torch-venv.sh); then
+  echo "$out" | tail -n 1 > .build/torch-python
+else
+  echo "SKIP: $(echo "$out" | tail -n 1)" > .build/torch-python
+fi

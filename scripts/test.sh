@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: Swift unit and multi-process tests (allreduce, transport conformance), then the C ABI
-# test through libswccl.so, then the quick slice of the fault campaign (Tests/faults), then the RDMA verbs tests (natively with an RDMA device, else in a
+# test through libswccl.so, then the PyTorch backend (Tests/python/test_torch.py, test_ddp.py, test_install.sh; torch from
+# scripts/torch-venv.sh, cached; a visible SKIP without it), then the quick slice of the fault campaign (Tests/faults), then the RDMA verbs tests (natively with an RDMA device, else in a
 # Soft-RoCE VM: scripts/verbs-tests.sh, scripts/rdma-vm.sh). Installs what it needs first. Set SWCCL_TEST_FULL=1 for the whole
 # type × op × count cross-product instead of the deterministic sample.
 set -uo pipefail
@@ -24,6 +25,20 @@ grep -E "^Test Case .* skipped" /tmp/swccl-swift-test.log | sed 's/^/   SKIP: /'
 echo "== C ABI tests"
 bash Tests/c/run.sh .build/release 2>&1 | tee /tmp/swccl-c-test.log
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+# The torch.distributed backend "swccl" (python/swccl/torch.py) with real torch: every operation on 2
+# and 3 ranks, DDP against Gloo on 2 and 4 ranks, and `pip install ./python` into a fresh environment.
+echo "== PyTorch backend tests"
+tp=0; tf=0
+torch_py=$(cat .build/torch-python 2>/dev/null || echo "SKIP: scripts/setup.sh did not record a torch environment")
+if [[ "$torch_py" == SKIP:* ]]; then
+  echo "SKIP: PyTorch backend tests: ${torch_py#SKIP: }"
+else
+  bash scripts/torch-tests.sh "$torch_py" 2>&1 | tee /tmp/swccl-torch-summary.log
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  read -r tp tf < <(grep -E "^[0-9]+ passed, [0-9]+ failed$" /tmp/swccl-torch-summary.log | tail -n 1 | sed -E 's/([0-9]+) passed, ([0-9]+) failed/\1 \2/')
+  tp=${tp:-0}; tf=${tf:-1}
+fi
 
 echo "== fault campaign (quick slice: python3 Tests/faults/campaign.py --quick; the full one without --quick)"
 timeout -k 10 1200 python3 Tests/faults/campaign.py --quick 2>&1 | tee /tmp/swccl-faults.log
@@ -54,5 +69,5 @@ read -r cp cf < <(grep -E "^[0-9]+ passed, [0-9]+ failed$" /tmp/swccl-c-test.log
 read -r fp ff < <(grep -E "^[0-9]+ passed, [0-9]+ failed$" /tmp/swccl-faults.log | tail -n 1 | sed -E 's/([0-9]+) passed, ([0-9]+) failed/\1 \2/')
 cp=${cp:-0}; cf=${cf:-1}; fp=${fp:-0}; ff=${ff:-1}
 if [ $status -eq 0 ]; then echo "== all tests passed"; else echo "== some tests FAILED"; fi
-echo "total: $(( (xt > xf + xs ? xt - xf - xs : 0) + cp + fp + vt - vf )) passed, $((xf + cf + ff + vf)) failed, $xs skipped"
+echo "total: $(( (xt > xf + xs ? xt - xf - xs : 0) + cp + fp + vt - vf + tp )) passed, $((xf + cf + ff + vf + tf)) failed, $xs skipped"
 exit $status

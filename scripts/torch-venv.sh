@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The Python environment with torch and numpy that the PyTorch backend's tests run in:
+# ~/.cache/swccl/torch-venv (SWCCL_TORCH_VENV to move it), created only when missing (python3 -m venv,
+# then pip install numpy and torch: the CPU wheel from PyTorch's index, else PyPI's), reused afterwards.
+# Prints the environment's python on the last line of stdout, or exits 1 with the reason on the
+# last line (the caller prints it as a visible SKIP). SWCCL_TORCH=0 skips on purpose.
+set -uo pipefail
+venv="${SWCCL_TORCH_VENV:-$HOME/.cache/swccl/torch-venv}"
+py="$venv/bin/python"
+if [ "${SWCCL_TORCH:-1}" = "0" ]; then echo "SWCCL_TORCH=0"; exit 1; fi
+if [ -x "$py" ] && "$py" -c 'import torch, numpy, torch.distributed as d; assert d.is_available()' >/dev/null 2>&1; then
+  echo "$py"; exit 0
+fi
+command -v python3 >/dev/null || { echo "no python3 on PATH to create $venv"; exit 1; }
+echo "== creating $venv (torch, numpy; once, cached)" >&2
+if [ ! -x "$py" ]; then
+  python3 -m venv "$venv" >&2 2>&1 || { echo "python3 -m venv $venv failed (Debian: apt-get install python3-venv)"; exit 1; }
+fi
+"$py" -m pip install -q --upgrade pip >&2 2>&1 || true
+"$py" -m pip install -q numpy >&2 2>&1 || { echo "pip install numpy failed (no network?)"; exit 1; }
+if ! "$py" -m pip install -q --index-url "${SWCCL_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" torch >&2 2>&1; then
+  "$py" -m pip install -q torch >&2 2>&1 || { echo "pip install torch failed (no network, or no wheel for this python)"; exit 1; }
+fi
+"$py" -c 'import torch, torch.distributed as d; assert d.is_available()' >&2 2>&1 \
+  || { echo "torch was installed in $venv but does not import with torch.distributed"; exit 1; }
+echo "$py"
