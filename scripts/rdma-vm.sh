@@ -23,10 +23,10 @@
 # booted directly as an ELF vmlinux (PVH), root filesystem over virtio-9p below a tmpfs overlay.
 set -euo pipefail
 
-RECIPE=3  # bump when the image's contents or layout change: cached images are rebuilt
+RECIPE=4  # bump when the image's contents or layout change: cached images are rebuilt
 CACHE="${SWCCL_VM_CACHE:-$HOME/.cache/swccl-rdma-vm}"
 SUITE=bookworm
-PACKAGES=linux-image-amd64,rdma-core,ibverbs-utils,ibverbs-providers,perftest,rdmacm-utils,iproute2,kmod,procps,busybox-static,libnuma1,python3-minimal
+PACKAGES=linux-image-amd64,rdma-core,ibverbs-utils,ibverbs-providers,perftest,rdmacm-utils,iproute2,kmod,procps,busybox-static,libnuma1,python3
 log() { printf '[rdma-vm %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "$*"; exit 2; }
 

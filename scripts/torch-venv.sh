@@ -18,7 +18,11 @@ if [ ! -x "$py" ]; then
 fi
 "$py" -m pip install -q --upgrade pip >&2 2>&1 || true
 "$py" -m pip install -q numpy >&2 2>&1 || { echo "pip install numpy failed (no network?)"; exit 1; }
-if ! "$py" -m pip install -q --index-url "${SWCCL_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" torch >&2 2>&1; then
+# PyTorch's CPU index (a 200 MB wheel) where it is reachable; PyPI's wheel (CUDA build, ≈5 GB with its
+# nvidia-* dependencies, CPU use works) otherwise. The index is probed first: pip retries an
+# unreachable index for minutes.
+index="${SWCCL_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+if ! { curl -fsI --max-time 8 "$index/" >/dev/null 2>&1 && "$py" -m pip install -q --timeout 30 --index-url "$index" torch >&2 2>&1; }; then
   "$py" -m pip install -q torch >&2 2>&1 || { echo "pip install torch failed (no network, or no wheel for this python)"; exit 1; }
 fi
 "$py" -c 'import torch, torch.distributed as d; assert d.is_available()' >&2 2>&1 \
