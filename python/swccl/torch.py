@@ -642,7 +642,16 @@ class ProcessGroupSwccl(dist.ProcessGroup):
                             post=(lambda: [p() for p in posts]) if posts else None)
 
     def allgather_coalesced(self, output_lists, input_list, opts=None):
-        return self.allgather(output_lists, input_list, opts)
+        """all_gather_coalesced: output_lists[r][i] receives rank r's input_list[i] (one list per
+        rank, the transpose of allgather's one list per input)."""
+        n = self._size
+        if len(output_lists) != n or any(len(o) != len(input_list) for o in output_lists):
+            raise ValueError(f"swccl: allgather_coalesced: the output must be {n} lists (one per rank) of "
+                             f"{len(input_list)} tensors (one per input)")
+        per_input = [[output_lists[r][i] for r in range(n)] for i in range(len(input_list))]
+        work = self.allgather(per_input, input_list, opts)
+        work._outputs = output_lists
+        return work
 
     def _allgather_base(self, output, input, opts=None):
         return self._submit("all_gather_into_tensor", self._allgather_base_call(output, input, "all_gather_into_tensor"),
@@ -850,17 +859,25 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         return self._submit("barrier", lambda s: lib.swcclBarrier(comm, s), [], getattr(opts, "asyncOp", True))
 
     def monitored_barrier(self, timeout=None, wait_all_ranks=False):
-        """Gloo's monitored_barrier through the store: rank 0 waits for every rank's arrival key and
-        names the ranks that did not arrive within timeout; the others wait for rank 0's release."""
+        """Gloo's monitored_barrier through the store, with Gloo's error texts: rank 0 waits (within
+        timeout; None: the group's) for every rank's arrival key in rank order and names the first
+        rank that did not arrive ("Rank 1 failed to pass monitoredBarrier in 100 ms"), or all of them
+        with wait_all_ranks ("Ranks 1, 2 failed ..."); a zero timeout is spent at once ("Rank 0 timed
+        out in monitoredBarrier after 0 ms"). The others wait for rank 0's release and fail when rank 0
+        reports a failure or does not release them within timeout."""
         store = self._store
-        ms = _ms(timeout, self._timeout_ms) or self._timeout_ms
+        ms = self._timeout_ms if timeout is None else _ms(timeout, 0)
+        label = f"swccl: monitored_barrier on process group '{self._group_label()}'"
         gen = store.add(f"swccl/monitored_barrier/count/{self._rank}", 1)
         prefix = f"swccl/monitored_barrier/{gen}"
         store.set(f"{prefix}/arrived/{self._rank}", b"1")
+        deadline = time.monotonic() + ms / 1000.0
         if self._rank == 0:
-            deadline = time.monotonic() + ms / 1000.0
             missing = []
             for r in range(1, self._size):
+                if ms == 0:
+                    store.set(f"{prefix}/release", b"failed")
+                    raise _BackendError(f"{label}: Rank 0 timed out in monitoredBarrier after 0 ms")
                 while not store.check([f"{prefix}/arrived/{r}"]):
                     if time.monotonic() > deadline:
                         missing.append(r)
@@ -871,20 +888,21 @@ class ProcessGroupSwccl(dist.ProcessGroup):
             if missing:
                 store.set(f"{prefix}/release", b"failed")
                 which = ", ".join(str(r) for r in missing)
-                raise _BackendError(f"swccl: monitored_barrier on process group '{self._group_label()}': "
-                                    f"rank 0 saw rank{'s' if len(missing) > 1 else ''} {which} fail to pass "
+                raise _BackendError(f"{label}: Rank{'s' if len(missing) > 1 else ''} {which} failed to pass "
                                     f"monitoredBarrier in {ms} ms")
             store.set(f"{prefix}/release", b"ok")
         else:
-            deadline = time.monotonic() + ms / 1000.0
-            while not store.check([f"{prefix}/release"]):
-                if time.monotonic() > deadline:
-                    raise _BackendError(f"swccl: monitored_barrier on process group '{self._group_label()}': rank "
-                                        f"{self._rank} was not released by rank 0 within {ms} ms")
-                time.sleep(0.002)
-            if bytes(store.get(f"{prefix}/release")) != b"ok":
-                raise _BackendError(f"swccl: monitored_barrier on process group '{self._group_label()}': rank 0 "
-                                    f"reported ranks missing (rank {self._rank} arrived)")
+            released = False
+            while not released:
+                released = store.check([f"{prefix}/release"])
+                if not released and time.monotonic() > deadline:
+                    break
+                if not released:
+                    time.sleep(0.002)
+            if not released or bytes(store.get(f"{prefix}/release")) != b"ok":
+                cause = "rank 0 reported ranks missing" if released else f"rank 0 did not release it within {ms} ms"
+                raise _BackendError(f"{label}: Rank {self._rank} successfully reached monitoredBarrier, but received "
+                                    f"errors while waiting for send/recv from rank 0 ({cause})")
 
     # -- coalescing (torch's _coalescing_manager, batch_isend_irecv) --
     def start_coalescing(self, device=None):
