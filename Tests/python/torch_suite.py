@@ -118,20 +118,32 @@ _PASSED_ENV = ("TEMP_DIR", "INIT_METHOD", "MASTER_ADDR", "MASTER_PORT", "BACKEND
 
 # -- the CI slice: a representative few of every kind (a few minutes on 2 cores) --
 CI_SLICE = [
-    "test_all_reduce_sum", "test_all_reduce_max", "test_all_reduce_sum_async", "test_all_reduce_coalesced_sum",
-    "test_all_reduce_result_cpu", "test_all_reduce_complex_unsupported_ops",
-    "test_broadcast", "test_reduce_sum", "test_reduce_product",
-    "test_all_gather", "test_all_gather_into_cat_tensor_cuda", "test_all_gather_object_default_pg",
-    "test_gather", "test_scatter", "test_all_to_all_single_equal_split", "test_all_to_all_single_unequal_split",
-    "test_all_to_all", "test_send_recv", "test_isend", "test_irecv", "test_batch_isend_irecv_gloo",
-    "test_barrier", "test_barrier_group", "test_new_subgroups", "test_all_reduce_sum_group",
-    "test_monitored_barrier_gloo", "test_DistributedDataParallelCPU", "test_ddp_comm_hook_logging",
-    "test_ddp_uneven_inputs", "test_get_rank_size_group", "test_destroy_group",
+    "test_all_reduce_max", "test_all_reduce_full_group_product", "test_all_reduce_sum_async",
+    "test_all_reduce_sum_complex", "test_all_reduce_complex_unsupported_ops", "test_all_reduce_coalesced_full_group_sum",
+    "test_broadcast", "test_reduce_product", "test_reduce_sum_twice", "test_all_gather", "test_all_gather_coalesced_simple",
+    "test_all_gather_object_default_pg", "test_gather", "test_scatter", "test_scatter_object_list",
+    "test_send_recv_with_tag", "test_isend", "test_irecv", "test_batch_isend_irecv_gloo", "test_get_future",
+    "test_barrier_full_group", "test_barrier_timeout_full_group", "test_monitored_barrier_gloo",
+    "test_get_rank_size_group", "test_destroy_group", "test_DistributedDataParallelCPU",
+    "test_DistributedDataParallel_requires_grad", "test_accumulate_gradients_no_sync_allreduce_with_then_hook",
+    "test_grads_same_across_ranks_with_no_sync", "test_ddp_create_graph", "test_static_graph_api_cpu",
 ]
 
-# Tests that fail with swccl for a reason outside the backend's control: name -> one line (why, and
-# whether Gloo fails it too). Filled from the full run (docs/PYTORCH.md has the table).
-KNOWN = {}
+# Every test that fails with swccl, explained: name -> one line (why, and whether Gloo fails it too).
+# From the full runs (docs/PYTORCH.md, "Torch's own tests"); a failure not listed here fails the run.
+KNOWN = {
+    "test_barrier_timeout_global": "re-initialises the default group on the same file:// store after destroying it "
+                                   "and times out in this harness; Gloo fails it the same way",
+    "test_get_backend": "--gates gloo only: asserts dist.get_backend() == 'gloo' (the name the gates see); "
+                        "passes in the plugin run",
+    "test_send_recv_any_source": "recv from any source is not supported (as NCCL; the plugin run skips it through "
+                                 "skip_collective['sendrecv anysource'], as torch does for nccl); Gloo passes",
+    "test_send_recv_any_source_autograd_profiler": "as test_send_recv_any_source",
+    "test_send_recv_any_source_torch_profiler": "as test_send_recv_any_source",
+    "test_sparse_all_reduce_sum": "sparse all-reduce is not supported (refused: 'is a sparse tensor'; the plugin "
+                                  "run skips it, 'Only Gloo backend supports sparse all reduce'); Gloo passes",
+}
+QUIET = False
 
 
 class _Result(unittest.TextTestResult):
@@ -153,7 +165,8 @@ class _Result(unittest.TextTestResult):
         line = (lines[0] if outcome == "skip" else errors[-1] if errors else lines[-1]) if lines else ""
         self.records[name] = {"outcome": outcome, "seconds": round(time.monotonic() - self._t0.get(test.id(), time.monotonic()), 2),
                               "detail": line[:300]}
-        print(f"  {outcome.upper():4s} {name} ({self.records[name]['seconds']} s){(': ' + line[:200]) if line else ''}", flush=True)
+        if not QUIET or outcome == "fail":
+            print(f"  {outcome.upper():4s} {name} ({self.records[name]['seconds']} s){(': ' + line[:200]) if line else ''}", flush=True)
 
     def addSuccess(self, test):
         super().addSuccess(test)
@@ -190,6 +203,8 @@ def all_names():
 
 
 def run(args):
+    global QUIET
+    QUIET = args.quiet
     names = all_names()
     if args.slice == "ci":
         missing = [n for n in CI_SLICE if n not in names]
@@ -257,6 +272,7 @@ def main():
                    "tests Gloo runs, every default group made with --backend)")
     r.add_argument("--slice", choices=["ci"])
     r.add_argument("-k", action="append")
+    r.add_argument("--quiet", action="store_true", help="print only failed tests and the summary")
     r.add_argument("--json")
     c = sub.add_parser("compare")
     c.add_argument("a")

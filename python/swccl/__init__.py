@@ -207,11 +207,13 @@ def check_tensor(t, what="tensor", writable=False):
     if t.device.type != "cpu":
         raise ValueError(f"swccl: {what} is on device {t.device}: SwiftCCL works on host memory; move it "
                          f"with .cpu() (or use a 'cpu:swccl,cuda:nccl' backend for device tensors)")
+    layout = str(getattr(t, "layout", "torch.strided"))
+    if layout != "torch.strided":  # sparse (COO, CSR, ...) before contiguity: a sparse tensor has no strides to show
+        raise ValueError(f"swccl: {what} is a sparse tensor ({layout}); SwiftCCL moves and reduces dense tensors "
+                         f"only: pass {what}.to_dense(), or use Gloo for sparse all-reduce")
     if not t.is_contiguous():
         raise ValueError(f"swccl: {what} (shape {tuple(t.shape)}, strides {t.stride()}) is not contiguous; "
                          f"pass {what}.contiguous() (and copy the result back for an output)")
-    if t.is_sparse if hasattr(t, "is_sparse") else False:
-        raise ValueError(f"swccl: {what} is sparse; SwiftCCL reduces dense tensors only")
     return t.data_ptr()
 
 

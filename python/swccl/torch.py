@@ -93,10 +93,15 @@ def _reduce_op(opts):
     return _OPS[kind], None
 
 
+_TYPE_CODES = {}  # torch.dtype -> swcclDataType_t (or None), filled as dtypes are seen
+
+
 def _type_of(t, what):
     """swcclDataType_t of a tensor that is reduced; bool reduces as uint8."""
-    name = str(t.dtype).replace("torch.", "")
-    code = _sw._DTYPES.get("uint8" if name == "bool" else name)
+    code = _TYPE_CODES.get(t.dtype, -1)
+    if code == -1:
+        name = str(t.dtype).replace("torch.", "")
+        code = _TYPE_CODES[t.dtype] = _sw._DTYPES.get("uint8" if name == "bool" else name)
     if code is None:
         raise TypeError(f"swccl: {what} has dtype {t.dtype}, which SwiftCCL cannot reduce (it reduces "
                         f"{', '.join(_sw._DTYPES)} and bool); convert it, or use a data-moving operation")
@@ -275,6 +280,56 @@ class SwcclWork(dist._Work):
         return f"SwcclWork({self._op}, {'done' if self._done.is_set() else 'in flight'})"
 
 
+class _CompletedWork(dist._Work):
+    """The Work of an operation that completed before the call returned (a synchronous call on the
+    direct path): wait() returns (or raises the operation's error) at once; the future is made when
+    asked for, already completed with the output tensors or the error."""
+
+    def __init__(self, pg, op, outputs, error=None):
+        super().__init__()
+        self._pg = pg
+        self._op = op
+        self._outputs = outputs
+        self._error = error
+        self._future = None
+
+    def wait(self, timeout=None):
+        if self._error is not None:
+            raise self._error
+        return True
+
+    def is_completed(self):
+        return True
+
+    def is_success(self):
+        return self._error is None
+
+    def exception(self):
+        return self._error
+
+    def get_future(self):
+        if self._future is None:
+            self._future = Future()
+            if self._error is None:
+                self._future.set_result(self._outputs)
+            else:
+                self._future.set_exception(self._error)
+        return self._future
+
+    def result(self):
+        self.wait()
+        return self._outputs
+
+    def synchronize(self):
+        self.wait()
+
+    def source_rank(self):
+        raise ValueError("swccl: source_rank is only meaningful for recv_anysource, which swccl does not support")
+
+    def __repr__(self):
+        return f"SwcclWork({self._op}, done)"
+
+
 class ProcessGroupSwccl(dist.ProcessGroup):
     """A torch.distributed ProcessGroup over one SwiftCCL communicator and stream (see the module doc)."""
 
@@ -402,19 +457,25 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         (stream NULL) for a synchronous call when nothing is in flight; returns its Work."""
         with self._lock:
             self._usable(op)
+            if self._direct and not async_op and self._inflight == 0 and self._coalescing is None:
+                r = enqueue(None)  # blocking, GIL released by ctypes
+                if self._deferred_ops:
+                    self._flush_ops()
+                error = None
+                if r != 0:
+                    error = _BackendError(self._error_text(op, r))
+                elif post is not None:
+                    try:
+                        post()
+                    except Exception as e:  # a copy-out failed: report it like an operation error
+                        error = _BackendError(f"swccl: {op} on rank {self._rank}: copying the result out failed: {e}")
+                return _CompletedWork(self, op, outputs, error)
             work = SwcclWork(self, op, outputs, keep, post)
             if self._coalescing is not None:
                 r = enqueue(self._stream)
                 if r != 0:
                     raise _BackendError(self._error_text(op, r))
                 self._coalescing.append(work)
-                return work
-            if self._direct and not async_op and self._inflight == 0:
-                self._inflight += 1
-                work._tracked = True
-                r = enqueue(None)  # blocking, GIL released by ctypes
-                self._flush_ops()
-                work._finish(r)
                 return work
             r = enqueue(self._stream)
             self._flush_ops()
@@ -554,6 +615,21 @@ class ProcessGroupSwccl(dist.ProcessGroup):
     def allreduce(self, tensors, opts=None):
         if isinstance(tensors, torch.Tensor):
             tensors = [tensors]
+        if len(tensors) == 1 and opts is not None and not opts.asyncOp and self._direct:
+            # The synchronous all-reduce of one tensor (dist.all_reduce): the library call and a
+            # completed Work, nothing else (what _allreduce_calls/_submit do, minus their generality).
+            t = tensors[0]
+            code = _OPS.get(opts.reduceOp.op)
+            dtype = _TYPE_CODES.get(t.dtype)
+            if (code is not None and dtype is not None and t.dtype != torch.bool and t.layout == torch.strided
+                    and t.device.type == "cpu" and t.is_contiguous()):
+                with self._lock:
+                    if self._inflight == 0 and self._coalescing is None and not self._closed and self._comm.value:
+                        n = t.numel()
+                        p = t.data_ptr() if n else None
+                        r = self._lib.swcclAllReduce(p, p, n, dtype, code, self._comm, None)
+                        return _CompletedWork(self, "allreduce", tensors,
+                                              None if r == 0 else _BackendError(self._error_text("allreduce", r)))
         calls = self._allreduce_calls(tensors, opts, "allreduce")
         enqueue = calls[0] if len(calls) == 1 else self._group(calls)
         return self._submit("allreduce", enqueue, tensors, getattr(opts, "asyncOp", True), keep=tensors)
