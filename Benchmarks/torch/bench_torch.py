@@ -20,7 +20,9 @@ reversed every other round:
                called through ctypes in a loop (stream NULL): SwiftCCL's C figure, in the same processes
 
 Timing as nccl-tests: after a barrier each rank times ITERS back-to-back calls; the per-rank times are
-all-reduced with MAX (outside the timed loop) and divided by ITERS. Sizes are the whole array (all-gather
+all-reduced with MAX (outside the timed loop) and divided by ITERS. The barrier and the MAX are
+SwiftCCL's C calls on the default group's communicator (Gloo's threads may still be busy right after
+a Gloo barrier; its own variant is measured after the same barrier). Sizes are the whole array (all-gather
 output, reduce-scatter input), float32 sum; busbw factors 2(n-1)/n, (n-1)/n, (n-1)/n, 1. Buffers are
 allocated and filled once before timing. With --ddp, DDP training steps of an MLP of ~25 M parameters
 (examples/ddp_train.py's model, --width 2048 --depth 8; batch 32) alternate between a DDP over the swccl
@@ -88,16 +90,26 @@ def rank_main(a):
     FLOAT, SUM = 7, 0
     results = []  # (coll, size, variant, round, seconds per call)
 
-    def timed(fn, iters, group):
-        dist.barrier(group=gloo)
+    el = torch.zeros(1, dtype=torch.float64)
+
+    def sync():  # SwiftCCL's own barrier (C), not Gloo's: Gloo's threads may still be busy after its barrier
+        if lib.swcclBarrier(comm, None) != 0:
+            raise RuntimeError(f"swcclBarrier failed: {swccl.last_error(comm)}")
+
+    def slowest(seconds):  # MAX over ranks, outside the timed loop
+        el[0] = seconds
+        if lib.swcclAllReduce(el.data_ptr(), el.data_ptr(), 1, 8, 2, comm, None) != 0:
+            raise RuntimeError(f"swcclAllReduce failed: {swccl.last_error(comm)}")
+        return el.item()
+
+    def timed(fn, iters, group=None):
+        sync()
         fn()
-        dist.barrier(group=gloo)
+        sync()
         t0 = time.perf_counter()
         for _ in range(iters):
             fn()
-        el = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
-        dist.all_reduce(el, op=dist.ReduceOp.MAX, group=gloo)
-        return el.item() / iters
+        return slowest(time.perf_counter() - t0) / iters
 
     colls = a.colls.split(",")
     sizes = [parse_size(s) for s in a.sizes.split(",")]
@@ -147,7 +159,7 @@ def rank_main(a):
                 for v in (order if rnd % 2 == 0 else order[::-1]):
                     if coll == "reduce_scatter" or coll == "all_reduce":
                         x.copy_(src[:count])  # values stay bounded (sums of small integers)
-                    results.append((coll, count * 4, v, rnd, timed(variants[v], it, gloo)))
+                    results.append((coll, count * 4, v, rnd, timed(variants[v], it)))
             if rank == 0:
                 print(f"# {coll} {human(count * 4)} done", file=sys.stderr, flush=True)
     ddp = []
@@ -166,14 +178,12 @@ def rank_main(a):
             for _ in range(k):
                 x, y = batch(1, rank, step_no[name], 32)
                 step_no[name] += 1
-                dist.barrier(group=gloo)
+                sync()
                 t0 = time.perf_counter()
                 o.zero_grad()
                 ((m(x) - y) ** 2).mean().backward()
                 o.step()
-                el = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
-                dist.all_reduce(el, op=dist.ReduceOp.MAX, group=gloo)
-                times.append(el.item())
+                times.append(slowest(time.perf_counter() - t0))
             return statistics.median(times)
         for name in models:
             steps(name, 2)  # warm-up: bucket rebuild

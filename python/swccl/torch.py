@@ -39,6 +39,8 @@ __all__ = ["ProcessGroupSwccl", "SwcclWork", "Options", "BACKEND_NAME"]
 
 BACKEND_NAME = "swccl"
 _IN_PROGRESS = _sw.IN_PROGRESS
+_GRACE_S = 0.002     # how long the completion thread leaves a work to a thread in Work.wait()
+_IDLE_MAX_S = 0.05   # its longest poll interval when nothing is pending
 _NO_LIMIT = -1
 
 try:
@@ -169,6 +171,7 @@ class SwcclWork(dist._Work):
         self._seq = 0            # position in the group's stream (fallback mode)
         self._tracked = False    # counted in the group's operations in flight
         self._shared_event = None
+        self._wanted = False     # its future was asked for: the completion thread completes it at once
 
     # -- completion (any thread; exactly once) --
     def _finish(self, result, message=None):
@@ -227,7 +230,13 @@ class SwcclWork(dist._Work):
         limit = ms if ms > 0 else _NO_LIMIT
         if not self._done.is_set():
             r = self._wait_event(limit) if self._event is not None else None
-            if r is None:  # no event of its own (fallback mode, a coalesced member, or already completed)
+            if r is None and limit < 0 and self._tracked and not self._pg._events:
+                # Fallback mode, no time limit: wait for the stream on this thread (GIL released) and
+                # complete what it ran, rather than wait for the completion thread to do so.
+                while not self._done.is_set():
+                    self._pg._drain()
+                completed = True
+            elif r is None:  # no event of its own (a coalesced member, a time limit, or already completed)
                 completed = self._done.wait(None if limit < 0 else limit / 1000.0)
             elif r == _IN_PROGRESS:
                 completed = False
@@ -243,6 +252,10 @@ class SwcclWork(dist._Work):
         return True
 
     def is_completed(self):
+        if not self._done.is_set() and self._event is None and self._tracked and not self._pg._events:
+            # without events: if the stream has run everything, complete it here (no blocking)
+            if self._pg._stream.value and self._pg._lib.swcclStreamQuery(self._pg._stream) != _IN_PROGRESS:
+                self._pg._drain()
         if not self._done.is_set() and self._event is not None:
             with self._lock:
                 ev = None if self._event_release else self._event
@@ -264,6 +277,10 @@ class SwcclWork(dist._Work):
         return self._error
 
     def get_future(self):
+        if not self._wanted:
+            self._wanted = True
+            if not self._done.is_set():
+                self._pg._poke()
         return self._future
 
     def result(self):
@@ -349,6 +366,9 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         self._events = _sw.has_events
         self._lock = threading.RLock()
         self._cond = threading.Condition(threading.Lock())
+        self._sync_lock = threading.RLock()  # serializes _drain (re-entered by a future callback that waits)
+        self._sticky = None                  # (result, text) of the first failure seen by _drain
+        self._urgent = False                 # complete what is pending now (see _complete_loop)
         self._pending = collections.deque()
         self._inflight = 0
         self._seq = 0
@@ -504,6 +524,14 @@ class ProcessGroupSwccl(dist.ProcessGroup):
                     w._shared_event = marker
                 self._inflight += 1
                 self._pending.append(w)
+            # No wake-up here: a thread in Work.wait() usually completes the work itself; the
+            # completion thread is woken by get_future() (_poke) and otherwise finds it by polling.
+
+    def _poke(self):
+        """Asks the completion thread to complete what is pending now (a future was asked for, or
+        the group is closing) rather than after its grace period."""
+        with self._cond:
+            self._urgent = True
             self._cond.notify()
 
     def _retire(self, work):
@@ -520,13 +548,29 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         """The completion thread: completes pending works in order (calls into the library release
         the GIL; only this Python thread touches futures from here)."""
         lib = self._lib
-        sticky = None
+        idle = _GRACE_S
+        stale = None
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending:
-                    return
+                # Completes pending works at once when asked (_poke: a future was asked for; closing),
+                # else gives the head of the queue one grace period for a thread in Work.wait() to
+                # complete it (one thread wake-up less per operation), then completes it here. Idle,
+                # it polls with a growing interval (a work nobody waits for or asks the future of
+                # completes within that interval).
+                while True:
+                    if not self._pending:
+                        self._urgent = False
+                        if self._closed:
+                            return
+                        self._cond.wait(idle)
+                        idle = min(idle * 2, _IDLE_MAX_S)
+                        continue
+                    idle = _GRACE_S
+                    head = self._pending[0]
+                    if self._urgent or self._closed or head._wanted or head is stale:
+                        break
+                    stale = head
+                    self._cond.wait(_GRACE_S)
                 work = self._pending[0]
                 upto = self._seq
             if self._events:
@@ -543,21 +587,32 @@ class ProcessGroupSwccl(dist.ProcessGroup):
                 # The event is destroyed once no waiter uses it (the last work of the batch owns it).
                 batch[-1]._release_event(by_owner=True)
             else:
-                # Without events: swcclStreamSynchronize covers everything enqueued so far. It clears the
-                # stream's error (the stream then skips nothing more), so a failure is kept here: every
-                # work still pending then fails with it (the communicator is broken anyway).
-                r = lib.swcclStreamSynchronize(self._stream)
-                if r != 0 and sticky is None:
-                    sticky = (r, self._error_text("operation", r))
-                with self._cond:
-                    batch = []
-                    while self._pending and (sticky is not None or self._pending[0]._seq <= upto):
-                        batch.append(self._pending.popleft())
-                for w in batch:
-                    if sticky is None:
-                        w._finish(0)
-                    else:
-                        w._finish(sticky[0], sticky[1].replace("swccl: operation", f"swccl: {w._op}", 1))
+                self._drain()
+
+    def _drain(self):
+        """Without stream events: waits for the stream (GIL released) and completes, in issue order,
+        every work enqueued before. Called by the completion thread, and by a thread in Work.wait()
+        (which then wakes as soon as the stream is done, without a hand-off through the completion
+        thread). Calls are serialized: swcclStreamSynchronize clears the stream's error, so exactly one
+        caller sees it; it is kept here, and every work still pending then fails with it (the
+        communicator is broken anyway)."""
+        with self._sync_lock:
+            with self._cond:
+                upto = self._seq
+            if self._stream.value:
+                r = self._lib.swcclStreamSynchronize(self._stream)
+                if r != 0 and self._sticky is None:
+                    self._sticky = (r, self._error_text("operation", r))
+            sticky = self._sticky
+            with self._cond:
+                batch = []
+                while self._pending and (sticky is not None or self._pending[0]._seq <= upto):
+                    batch.append(self._pending.popleft())
+            for w in batch:
+                if sticky is None:
+                    w._finish(0)
+                else:
+                    w._finish(sticky[0], sticky[1].replace("swccl: operation", f"swccl: {w._op}", 1))
 
     def _wait_idle(self, limit_s):
         deadline = time.monotonic() + limit_s
@@ -1033,6 +1088,7 @@ class ProcessGroupSwccl(dist.ProcessGroup):
                 if self._comm.value:
                     self._lib.swcclCommAbort(self._comm)
             else:
+                self._poke()
                 self._wait_idle(self._timeout_ms / 1000.0 if self._timeout_ms else 1800)
             with self._cond:
                 self._closed = True

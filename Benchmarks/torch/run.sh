@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The torch-backend benchmark of docs/PERFORMANCE.md ("PyTorch backend against Gloo"): bench_torch.py on 2
+# and 4 ranks (every collective at 8 B, 64 KiB, 1 MiB, 16 MiB, 64 MiB; DDP steps of a ~25 M-parameter
+# MLP), ROUNDS interleaved rounds (default 7), the load average recorded before and after each.
+#   usage: bash Benchmarks/torch/run.sh [OUTDIR]      (PYTHON: a python with torch; default the cached venv)
+# Writes OUTDIR/np2.json, np4.json and report.md (the tables; bench_torch.py --report FILE reprints one).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out="${1:-/tmp/swccl-bench-torch}"
+mkdir -p "$out"
+py="${PYTHON:-$(bash scripts/torch-venv.sh | tail -n 1)}"
+rounds="${ROUNDS:-7}"
+export SWCCL_SOCKET_IFNAME="${SWCCL_SOCKET_IFNAME:-lo}" GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-lo}"
+: > "$out/report.md"
+for np in ${NPS:-2 4}; do
+  echo "load before np=$np: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/report.md"
+  "$py" Benchmarks/torch/bench_torch.py -np "$np" --rounds "$rounds" --ddp ${BENCH_ARGS:-} --json "$out/np$np.json" | tee -a "$out/report.md"
+  echo "load after np=$np: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/report.md"
+done
+echo "report: $out/report.md"
