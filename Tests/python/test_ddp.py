@@ -13,7 +13,10 @@ step), every configuration must end with parameters equal on both backends:
 with and without gradient_as_bucket_view, small buckets (several per step), a comm hook (bf16
 compression: torch's bf16_compress_hook), no_sync (gradient accumulation over two micro-batches), and
 uneven inputs (rank r has r extra batches, under model.join()). The parameters must also agree across
-ranks (each rank checks the broadcast of rank 0's).
+ranks (each rank checks the broadcast of rank 0's). Then, test_c10d_pypg-style (torch's test of Python
+process groups under DDP, whose helpers are not in the wheel): a ProcessGroupSwccl made directly, not
+through init_process_group, passed to DDP with and without gradient_as_bucket_view; DDP on each rank's
+slice of a global batch must track a local model trained on the whole batch (pypg_style()).
 """
 import datetime
 import os
@@ -87,6 +90,63 @@ def train(pg, kind, config, rank, seed=1):
     return [p.detach().clone() for p in model.parameters()]
 
 
+def pypg_style(rank, n, iterations=3):
+    """As torch's test_c10d_pypg does with its Python process groups: a ProcessGroupSwccl made directly
+    (its own FileStore; not registered through init_process_group) passed to DDP, with and without
+    gradient_as_bucket_view; DDP on rank r's slice of a global batch must track a local model trained on
+    the whole batch (rtol 1.3e-6, atol 5e-5, CommonDistributedDataParallelTest's tolerance), and
+    DDP must have driven the group through Work.wait() and Work.get_future()."""
+    import copy
+    import torch
+    import torch.distributed as dist
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from swccl.torch import ProcessGroupSwccl
+    checked = 0
+    for views in (False, True):
+        store = dist.FileStore(os.environ["PYSWCCL_FILE"] + f".pypg{int(views)}", n)
+        pg = ProcessGroupSwccl(store, rank, n, datetime.timedelta(seconds=60))
+        calls = {"wait": 0, "get_future": 0}
+
+        def counted(fn):  # counts what DDP calls on the works the group returns
+            def work_call(*a, **k):
+                w = fn(*a, **k)
+                for meth in calls:
+                    def wrapped(*aa, _orig=getattr(w, meth), _m=meth, **kk):
+                        calls[_m] += 1
+                        return _orig(*aa, **kk)
+                    setattr(w, meth, wrapped)
+                return w
+            return work_call
+        pg.allreduce = counted(pg.allreduce)
+        pg.broadcast = counted(pg.broadcast)
+        torch.manual_seed(1234)
+        model = nn.Sequential(nn.Linear(2, 10, bias=False), nn.ReLU(), nn.Linear(10, 50, bias=False), nn.ReLU(),
+                              nn.Linear(50, 4, bias=False))
+        ddp = DDP(copy.deepcopy(model), process_group=pg, bucket_cap_mb=0.001, gradient_as_bucket_view=views)
+        g = torch.Generator().manual_seed(4321)
+        inp, target = torch.randn(n, 2, generator=g), torch.randn(n, 4, generator=g)
+        for it in range(iterations):
+            for m, x, y in ((model, inp, target), (ddp, inp[rank:rank + 1], target[rank:rank + 1])):
+                m.train()
+                F.mse_loss(F.softmax(m(x), dim=1), y).backward()
+                for p_ in m.parameters():
+                    with torch.no_grad():
+                        p_ -= p_.grad
+                    p_.grad = None
+            for i, (a, b) in enumerate(zip(model.parameters(), ddp.parameters())):
+                if not torch.allclose(a, b, rtol=1.3e-6, atol=5e-5):
+                    fail(f"pypg-style (views={views}) iteration {it}: parameter {i} differs from the local model: "
+                         f"max |diff| {(a - b).abs().max().item():.3g}")
+                checked += 1
+            inp = inp[torch.randperm(n, generator=torch.Generator().manual_seed(1337 + it))]
+        if calls["get_future"] == 0 and calls["wait"] == 0:
+            fail(f"pypg-style: DDP never waited on the group's works ({calls})")
+        pg.shutdown()
+    return checked
+
+
 def rank_main():
     import torch
     import torch.distributed as dist
@@ -119,7 +179,8 @@ def rank_main():
                 checked += 1
             if kind == "int" and config == "plain" and all(torch.equal(p, q) for p, q in zip(a, [x.detach() for x in make_model(kind, 1).parameters()])):
                 fail("training changed nothing (the test would prove nothing)")
-    print(f"[rank {rank}] PASS ddp: {checked} parameters equal between swccl and gloo", flush=True)
+    checked += pypg_style(rank, n)
+    print(f"[rank {rank}] PASS ddp: {checked} parameters equal between swccl and gloo (and the local model)", flush=True)
     dist.destroy_process_group()
     os._exit(0)
 
