@@ -377,6 +377,12 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         self._coalescing = None   # list of works recorded between start_coalescing and end_coalescing
         self._deferred_ops = []   # PREMUL_SUM operators to destroy once their calls returned
         self._direct = bool(getattr(self._options, "direct", True)) and os.environ.get("SWCCL_TORCH_DIRECT", "1") != "0"
+        # Waiting ranks yield the core between polls (SwiftCCL's default yields only when this host has
+        # more ranks than cores). A torch process shares its cores with intra-op threads, data loaders
+        # and other jobs: there, spinning without yielding made 2-rank collectives 4-6x slower
+        # (docs/PERFORMANCE.md), while a yield costs ~1 us on a call that costs ~8 us of Python.
+        # SWCCL_SPIN_YIELD set by the user (0 or 1) is left alone.
+        os.environ.setdefault("SWCCL_SPIN_YIELD", "1")
         self._init_comm()
         _sw._check(self._lib.swcclStreamCreate(ctypes.byref(self._stream)))
         self._thread = threading.Thread(target=self._complete_loop, name=f"swccl-completion-{self._group_label()}", daemon=True)
