@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """torch's own generic distributed tests against a backend: `swccl` (registered as a plugin) or `gloo`.
 
-    python Tests/python/torch_suite.py run --backend swccl [--world-size 3] [--slice ci] [-k PATTERN ...]
-                                        [--json FILE] [--test-timeout S]
+    python Tests/python/torch_suite.py run --backend swccl [--gates gloo] [--world-size 3] [--slice ci]
+                                        [-k PATTERN ...] [--json FILE] [--test-timeout S] [--quiet]
     python Tests/python/torch_suite.py compare SWCCL.json GLOO.json     (the table of docs/PYTORCH.md)
     python Tests/python/torch_suite.py list                             (every test name)
 
@@ -13,7 +13,9 @@ process group made with init_method=file://, BACKEND/WORLD_SIZE/TEMP_DIR/INIT_ME
 A plugin backend is gated through `DistTestCases.backend_feature[...]`: "swccl" is added to the
 "plugin", "ddp" and "subgroup" sets (what it implements on CPU) before distributed_test is imported;
 tests written for one named backend (`BACKEND != "gloo"`, "nccl", CUDA) skip themselves as they do for
-any other backend.
+any other backend; receive-from-any-source is declared missing through skip_collective, as for nccl.
+With `--gates gloo` the gates and test bodies see BACKEND=gloo while every default group is made with
+--backend: exactly the tests Gloo runs (a same-tests comparison; see KNOWN for what that costs).
 
 Every test ends as pass, fail or skip (with its reason, first line); `--json` writes them with the time
 each took; the summary line reads "N passed, M failed, K skipped". Exit status 1 if any failed, except
