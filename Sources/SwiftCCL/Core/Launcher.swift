@@ -170,7 +170,7 @@ public struct LaunchEnvironment: Sendable, Equatable {
     }
 
     /// The first IPv4 address other than loopback in an ORTE contact URI (else its first address).
-    static func hnpHost(_ uri: String) -> String? {
+    public static func hnpHost(_ uri: String) -> String? {
         var addresses: [String] = []
         for part in uri.split(separator: ";").dropFirst() {
             let pieces = part.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
@@ -192,7 +192,7 @@ public struct LaunchEnvironment: Sendable, Equatable {
     }
 
     /// The host in a PRRTE namespace `TOOL-HOST-PID@JOB` (Open MPI 5's mpirun, prterun).
-    static func prrteHost(_ ns: String) -> String? {
+    public static func prrteHost(_ ns: String) -> String? {
         guard let at = ns.lastIndex(of: "@") else { return nil }
         let base = ns[..<at]
         guard let first = base.firstIndex(of: "-"), let last = base.lastIndex(of: "-"), first < last,
