@@ -64,6 +64,9 @@ typedef struct swcclComm* swcclComm_t;
 /** Opaque CPU execution queue. NULL means: run on the calling thread, blocking. */
 typedef struct swcclStream* swcclStream_t;
 
+/** Opaque point in a stream (swcclEventCreate), to learn when the operations before it completed. */
+typedef struct swcclEvent* swcclEvent_t;
+
 #define SWCCL_UNIQUE_ID_BYTES 128
 /**
  * Rendezvous identifier made by swcclGetUniqueId and copied (by value, out of band) to every rank that
@@ -79,7 +82,7 @@ typedef enum {
   swcclInvalidArgument = 4,  /**< A bad argument. The call had no effect; the communicator is usable. */
   swcclInvalidUsage    = 5,  /**< Wrong call order or state (e.g. ranks disagree, finalized comm).    */
   swcclRemoteError     = 6,  /**< A peer failed or went away. The communicator is broken.             */
-  swcclInProgress      = 7,  /**< Work is still pending (swcclStreamQuery).                           */
+  swcclInProgress      = 7,  /**< Work is still pending (swcclStreamQuery, swcclEventQuery/Wait).     */
   swcclTimeout         = 8,  /**< A blocking step exceeded the timeout. The communicator is broken.   */
   swcclNumResults      = 9
 } swcclResult_t;
@@ -427,6 +430,67 @@ swcclResult_t swcclStreamSynchronize(swcclStream_t stream);
  * Returns swcclInvalidArgument if stream is NULL, swcclInvalidUsage if it is not a live stream.
  */
 swcclResult_t swcclStreamQuery(swcclStream_t stream);
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Events: completion of the operations enqueued on a stream up to a point                          */
+/*                                                                                                  */
+/* An event marks a point in a stream (swcclEventRecord: after every operation enqueued on it so     */
+/* far) and tells when every operation before that point has completed, and whether one failed,     */
+/* without waiting for operations enqueued later (unlike swcclStreamSynchronize). Record one after   */
+/* each operation to follow them one by one (an asynchronous handle per operation). Events play the */
+/* role of CUDA events (cudaEventRecord / cudaEventQuery / cudaEventSynchronize) for host streams.  */
+/* An event's outcome covers the operations before its mark that ran since the stream's last        */
+/* swcclStreamSynchronize (a failure that call reported and cleared before the event was recorded   */
+/* is not reported again); since a stream skips work queued behind a failure, the operation that    */
+/* failed and every later one up to the next synchronize report that failure. An event keeps what   */
+/* it needs of its stream: it may outlive it (the stream's destroy completes its work first).        */
+/* Events may be used from any thread, also while another thread waits on the same event.          */
+/* In a forked child an event inherited from the parent is refused (swcclInvalidUsage) except by     */
+/* swcclEventDestroy, which only forgets it.                                                        */
+/* ------------------------------------------------------------------------------------------------ */
+
+/**
+ * Creates an event in *event. A new event is complete (as one recorded with a NULL stream).
+ * Never blocks. Returns swcclInvalidArgument if event is NULL.
+ */
+swcclResult_t swcclEventCreate(swcclEvent_t* event);
+
+/**
+ * Frees event. Allowed at any time (pending operations are not affected); a thread waiting on it
+ * in swcclEventWait returns normally. Never blocks.
+ * Returns swcclInvalidArgument if event is NULL; swcclInvalidUsage if it is not a live event
+ * (destroyed already), nothing happens.
+ */
+swcclResult_t swcclEventDestroy(swcclEvent_t event);
+
+/**
+ * Marks the point in stream after every operation enqueued on it so far (by any thread); recording
+ * again moves the mark. stream == NULL: the event is complete at once (operations without a stream
+ * completed before their call returned). Never blocks.
+ * Returns swcclInvalidArgument if event is NULL; swcclInvalidUsage if event or stream is not a live
+ * handle of its kind (destroyed, or inherited by a forked child). On error the mark is unchanged.
+ */
+swcclResult_t swcclEventRecord(swcclEvent_t event, swcclStream_t stream);
+
+/**
+ * Never blocks. Returns swcclSuccess once every operation before the mark completed successfully,
+ * swcclInProgress while one is pending, or, once all completed, the result code of the first of them
+ * that failed (swcclGetLastError(NULL) then names its operation, rank, peer and cause). Querying
+ * does not clear anything: later calls answer the same.
+ * Returns swcclInvalidArgument if event is NULL, swcclInvalidUsage if it is not a live event.
+ */
+swcclResult_t swcclEventQuery(swcclEvent_t event);
+
+/**
+ * Blocks until every operation before the mark completed, then returns as swcclEventQuery. Polls
+ * briefly (SWCCL_SPIN_US, yielding the core), then sleeps until the stream's thread finishes an
+ * operation: no busy waiting, and it is woken as soon as the operation completes. Holds no lock the
+ * stream needs. timeoutMs >= 0: returns swcclInProgress if not complete within timeoutMs
+ * milliseconds (0: a query); timeoutMs < 0: no limit of its own (each operation is still bounded by
+ * its communicator's timeout, so the wait ends).
+ * Returns swcclInvalidArgument if event is NULL, swcclInvalidUsage if it is not a live event.
+ */
+swcclResult_t swcclEventWait(swcclEvent_t event, int timeoutMs);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Collective operations                                                                            */

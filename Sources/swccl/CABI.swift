@@ -731,6 +731,92 @@ public func swcclStreamQuery(_ stream: swcclStream_t?) -> swcclResult_t {
     }
 }
 
+// MARK: - events
+
+/// Live event handles, as for streams (their own tag: an event passed as a stream, or a stream as an
+/// event, is refused).
+enum Events {
+    static let table = HandleTable<StreamEvent>(tag: 0x5345)  // "SE"
+
+    /// The event behind a handle: `invalidArgument` for NULL, `invalidUsage` for a handle that is not
+    /// (or no longer) a live event, or one a forked child inherited.
+    static func checked(_ e: swcclEvent_t?) -> Result<StreamEvent, CCLError> {
+        guard let e else { return .failure(.invalidArgument("event is NULL")) }
+        guard let live = table.lookup(e) else { return .failure(.invalidUsage("event \(e) is not a live event (destroyed already?)")) }
+        if live.owner.isInherited { return .failure(live.owner.inheritedError("event \(e)")) }
+        return .success(live)
+    }
+
+    /// A query's or wait's answer as a result code (an error is recorded for swcclGetLastError).
+    static func answer(_ r: Result<Void, CCLError>?, operation: String) -> swcclResult_t {
+        switch r {
+        case nil: return swcclInProgress
+        case .success?: return swcclSuccess
+        case .failure(let e)?: return report(e, operation: operation)
+        }
+    }
+}
+
+@c @implementation
+public func swcclEventCreate(_ event: UnsafeMutablePointer<swcclEvent_t?>?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        guard let event else { return invalid("event is NULL", operation: "swcclEventCreate") }
+        event.pointee = Events.table.register(StreamEvent())
+        return swcclSuccess
+    }
+}
+
+@c @implementation
+public func swcclEventDestroy(_ event: swcclEvent_t?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclEventDestroy"
+        guard let event else { return invalid("event is NULL", operation: op) }
+        // A forked child's inherited event is only forgotten, like its inherited streams.
+        guard Events.table.unregister(event) != nil else {
+            return report(.invalidUsage("event \(event) is not a live event (destroyed twice?)"), operation: op)
+        }
+        return swcclSuccess
+    }
+}
+
+@c @implementation
+public func swcclEventRecord(_ event: swcclEvent_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclEventRecord"
+        switch Events.checked(event) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let ev):
+            guard let stream else { ev.record(on: nil); return swcclSuccess }
+            switch Streams.checked(stream) {
+            case .failure(let e): return report(e, operation: op)
+            case .success(let s): ev.record(on: s); return swcclSuccess
+            }
+        }
+    }
+}
+
+@c @implementation
+public func swcclEventQuery(_ event: swcclEvent_t?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclEventQuery"
+        switch Events.checked(event) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let ev): return Events.answer(ev.query(), operation: op)
+        }
+    }
+}
+
+@c @implementation
+public func swcclEventWait(_ event: swcclEvent_t?, _ timeoutMs: CInt) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclEventWait"
+        switch Events.checked(event) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let ev): return Events.answer(ev.wait(timeoutMs: timeoutMs < 0 ? nil : Int(timeoutMs)), operation: op)
+        }
+    }
+}
+
 // MARK: - memory registration
 
 /// A registration handle: the region and the communicator it belongs to.

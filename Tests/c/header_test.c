@@ -96,6 +96,11 @@ static int check_prototypes(void) {
   swcclResult_t (*streamDestroy)(swcclStream_t) = swcclStreamDestroy;
   swcclResult_t (*streamSynchronize)(swcclStream_t) = swcclStreamSynchronize;
   swcclResult_t (*streamQuery)(swcclStream_t) = swcclStreamQuery;
+  swcclResult_t (*eventCreate)(swcclEvent_t*) = swcclEventCreate;
+  swcclResult_t (*eventDestroy)(swcclEvent_t) = swcclEventDestroy;
+  swcclResult_t (*eventRecord)(swcclEvent_t, swcclStream_t) = swcclEventRecord;
+  swcclResult_t (*eventQuery)(swcclEvent_t) = swcclEventQuery;
+  swcclResult_t (*eventWait)(swcclEvent_t, int) = swcclEventWait;
   swcclResult_t (*allReduce)(const void*, void*, size_t, swcclDataType_t, swcclRedOp_t, swcclComm_t,
                              swcclStream_t) = swcclAllReduce;
   swcclResult_t (*broadcast)(const void*, void*, size_t, swcclDataType_t, int, swcclComm_t,
@@ -130,7 +135,8 @@ static int check_prototypes(void) {
     (const void*)&allReduce, (const void*)&broadcast, (const void*)&reduce, (const void*)&allGather,
     (const void*)&reduceScatter, (const void*)&alltoAll, (const void*)&gather, (const void*)&scatter,
     (const void*)&send, (const void*)&recv, (const void*)&barrier, (const void*)&groupStart,
-    (const void*)&groupEnd,
+    (const void*)&groupEnd, (const void*)&eventCreate, (const void*)&eventDestroy,
+    (const void*)&eventRecord, (const void*)&eventQuery, (const void*)&eventWait,
   };
   return (int)(sizeof all / sizeof all[0]);
 }
@@ -150,7 +156,7 @@ int main(void) {
   return (config.size == sizeof(swcclConfig_t) && config.magic == SWCCL_CONFIG_MAGIC &&
           config.version == SWCCL_VERSION_CODE && config.transports == NULL && comm == NULL &&
           stream == NULL && result == swcclSuccess && type == 9 && op == 4 && residence == 1 &&
-          id.internal[0] == 0 && check_prototypes() == 37)
+          id.internal[0] == 0 && check_prototypes() == 42)
              ? 0
              : 1;
 }
