@@ -237,18 +237,22 @@ swcclResult_t swcclCommInitRankConfig(swcclComm_t* comm, int nranks, swcclUnique
                                       swcclConfig_t* config);
 
 /**
- * Creates nranks communicators inside this process, ranks 0..nranks-1, stored in comms[0..nranks-1].
+ * Creates ndev communicators inside this process, ranks 0..ndev-1, stored in comms[0..ndev-1].
+ * devlist: NCCL's list of CUDA devices, one per rank. On host memory devices mean nothing: devlist
+ * may be NULL; when not NULL, its ndev ints are read and must be distinct and non-negative (checked
+ * as NCCL would, otherwise ignored).
  * Blocks until all are connected. Since a call with a NULL stream blocks its thread, use them from one
  * thread per rank, with streams, or by issuing the operations of all ranks inside one
  * swcclGroupStart/swcclGroupEnd (as NCCL's single-thread multi-device use).
  * The ranks meet at a rendezvous of their own in this process (SWCCL_COMM_ID is not used). Each rank
  * holds shared-memory FIFOs to every other (memory grows with nranks squared): a few dozen ranks is
  * the practical limit of one process.
- * Returns swcclInvalidArgument if comms is NULL or nranks is not in [1, 65536]; swcclSystemError if
- * the threads or the memory of the ranks cannot be had. On any error comms[] entries are set to NULL
- * and no communicator is returned (ranks already started give up within the timeout).
+ * Returns swcclInvalidArgument if comms is NULL, ndev is not in [1, 65536], or devlist holds a
+ * negative or repeated value (the message names it); swcclSystemError if the threads or the memory
+ * of the ranks cannot be had. On any error comms[] entries are set to NULL and no communicator is
+ * returned (ranks already started give up within the timeout).
  */
-swcclResult_t swcclCommInitAll(swcclComm_t* comms, int nranks);
+swcclResult_t swcclCommInitAll(swcclComm_t* comms, int ndev, const int* devlist);
 
 /**
  * Creates the communicator of this process from the launcher's environment. Rank and size come from,

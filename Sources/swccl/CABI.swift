@@ -277,12 +277,24 @@ public func swcclCommInitRankConfig(_ comm: UnsafeMutablePointer<swcclComm_t?>?,
 }
 
 @c @implementation
-public func swcclCommInitAll(_ comms: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt) -> swcclResult_t {
+public func swcclCommInitAll(_ comms: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt,
+                             _ devlist: UnsafePointer<CInt>?) -> swcclResult_t {
     ForkSafety.run { () -> swcclResult_t in
         let op = "swcclCommInitAll"
         guard let comms else { return invalid("comms is NULL", operation: op) }
         guard nranks >= 1 else { return invalid("nranks \(nranks) must be at least 1", operation: op) }
         for i in 0..<Int(nranks) { comms[i] = nil }
+        // Devices mean nothing on host memory; a list given is still checked as NCCL would.
+        if let devlist {
+            var seen = Set<CInt>()
+            for i in 0..<Int(nranks) {
+                let d = devlist[i]
+                guard d >= 0 else { return invalid("devlist[\(i)] = \(d) is negative", operation: op) }
+                guard seen.insert(d).inserted else {
+                    return invalid("devlist[\(i)] = \(d) is a duplicate (device \(d) is listed twice; the entries must be distinct)", operation: op)
+                }
+            }
+        }
         do {
             let all = try Communicator.initAll(count: Int(nranks))
             for (i, c) in all.enumerated() { comms[i] = Handles.register(CommHandle(c)) }

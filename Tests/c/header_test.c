@@ -77,7 +77,7 @@ static int check_prototypes(void) {
   swcclResult_t (*commInitRank)(swcclComm_t*, int, swcclUniqueId, int) = swcclCommInitRank;
   swcclResult_t (*commInitRankConfig)(swcclComm_t*, int, swcclUniqueId, int, swcclConfig_t*) =
       swcclCommInitRankConfig;
-  swcclResult_t (*commInitAll)(swcclComm_t*, int) = swcclCommInitAll;
+  swcclResult_t (*commInitAll)(swcclComm_t*, int, const int*) = swcclCommInitAll;
   swcclResult_t (*commInitFromEnv)(swcclComm_t*, swcclConfig_t*) = swcclCommInitFromEnv;
   swcclResult_t (*commSplit)(swcclComm_t, int, int, swcclComm_t*, swcclConfig_t*) = swcclCommSplit;
   swcclResult_t (*commShrink)(swcclComm_t, int*, int, swcclComm_t*, swcclConfig_t*, int) = swcclCommShrink;
