@@ -146,11 +146,37 @@ typedef struct {
                                  host without an RDMA port: swcclSystemError saying why.              */
   const char*  commName;    /**< Shown in logs and in every error ("allreduce #17 on comm 'dp': ...");
                                  NULL: "comm".                                                        */
+  /* Fields below were added in 0.1 for NCCL's ncclConfig_t (issue 15); a caller compiled against an
+     older header passes a smaller `size` and gets their defaults. */
+  int          blocking;    /**< 1 (or SWCCL_CONFIG_UNDEF_INT): calls block as documented. 0:
+                                 nonblocking communicator, as NCCL's: swcclCommInitRank(Config),
+                                 swcclCommInitFromEnv, swcclCommSplit and swcclCommFinalize return
+                                 swcclInProgress at once and finish in the background; operations
+                                 called with stream == NULL are checked, return swcclInProgress and
+                                 run in the background in call order (a stream given still behaves as
+                                 usual). Poll swcclCommGetAsyncError: swcclInProgress while anything
+                                 is pending, then swcclSuccess or the error. Any other value:
+                                 swcclInvalidArgument.                                                */
+  int          cgaClusterSize; /**< NCCL's CUDA launch setting: accepted and ignored (host memory).   */
+  int          minCTAs;     /**< Accepted and ignored (CUDA thread blocks).                           */
+  int          maxCTAs;     /**< Accepted and ignored (CUDA thread blocks).                           */
+  const char*  netName;     /**< NULL, or the network between hosts by NCCL's names: "Socket" (TCP,
+                                 same as transports "shm,tcp") or "IB" (RDMA verbs, "shm,ib"); ranks
+                                 on one host use shared memory either way. Another name, or both
+                                 netName and transports set: swcclInvalidArgument.                    */
+  int          splitShare;  /**< 0, 1 or SWCCL_CONFIG_UNDEF_INT; accepted: here a communicator made by
+                                 swcclCommSplit always has connections of its own (there is nothing of
+                                 the parent's to share). Other values: swcclInvalidArgument.          */
 } swcclConfig_t;
+
+/** "Not set" for the int fields of swcclConfig_t (NCCL's NCCL_CONFIG_UNDEF_INT). */
+#define SWCCL_CONFIG_UNDEF_INT (-2147483647 - 1)
 
 /** Initial value of every swcclConfig_t: `swcclConfig_t cfg = SWCCL_CONFIG_INITIALIZER;` */
 #define SWCCL_CONFIG_INITIALIZER \
-  { sizeof(swcclConfig_t), SWCCL_CONFIG_MAGIC, SWCCL_VERSION_CODE, 0, NULL, NULL }
+  { sizeof(swcclConfig_t), SWCCL_CONFIG_MAGIC, SWCCL_VERSION_CODE, 0, NULL, NULL, \
+    SWCCL_CONFIG_UNDEF_INT, SWCCL_CONFIG_UNDEF_INT, SWCCL_CONFIG_UNDEF_INT, SWCCL_CONFIG_UNDEF_INT, NULL, \
+    SWCCL_CONFIG_UNDEF_INT }
 
 /** `color` of swcclCommSplit for a rank that joins no new communicator. */
 #define SWCCL_SPLIT_NOCOLOR (-1)
@@ -222,15 +248,27 @@ swcclResult_t swcclGetUniqueId(swcclUniqueId* uniqueId);
  * names the rank at fault: the one that did not arrive, left or was claimed twice, or rank 0 when the
  * rendezvous it hosts never answered or closed. The process that hosts the rendezvous returns only
  * once every rank has been told the outcome (bounded by the timeout).
+ * Inside swcclGroupStart/swcclGroupEnd (NCCL's one thread initialising several ranks): the call checks
+ * its arguments, stores the new handle in *comm at once and returns swcclSuccess; the initialisation
+ * runs at the outermost swcclGroupEnd, each recorded one on a thread of its own, all at once, and
+ * swcclGroupEnd returns their first error. Until then, and for good if its initialisation failed, the
+ * handle refuses other calls (swcclInvalidArgument while pending, as NCCL; then the error that made it
+ * fail, also given by swcclCommGetAsyncError and swcclGetLastError(comm)); destroy it either way.
  */
 swcclResult_t swcclCommInitRank(swcclComm_t* comm, int nranks, swcclUniqueId commId, int rank);
 
 /**
  * As swcclCommInitRank, with options. config may be NULL (all defaults); otherwise it must come from
  * SWCCL_CONFIG_INITIALIZER. Collective and blocking, as swcclCommInitRank.
+ * With config->blocking == 0 (a nonblocking communicator, as NCCL's): stores the handle in *comm,
+ * returns swcclInProgress at once and initialises in the background (inside a group: from the
+ * group's end, which then returns swcclInProgress); poll swcclCommGetAsyncError(*comm) until it is no
+ * longer swcclInProgress. Other calls on the handle before that return swcclInvalidArgument, as NCCL's
+ * ("use before the previous call returned swcclSuccess").
  * Returns, besides the errors of swcclCommInitRank, swcclInvalidArgument if config has a wrong magic,
- * a size smaller than its three fixed fields or larger than 4096 (not a struct from this header), or a
- * transports list with an unknown name; and
+ * a size smaller than its three fixed fields or larger than 4096 (not a struct from this header), a
+ * transports list with an unknown name, or a field out of its range (blocking, netName, splitShare);
+ * and
  * swcclSystemError if a transport the list requires cannot be used between some pair of ranks.
  */
 swcclResult_t swcclCommInitRankConfig(swcclComm_t* comm, int nranks, swcclUniqueId commId, int rank,
@@ -273,7 +311,10 @@ swcclResult_t swcclCommInitFromEnv(swcclComm_t* comm, swcclConfig_t* config);
  * Splits comm: ranks passing the same color form one new communicator, ordered by key, then by their
  * rank in comm. A rank passing SWCCL_SPLIT_NOCOLOR joins none and gets *newcomm = NULL.
  * config NULL: the new communicators inherit comm's options. Collective over all ranks of comm and
- * blocking. comm itself is unchanged and stays usable.
+ * blocking. comm itself is unchanged and stays usable. Nonblocking (config->blocking == 0, or config
+ * NULL and comm nonblocking): returns swcclInProgress at once with the handle in *newcomm; the split
+ * runs in the background after comm's operations queued there, and both comm and *newcomm report
+ * swcclInProgress from swcclCommGetAsyncError until it finished.
  * Returns swcclInvalidArgument if comm or newcomm is NULL, or color is negative and not
  * SWCCL_SPLIT_NOCOLOR, or config is invalid; errors of communicator creation otherwise.
  */
@@ -307,7 +348,9 @@ swcclResult_t swcclCommShrink(swcclComm_t comm, int* excludeRanksList, int exclu
  * completing reports its error through swcclStreamSynchronize as usual.
  * Returns swcclInvalidArgument if comm is NULL, swcclInvalidUsage if comm was already finalized or
  * destroyed, swcclTimeout if enqueued operations did not finish within the timeout (comm is then
- * broken, as swcclCommGetAsyncError says: abort it).
+ * broken, as swcclCommGetAsyncError says: abort it). A nonblocking communicator: returns
+ * swcclInProgress at once and finalizes in the background after its queued operations
+ * (swcclCommGetAsyncError says when).
  */
 swcclResult_t swcclCommFinalize(swcclComm_t comm);
 
@@ -334,9 +377,11 @@ swcclResult_t swcclCommDestroy(swcclComm_t comm);
 swcclResult_t swcclCommAbort(swcclComm_t comm);
 
 /**
- * Stores in *asyncError the state of comm: swcclSuccess while it is healthy, or the error that broke
- * it. Errors are found by operations (there is no background thread): one that failed in a blocking
- * call, on a stream or in a group, or a swcclCommFinalize that timed out. An operation still blocked
+ * Stores in *asyncError the state of comm: swcclInProgress while its initialisation (nonblocking or
+ * in a group) or, for a nonblocking communicator, operations it runs in the background are pending;
+ * then swcclSuccess while it is healthy, or the error that broke it (or made its initialisation
+ * fail). Errors are found by operations: one that failed in a blocking call, on a stream, in a group
+ * or in the background, or a swcclCommFinalize that timed out. An operation still blocked
  * waiting for a dead peer shows here once it has failed (within the timeout). A communicator broken by
  * ranks that disagreed inside an operation reports swcclInvalidUsage.
  * Never blocks; callable from any thread.
@@ -509,6 +554,11 @@ swcclResult_t swcclEventWait(swcclEvent_t event, int timeoutMs);
 /* are reported by swcclStreamSynchronize / swcclStreamQuery and swcclCommGetAsyncError.             */
 /* Inside swcclGroupStart/swcclGroupEnd: the call validates and records the operation; it runs at    */
 /* the outermost swcclGroupEnd.                                                                     */
+/* A nonblocking communicator (swcclConfig_t.blocking = 0) with stream == NULL: the call validates,  */
+/* returns swcclInProgress and the operation runs in the background after the communicator's earlier */
+/* ones; keep the buffers until swcclCommGetAsyncError no longer says swcclInProgress (it then says  */
+/* swcclSuccess or the first error). Such a call on a communicator whose initialisation is pending   */
+/* returns swcclInvalidArgument (as NCCL).                                                          */
 /*                                                                                                  */
 /* Each returns swcclInvalidArgument (no effect, comm still usable) if comm is NULL, a buffer needed */
 /* on this rank is NULL while count > 0, datatype or op is not valid (op: built-in or a live        */
@@ -535,6 +585,13 @@ swcclResult_t swcclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
  */
 swcclResult_t swcclBroadcast(const void* sendbuff, void* recvbuff, size_t count, swcclDataType_t datatype,
                              int root, swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * NCCL's legacy in-place broadcast: copies count elements of buff on rank root to buff on every rank.
+ * Same as swcclBroadcast(buff, buff, count, datatype, root, comm, stream).
+ */
+swcclResult_t swcclBcast(void* buff, size_t count, swcclDataType_t datatype, int root, swcclComm_t comm,
+                         swcclStream_t stream);
 
 /**
  * Reduces count elements of sendbuff across all ranks with op into recvbuff on rank root. recvbuff is
@@ -622,9 +679,13 @@ swcclResult_t swcclGroupStart(void);
  * swcclStreamSynchronize); those with stream == NULL run and the call blocks until all have
  * completed. Every operation of one communicator within a group must name the same stream (or all
  * NULL): the call naming another returns swcclInvalidUsage and is not recorded.
+ * Communicator initialisations recorded in the group (swcclCommInitRank and friends) run first, each
+ * on its own thread, all at once; the call waits for them (not for nonblocking ones).
  * Returns swcclInvalidUsage if no group is open on this thread; otherwise the first error of the
- * operations run without a stream (each communicator's error is also its swcclGetLastError), or
- * swcclSuccess. A failing communicator does not keep the others from running.
+ * initialisations and of the operations run without a stream (each communicator's error is also its
+ * swcclGetLastError), else swcclInProgress if work of nonblocking communicators (initialisations, or
+ * operations called without a stream) goes on in the background, else swcclSuccess. A failing
+ * communicator does not keep the others from running.
  */
 swcclResult_t swcclGroupEnd(void);
 

@@ -19,6 +19,9 @@ public final class ExecutionStream: @unchecked Sendable {
     private var stopped = false
     /// The process that made the stream: a forked child has no thread for it.
     public let owner = ProcessOwner()
+    /// Set on a stream that carries a nonblocking communicator's operations called without a stream:
+    /// a group whose work went onto it reports that work as still in progress.
+    public var reportsInProgress = false
 
     // Completion, for events (`StreamEvent`). Operations are numbered 1, 2, … in enqueue order;
     // `completed` is the number of the last one finished (run or skipped), published after its

@@ -96,6 +96,7 @@ static int check_prototypes(void) {
   swcclResult_t (*streamDestroy)(swcclStream_t) = swcclStreamDestroy;
   swcclResult_t (*streamSynchronize)(swcclStream_t) = swcclStreamSynchronize;
   swcclResult_t (*streamQuery)(swcclStream_t) = swcclStreamQuery;
+  swcclResult_t (*bcast)(void*, size_t, swcclDataType_t, int, swcclComm_t, swcclStream_t) = swcclBcast;
   swcclResult_t (*eventCreate)(swcclEvent_t*) = swcclEventCreate;
   swcclResult_t (*eventDestroy)(swcclEvent_t) = swcclEventDestroy;
   swcclResult_t (*eventRecord)(swcclEvent_t, swcclStream_t) = swcclEventRecord;
@@ -136,7 +137,7 @@ static int check_prototypes(void) {
     (const void*)&reduceScatter, (const void*)&alltoAll, (const void*)&gather, (const void*)&scatter,
     (const void*)&send, (const void*)&recv, (const void*)&barrier, (const void*)&groupStart,
     (const void*)&groupEnd, (const void*)&eventCreate, (const void*)&eventDestroy,
-    (const void*)&eventRecord, (const void*)&eventQuery, (const void*)&eventWait,
+    (const void*)&eventRecord, (const void*)&eventQuery, (const void*)&eventWait, (const void*)&bcast,
   };
   return (int)(sizeof all / sizeof all[0]);
 }
@@ -153,10 +154,13 @@ int main(void) {
   id.internal[0] = 0;
   config.timeoutMs = 1000;
   config.commName = "header_test";
+  config.blocking = 0;
+  config.netName = "Socket";
   return (config.size == sizeof(swcclConfig_t) && config.magic == SWCCL_CONFIG_MAGIC &&
           config.version == SWCCL_VERSION_CODE && config.transports == NULL && comm == NULL &&
+          config.splitShare == SWCCL_CONFIG_UNDEF_INT && config.minCTAs == SWCCL_CONFIG_UNDEF_INT &&
           stream == NULL && result == swcclSuccess && type == 9 && op == 4 && residence == 1 &&
-          id.internal[0] == 0 && check_prototypes() == 42)
+          id.internal[0] == 0 && check_prototypes() == 43)
              ? 0
              : 1;
 }
