@@ -532,7 +532,7 @@ swcclResult_t swcclEventQuery(swcclEvent_t event);
 
 /**
  * Blocks until every operation before the mark completed, then returns as swcclEventQuery. Polls
- * briefly (SWCCL_SPIN_US, yielding the core), then sleeps until the stream's thread finishes an
+ * briefly (SWCCL_SPIN_US, at most 50 us, yielding the core), then sleeps until the stream's thread finishes an
  * operation: no busy waiting, and it is woken as soon as the operation completes. Holds no lock the
  * stream needs. timeoutMs >= 0: returns swcclInProgress if not complete within timeoutMs
  * milliseconds (0: a query); timeoutMs < 0: no limit of its own (each operation is still bounded by

@@ -153,14 +153,14 @@ public final class ExecutionStream: @unchecked Sendable {
     }
 
     /// Waits until every operation up to `target` has finished or `deadline` (monotonic
-    /// nanoseconds) passed; true if finished. Polls for `SWCCL_SPIN_US` (yielding the core between
-    /// polls, since the stream's thread may need it), then sleeps on a futex the stream's thread
-    /// rings after each operation. Holds no lock.
+    /// nanoseconds) passed; true if finished. Polls briefly — `SWCCL_SPIN_US`, at most 50 µs, yielding
+    /// the core between polls: the stream's thread, itself spinning on its peers, needs it more —
+    /// then sleeps on a futex the stream's thread rings after each operation. Holds no lock.
     func waitCompleted(_ target: UInt64, deadline: UInt64) -> Bool {
         if completed.load(ordering: .acquiring) >= target { return true }
         var now = Sys.monotonicNanos()
         if now >= deadline { return false }
-        let spinEnd = min(deadline, now &+ Knobs.spinNanos)
+        let spinEnd = min(deadline, now &+ min(Knobs.spinNanos, 50_000))
         var polls = 0
         while now < spinEnd {
             if completed.load(ordering: .acquiring) >= target { return true }
