@@ -551,7 +551,7 @@ if rank == 0, let f = options.jsonFile {
             Group.start()
             do throws(CCLError) {
                 for _ in 0..<agg { try runOnce(c, block: block, type: type, op: op, inPlace: inPlace, send: send, recv: recv) }
-            } catch { try? Group.end(); throw error }
+            } catch { _ = try? Group.end(); throw error }
             try Group.end()
         } else {
             try runOnce(c, block: block, type: type, op: op, inPlace: inPlace, send: send, recv: recv)
