@@ -64,6 +64,9 @@ typedef struct swcclComm* swcclComm_t;
 /** Opaque CPU execution queue. NULL means: run on the calling thread, blocking. */
 typedef struct swcclStream* swcclStream_t;
 
+/** Opaque point in a stream (swcclEventCreate), to learn when the operations before it completed. */
+typedef struct swcclEvent* swcclEvent_t;
+
 #define SWCCL_UNIQUE_ID_BYTES 128
 /**
  * Rendezvous identifier made by swcclGetUniqueId and copied (by value, out of band) to every rank that
@@ -79,7 +82,7 @@ typedef enum {
   swcclInvalidArgument = 4,  /**< A bad argument. The call had no effect; the communicator is usable. */
   swcclInvalidUsage    = 5,  /**< Wrong call order or state (e.g. ranks disagree, finalized comm).    */
   swcclRemoteError     = 6,  /**< A peer failed or went away. The communicator is broken.             */
-  swcclInProgress      = 7,  /**< Work is still pending (swcclStreamQuery).                           */
+  swcclInProgress      = 7,  /**< Work is still pending (swcclStreamQuery, swcclEventQuery/Wait).     */
   swcclTimeout         = 8,  /**< A blocking step exceeded the timeout. The communicator is broken.   */
   swcclNumResults      = 9
 } swcclResult_t;
@@ -143,11 +146,37 @@ typedef struct {
                                  host without an RDMA port: swcclSystemError saying why.              */
   const char*  commName;    /**< Shown in logs and in every error ("allreduce #17 on comm 'dp': ...");
                                  NULL: "comm".                                                        */
+  /* Fields below were added in 0.1 for NCCL's ncclConfig_t (issue 15); a caller compiled against an
+     older header passes a smaller `size` and gets their defaults. */
+  int          blocking;    /**< 1 (or SWCCL_CONFIG_UNDEF_INT): calls block as documented. 0:
+                                 nonblocking communicator, as NCCL's: swcclCommInitRank(Config),
+                                 swcclCommInitFromEnv, swcclCommSplit and swcclCommFinalize return
+                                 swcclInProgress at once and finish in the background; operations
+                                 called with stream == NULL are checked, return swcclInProgress and
+                                 run in the background in call order (a stream given still behaves as
+                                 usual). Poll swcclCommGetAsyncError: swcclInProgress while anything
+                                 is pending, then swcclSuccess or the error. Any other value:
+                                 swcclInvalidArgument.                                                */
+  int          cgaClusterSize; /**< NCCL's CUDA launch setting: accepted and ignored (host memory).   */
+  int          minCTAs;     /**< Accepted and ignored (CUDA thread blocks).                           */
+  int          maxCTAs;     /**< Accepted and ignored (CUDA thread blocks).                           */
+  const char*  netName;     /**< NULL, or the network between hosts by NCCL's names: "Socket" (TCP,
+                                 same as transports "shm,tcp") or "IB" (RDMA verbs, "shm,ib"); ranks
+                                 on one host use shared memory either way. Another name, or both
+                                 netName and transports set: swcclInvalidArgument.                    */
+  int          splitShare;  /**< 0, 1 or SWCCL_CONFIG_UNDEF_INT; accepted: here a communicator made by
+                                 swcclCommSplit always has connections of its own (there is nothing of
+                                 the parent's to share). Other values: swcclInvalidArgument.          */
 } swcclConfig_t;
+
+/** "Not set" for the int fields of swcclConfig_t (NCCL's NCCL_CONFIG_UNDEF_INT). */
+#define SWCCL_CONFIG_UNDEF_INT (-2147483647 - 1)
 
 /** Initial value of every swcclConfig_t: `swcclConfig_t cfg = SWCCL_CONFIG_INITIALIZER;` */
 #define SWCCL_CONFIG_INITIALIZER \
-  { sizeof(swcclConfig_t), SWCCL_CONFIG_MAGIC, SWCCL_VERSION_CODE, 0, NULL, NULL }
+  { sizeof(swcclConfig_t), SWCCL_CONFIG_MAGIC, SWCCL_VERSION_CODE, 0, NULL, NULL, \
+    SWCCL_CONFIG_UNDEF_INT, SWCCL_CONFIG_UNDEF_INT, SWCCL_CONFIG_UNDEF_INT, SWCCL_CONFIG_UNDEF_INT, NULL, \
+    SWCCL_CONFIG_UNDEF_INT }
 
 /** `color` of swcclCommSplit for a rank that joins no new communicator. */
 #define SWCCL_SPLIT_NOCOLOR (-1)
@@ -219,33 +248,49 @@ swcclResult_t swcclGetUniqueId(swcclUniqueId* uniqueId);
  * names the rank at fault: the one that did not arrive, left or was claimed twice, or rank 0 when the
  * rendezvous it hosts never answered or closed. The process that hosts the rendezvous returns only
  * once every rank has been told the outcome (bounded by the timeout).
+ * Inside swcclGroupStart/swcclGroupEnd (NCCL's one thread initialising several ranks): the call checks
+ * its arguments, stores the new handle in *comm at once and returns swcclSuccess; the initialisation
+ * runs at the outermost swcclGroupEnd, each recorded one on a thread of its own, all at once, and
+ * swcclGroupEnd returns their first error. Until then, and for good if its initialisation failed, the
+ * handle refuses other calls (swcclInvalidArgument while pending, as NCCL; then the error that made it
+ * fail, also given by swcclCommGetAsyncError and swcclGetLastError(comm)); destroy it either way.
  */
 swcclResult_t swcclCommInitRank(swcclComm_t* comm, int nranks, swcclUniqueId commId, int rank);
 
 /**
  * As swcclCommInitRank, with options. config may be NULL (all defaults); otherwise it must come from
  * SWCCL_CONFIG_INITIALIZER. Collective and blocking, as swcclCommInitRank.
+ * With config->blocking == 0 (a nonblocking communicator, as NCCL's): stores the handle in *comm,
+ * returns swcclInProgress at once and initialises in the background (inside a group: from the
+ * group's end, which then returns swcclInProgress); poll swcclCommGetAsyncError(*comm) until it is no
+ * longer swcclInProgress. Other calls on the handle before that return swcclInvalidArgument, as NCCL's
+ * ("use before the previous call returned swcclSuccess").
  * Returns, besides the errors of swcclCommInitRank, swcclInvalidArgument if config has a wrong magic,
- * a size smaller than its three fixed fields or larger than 4096 (not a struct from this header), or a
- * transports list with an unknown name; and
+ * a size smaller than its three fixed fields or larger than 4096 (not a struct from this header), a
+ * transports list with an unknown name, or a field out of its range (blocking, netName, splitShare);
+ * and
  * swcclSystemError if a transport the list requires cannot be used between some pair of ranks.
  */
 swcclResult_t swcclCommInitRankConfig(swcclComm_t* comm, int nranks, swcclUniqueId commId, int rank,
                                       swcclConfig_t* config);
 
 /**
- * Creates nranks communicators inside this process, ranks 0..nranks-1, stored in comms[0..nranks-1].
+ * Creates ndev communicators inside this process, ranks 0..ndev-1, stored in comms[0..ndev-1].
+ * devlist: NCCL's list of CUDA devices, one per rank. On host memory devices mean nothing: devlist
+ * may be NULL; when not NULL, its ndev ints are read and must be distinct and non-negative (checked
+ * as NCCL would, otherwise ignored).
  * Blocks until all are connected. Since a call with a NULL stream blocks its thread, use them from one
  * thread per rank, with streams, or by issuing the operations of all ranks inside one
  * swcclGroupStart/swcclGroupEnd (as NCCL's single-thread multi-device use).
  * The ranks meet at a rendezvous of their own in this process (SWCCL_COMM_ID is not used). Each rank
  * holds shared-memory FIFOs to every other (memory grows with nranks squared): a few dozen ranks is
  * the practical limit of one process.
- * Returns swcclInvalidArgument if comms is NULL or nranks is not in [1, 65536]; swcclSystemError if
- * the threads or the memory of the ranks cannot be had. On any error comms[] entries are set to NULL
- * and no communicator is returned (ranks already started give up within the timeout).
+ * Returns swcclInvalidArgument if comms is NULL, ndev is not in [1, 65536], or devlist holds a
+ * negative or repeated value (the message names it); swcclSystemError if the threads or the memory
+ * of the ranks cannot be had. On any error comms[] entries are set to NULL and no communicator is
+ * returned (ranks already started give up within the timeout).
  */
-swcclResult_t swcclCommInitAll(swcclComm_t* comms, int nranks);
+swcclResult_t swcclCommInitAll(swcclComm_t* comms, int ndev, const int* devlist);
 
 /**
  * Creates the communicator of this process from the launcher's environment. Rank and size come from,
@@ -266,7 +311,10 @@ swcclResult_t swcclCommInitFromEnv(swcclComm_t* comm, swcclConfig_t* config);
  * Splits comm: ranks passing the same color form one new communicator, ordered by key, then by their
  * rank in comm. A rank passing SWCCL_SPLIT_NOCOLOR joins none and gets *newcomm = NULL.
  * config NULL: the new communicators inherit comm's options. Collective over all ranks of comm and
- * blocking. comm itself is unchanged and stays usable.
+ * blocking. comm itself is unchanged and stays usable. Nonblocking (config->blocking == 0, or config
+ * NULL and comm nonblocking): returns swcclInProgress at once with the handle in *newcomm; the split
+ * runs in the background after comm's operations queued there, and both comm and *newcomm report
+ * swcclInProgress from swcclCommGetAsyncError until it finished.
  * Returns swcclInvalidArgument if comm or newcomm is NULL, or color is negative and not
  * SWCCL_SPLIT_NOCOLOR, or config is invalid; errors of communicator creation otherwise.
  */
@@ -300,7 +348,9 @@ swcclResult_t swcclCommShrink(swcclComm_t comm, int* excludeRanksList, int exclu
  * completing reports its error through swcclStreamSynchronize as usual.
  * Returns swcclInvalidArgument if comm is NULL, swcclInvalidUsage if comm was already finalized or
  * destroyed, swcclTimeout if enqueued operations did not finish within the timeout (comm is then
- * broken, as swcclCommGetAsyncError says: abort it).
+ * broken, as swcclCommGetAsyncError says: abort it). A nonblocking communicator: returns
+ * swcclInProgress at once and finalizes in the background after its queued operations
+ * (swcclCommGetAsyncError says when).
  */
 swcclResult_t swcclCommFinalize(swcclComm_t comm);
 
@@ -327,9 +377,11 @@ swcclResult_t swcclCommDestroy(swcclComm_t comm);
 swcclResult_t swcclCommAbort(swcclComm_t comm);
 
 /**
- * Stores in *asyncError the state of comm: swcclSuccess while it is healthy, or the error that broke
- * it. Errors are found by operations (there is no background thread): one that failed in a blocking
- * call, on a stream or in a group, or a swcclCommFinalize that timed out. An operation still blocked
+ * Stores in *asyncError the state of comm: swcclInProgress while its initialisation (nonblocking or
+ * in a group) or, for a nonblocking communicator, operations it runs in the background are pending;
+ * then swcclSuccess while it is healthy, or the error that broke it (or made its initialisation
+ * fail). Errors are found by operations: one that failed in a blocking call, on a stream, in a group
+ * or in the background, or a swcclCommFinalize that timed out. An operation still blocked
  * waiting for a dead peer shows here once it has failed (within the timeout). A communicator broken by
  * ranks that disagreed inside an operation reports swcclInvalidUsage.
  * Never blocks; callable from any thread.
@@ -429,6 +481,67 @@ swcclResult_t swcclStreamSynchronize(swcclStream_t stream);
 swcclResult_t swcclStreamQuery(swcclStream_t stream);
 
 /* ------------------------------------------------------------------------------------------------ */
+/* Events: completion of the operations enqueued on a stream up to a point                          */
+/*                                                                                                  */
+/* An event marks a point in a stream (swcclEventRecord: after every operation enqueued on it so     */
+/* far) and tells when every operation before that point has completed, and whether one failed,     */
+/* without waiting for operations enqueued later (unlike swcclStreamSynchronize). Record one after   */
+/* each operation to follow them one by one (an asynchronous handle per operation). Events play the */
+/* role of CUDA events (cudaEventRecord / cudaEventQuery / cudaEventSynchronize) for host streams.  */
+/* An event's outcome covers the operations before its mark that ran since the stream's last        */
+/* swcclStreamSynchronize (a failure that call reported and cleared before the event was recorded   */
+/* is not reported again); since a stream skips work queued behind a failure, the operation that    */
+/* failed and every later one up to the next synchronize report that failure. An event keeps what   */
+/* it needs of its stream: it may outlive it (the stream's destroy completes its work first).        */
+/* Events may be used from any thread, also while another thread waits on the same event.          */
+/* In a forked child an event inherited from the parent is refused (swcclInvalidUsage) except by     */
+/* swcclEventDestroy, which only forgets it.                                                        */
+/* ------------------------------------------------------------------------------------------------ */
+
+/**
+ * Creates an event in *event. A new event is complete (as one recorded with a NULL stream).
+ * Never blocks. Returns swcclInvalidArgument if event is NULL.
+ */
+swcclResult_t swcclEventCreate(swcclEvent_t* event);
+
+/**
+ * Frees event. Allowed at any time (pending operations are not affected); a thread waiting on it
+ * in swcclEventWait returns normally. Never blocks.
+ * Returns swcclInvalidArgument if event is NULL; swcclInvalidUsage if it is not a live event
+ * (destroyed already), nothing happens.
+ */
+swcclResult_t swcclEventDestroy(swcclEvent_t event);
+
+/**
+ * Marks the point in stream after every operation enqueued on it so far (by any thread); recording
+ * again moves the mark. stream == NULL: the event is complete at once (operations without a stream
+ * completed before their call returned). Never blocks.
+ * Returns swcclInvalidArgument if event is NULL; swcclInvalidUsage if event or stream is not a live
+ * handle of its kind (destroyed, or inherited by a forked child). On error the mark is unchanged.
+ */
+swcclResult_t swcclEventRecord(swcclEvent_t event, swcclStream_t stream);
+
+/**
+ * Never blocks. Returns swcclSuccess once every operation before the mark completed successfully,
+ * swcclInProgress while one is pending, or, once all completed, the result code of the first of them
+ * that failed (swcclGetLastError(NULL) then names its operation, rank, peer and cause). Querying
+ * does not clear anything: later calls answer the same.
+ * Returns swcclInvalidArgument if event is NULL, swcclInvalidUsage if it is not a live event.
+ */
+swcclResult_t swcclEventQuery(swcclEvent_t event);
+
+/**
+ * Blocks until every operation before the mark completed, then returns as swcclEventQuery. Polls
+ * briefly (SWCCL_SPIN_US, at most 50 us, yielding the core), then sleeps until the stream's thread finishes an
+ * operation: no busy waiting, and it is woken as soon as the operation completes. Holds no lock the
+ * stream needs. timeoutMs >= 0: returns swcclInProgress if not complete within timeoutMs
+ * milliseconds (0: a query); timeoutMs < 0: no limit of its own (each operation is still bounded by
+ * its communicator's timeout, so the wait ends).
+ * Returns swcclInvalidArgument if event is NULL, swcclInvalidUsage if it is not a live event.
+ */
+swcclResult_t swcclEventWait(swcclEvent_t event, int timeoutMs);
+
+/* ------------------------------------------------------------------------------------------------ */
 /* Collective operations                                                                            */
 /*                                                                                                  */
 /* All ranks of comm must call the same collectives in the same order with matching count, datatype,*/
@@ -441,6 +554,11 @@ swcclResult_t swcclStreamQuery(swcclStream_t stream);
 /* are reported by swcclStreamSynchronize / swcclStreamQuery and swcclCommGetAsyncError.             */
 /* Inside swcclGroupStart/swcclGroupEnd: the call validates and records the operation; it runs at    */
 /* the outermost swcclGroupEnd.                                                                     */
+/* A nonblocking communicator (swcclConfig_t.blocking = 0) with stream == NULL: the call validates,  */
+/* returns swcclInProgress and the operation runs in the background after the communicator's earlier */
+/* ones; keep the buffers until swcclCommGetAsyncError no longer says swcclInProgress (it then says  */
+/* swcclSuccess or the first error). Such a call on a communicator whose initialisation is pending   */
+/* returns swcclInvalidArgument (as NCCL).                                                          */
 /*                                                                                                  */
 /* Each returns swcclInvalidArgument (no effect, comm still usable) if comm is NULL, a buffer needed */
 /* on this rank is NULL while count > 0, datatype or op is not valid (op: built-in or a live        */
@@ -467,6 +585,13 @@ swcclResult_t swcclAllReduce(const void* sendbuff, void* recvbuff, size_t count,
  */
 swcclResult_t swcclBroadcast(const void* sendbuff, void* recvbuff, size_t count, swcclDataType_t datatype,
                              int root, swcclComm_t comm, swcclStream_t stream);
+
+/**
+ * NCCL's legacy in-place broadcast: copies count elements of buff on rank root to buff on every rank.
+ * Same as swcclBroadcast(buff, buff, count, datatype, root, comm, stream).
+ */
+swcclResult_t swcclBcast(void* buff, size_t count, swcclDataType_t datatype, int root, swcclComm_t comm,
+                         swcclStream_t stream);
 
 /**
  * Reduces count elements of sendbuff across all ranks with op into recvbuff on rank root. recvbuff is
@@ -554,9 +679,13 @@ swcclResult_t swcclGroupStart(void);
  * swcclStreamSynchronize); those with stream == NULL run and the call blocks until all have
  * completed. Every operation of one communicator within a group must name the same stream (or all
  * NULL): the call naming another returns swcclInvalidUsage and is not recorded.
+ * Communicator initialisations recorded in the group (swcclCommInitRank and friends) run first, each
+ * on its own thread, all at once; the call waits for them (not for nonblocking ones).
  * Returns swcclInvalidUsage if no group is open on this thread; otherwise the first error of the
- * operations run without a stream (each communicator's error is also its swcclGetLastError), or
- * swcclSuccess. A failing communicator does not keep the others from running.
+ * initialisations and of the operations run without a stream (each communicator's error is also its
+ * swcclGetLastError), else swcclInProgress if work of nonblocking communicators (initialisations, or
+ * operations called without a stream) goes on in the background, else swcclSuccess. A failing
+ * communicator does not keep the others from running.
  */
 swcclResult_t swcclGroupEnd(void);
 

@@ -266,9 +266,34 @@ public final class Communicator: @unchecked Sendable {
         do throws(CCLError) { id = try UniqueID.fromCommID(env.rendezvous) } catch {
             var e = error
             if e.kind == .invalidArgument { e.kind = .invalidUsage }
-            throw e.with(operation: "init")
+            if env.origin != "SWCCL_COMM_ID" { e.cause += " (the address is \(env.origin); set SWCCL_COMM_ID=host:port to choose another)" }
+            throw e.with(operation: "init", rank: env.rank)
         }
-        return try Communicator(id: id, rank: env.rank, size: env.size, config: config, source: env.source)
+        Log.info(.bootstrap, "launcher \(env.source): rank \(env.rank) of \(env.size)\(env.localRank.map { " (local rank \($0))" } ?? ""), rendezvous \(env.rendezvous) from \(env.origin)")
+        do throws(CCLError) {
+            return try Communicator(id: id, rank: env.rank, size: env.size, config: config, source: env.source)
+        } catch {
+            // A root that cannot listen, or that nobody can reach: say where its address came from.
+            var e = error
+            let rootTrouble = e.cause.hasPrefix("rank 0 cannot run the bootstrap root") || (e.operation ?? "").hasPrefix("init: reaching the bootstrap root")
+            if rootTrouble && env.origin != "SWCCL_COMM_ID" {
+                e.cause += " (the rendezvous \(env.rendezvous) is \(env.origin): rank 0 must run on that host and the port must be free; set SWCCL_COMM_ID=host:port to choose another)"
+            }
+            throw e
+        }
+    }
+
+    /// The algorithm this communicator runs for `kind` on `bytes` (the collective's size as swccl-perf
+    /// counts it: the whole array for all-gather and reduce-scatter): a forced one (`SWCCL_ALGO`,
+    /// `CommConfig.algorithm`) where the transport can run it, else the cost model's choice.
+    public func algorithm(for kind: CollectiveKind, bytes: Int) -> Algorithm {
+        selector.choose(kind, bytes: bytes)
+    }
+
+    /// Whether this communicator's transport can run `algorithm` for `kind` on `bytes`: `oneshot` and
+    /// `staged` need every rank on one host over shared memory (and `oneshot` a size its arena holds).
+    public func canRun(_ algorithm: Algorithm, for kind: CollectiveKind, bytes: Int) -> Bool {
+        selector.model.predict(kind, algorithm, bytes: bytes, ranks: size) != nil
     }
 
     /// `shrinkOf`: made by `shrink`, with this rank's number in the parent and the exclusion list it

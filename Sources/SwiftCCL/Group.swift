@@ -16,6 +16,7 @@ public enum Group {
     final class State {
         var depth = 0
         var batches: [Batch] = []
+        var jobs: [(work: @Sendable () -> CCLError?, waits: Bool)] = []
     }
 
     /// What one group recorded for one communicator.
@@ -76,16 +77,31 @@ public enum Group {
         try batch(comm).calls.append((name, body))
     }
 
-    /// Ends the group; at the outermost level starts every batch and returns the first error of those
-    /// run without a stream (or of enqueueing those with one).
-    public static func end() throws(CCLError) {
+    /// Records work that is not an operation of an existing communicator — the set-up of one (NCCL
+    /// lets one thread initialise several ranks inside a group). At the outermost `end` every job
+    /// starts on a thread of its own, before the batches run; `end` waits for the jobs with `waits`
+    /// (and returns the first error among them) and leaves the others running in the background.
+    public static func recordJob(waits: Bool, _ work: @escaping @Sendable () -> CCLError?) {
+        state.jobs.append((work, waits))
+    }
+
+    /// Ends the group; at the outermost level starts every job and batch and returns the first error
+    /// of the jobs it waits for and of the batches run without a stream (or of enqueueing those with
+    /// one). Returns true when work was left running in the background: jobs that do not wait, or
+    /// batches enqueued on a stream whose `reportsInProgress` is set.
+    @discardableResult
+    public static func end() throws(CCLError) -> Bool {
         let s = state
         guard s.depth > 0 else { throw CCLError.invalidUsage("swcclGroupEnd without swcclGroupStart") }
         s.depth -= 1
-        if s.depth > 0 { return }
+        if s.depth > 0 { return false }
         let batches = s.batches
         s.batches = []
+        let jobs = s.jobs
+        s.jobs = []
         var firstError: CCLError?
+        var background = jobs.contains { !$0.waits }
+        if !jobs.isEmpty { firstError = runJobs(jobs) }
         var now: [Batch] = []
         // Batches that named the same stream become one operation of that stream, which runs them
         // concurrently too (several communicators of one process may share a stream).
@@ -99,6 +115,7 @@ public enum Group {
             }
         }
         for (stream, group) in onStream {
+            if stream.reportsInProgress { background = true }
             for b in group { b.comm.streamOperation(started: true) }
             do throws(CCLError) {
                 try stream.enqueue({ () throws(CCLError) in if let e = runConcurrently(group) { throw e } },
@@ -113,6 +130,43 @@ public enum Group {
         }
         if let e = runConcurrently(now) { firstError = firstError ?? e }
         if let e = firstError { throw e }
+        return background
+    }
+
+    /// Starts every job on a thread of its own; waits for those that wait and returns their first
+    /// error (a job whose thread cannot start runs here instead).
+    private static func runJobs(_ jobs: [(work: @Sendable () -> CCLError?, waits: Bool)]) -> CCLError? {
+        final class Outcome: @unchecked Sendable {
+            let done = Condition()
+            var errors: [CCLError?]
+            var running = 0
+            init(_ n: Int) { errors = Array(repeating: nil, count: n) }
+        }
+        let out = Outcome(jobs.count)
+        for (i, job) in jobs.enumerated() {
+            if job.waits { out.done.lock(); out.running += 1; out.done.unlock() }
+            let waits = job.waits
+            let work = job.work
+            let body: @Sendable () -> Void = {
+                let e = work()
+                guard waits else { return }
+                out.done.lock()
+                out.errors[i] = e
+                out.running -= 1
+                out.done.broadcast()
+                out.done.unlock()
+            }
+            do { try Sys.startThread(body) } catch {
+                // No thread: run it here (a job waiting for the others may then time out).
+                Log.warn(.initialization, "group: cannot start a thread (\(error)); running a job on the calling thread")
+                body()
+            }
+        }
+        out.done.lock()
+        while out.running > 0 { out.done.wait() }
+        let first = out.errors.lazy.compactMap { $0 }.first
+        out.done.unlock()
+        return first
     }
 
     /// Runs the batches at once, all but the first on threads of their own; returns the first error.
@@ -193,5 +247,13 @@ extension Group.Batch {
             } }
             try comm.waitPointToPoint(pending, operation: "group", number: number)
         } catch { throw error.with(sequence: number).breaking }
+    }
+}
+
+/// A detached thread for work that outlives the call starting it (the set-up of a nonblocking
+/// communicator).
+public enum BackgroundThread {
+    public static func start(_ body: @escaping @Sendable () -> Void) throws(CCLError) {
+        do { try Sys.startThread(body) } catch { throw CCLError.system("cannot start a thread", error) }
     }
 }

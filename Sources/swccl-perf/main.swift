@@ -67,6 +67,17 @@ struct Options {
     var plotFile: String?
     var compareFile: String?
     var title: String?
+    /// Whether -np was given (a launcher ignores it, with a warning).
+    var npGiven = false
+    /// nccl-tests' -t (threads per process) and -g (GPUs per thread): t × g ranks.
+    var threads: Int?
+    var gpus: Int?
+    /// nccl-tests' -m: operations per timed iteration, issued in one group.
+    var aggIters = 1
+    /// nccl-tests' -R: register the send and receive buffers with the communicator.
+    var register = 0
+    /// One line each for the header: flags accepted for nccl-tests' sake and what became of them.
+    var notes: [String] = []
 }
 
 @MainActor func fail(_ message: String, code: Int32 = 2) -> Never {
@@ -78,14 +89,18 @@ let usage = """
 usage: swccl-perf <collective> [options]
   collective: all_reduce | all_gather | reduce_scatter | broadcast | reduce | alltoall | sendrecv
               | gather | scatter | barrier
-  -np N                 local ranks to start as processes (default: one per core)
+  -np N                 local ranks to start as processes (default: one per core); ignored (with a
+                        warning) when a launcher started the process: srun, mpirun, torchrun, PMI
+  -t, --nthreads N      nccl-tests' threads per process and GPUs per thread: without a launcher,
+  -g, --ngpus N         t × g local ranks (as -np); under a launcher each process is one rank (1 only)
   -b, --minbytes SIZE   smallest size (default 8); K, M, G suffixes
   -e, --maxbytes SIZE   largest size (default 64M)
   -f, --stepfactor F    multiply size by F each step (default 2)
   -i, --stepbytes N     add N bytes each step instead
   -n, --iters N         timed iterations per size (default 20)
   -w, --warmup_iters N  untimed iterations first (default 5)
-  -c, --check N         check results on N iterations (default 1; 0 disables)
+  -m, --agg_iters N     operations per timed iteration, issued in one group (default 1)
+  -c, --check N         check results on N iterations (default 1; 0 disables: #wrong shows N/A)
   -d, --datatype T      int8 uint8 int32 uint32 int64 uint64 half float double bfloat16 f8e4m3 f8e5m2 | all
   -o, --op OP           sum prod min max avg | all
   -r, --root R          root rank (rooted collectives)
@@ -101,6 +116,12 @@ usage: swccl-perf <collective> [options]
                         rows of another run's -J) to the chart
   --title T             the chart's title
   -T, --timeout S       fail if one size takes longer than S seconds, naming the stuck rank
+  -R, --local_register N  1 or 2: register the send and receive buffers with the communicator first
+  -z, --blocking N      accepted for nccl-tests' command lines, ignored: they mean nothing on CPU
+  -G, --cudagraph N     (calls block until done, there are no CUDA graphs, times are host clock
+  -C, --report_cputime N  times, ranks initialise in parallel); the header says so when one is not 0
+  -p, --parallel_init N
+  Long options also take the form --name=value. Each row ends with the algorithm that ran.
   --env                 list every SWCCL_* environment variable and exit
   --transports          list the transports this host offers (RDMA ports with their GIDs) and exit
 
@@ -122,7 +143,28 @@ usage: swccl-perf <collective> [options]
     return v * mult
 }
 
-@MainActor func parseOptions(_ args: [String]) -> Options {
+/// The options that take a value, by every name (for `--name=value`).
+let valueOptions: Set<String> = ["-np", "-b", "--minbytes", "-e", "--maxbytes", "-f", "--stepfactor", "-i", "--stepbytes",
+    "-n", "--iters", "-w", "--warmup_iters", "-c", "--check", "-d", "--datatype", "-o", "--op", "-r", "--root",
+    "-a", "--algo", "--transport", "-u", "--unalign", "-J", "--output_file", "-T", "--timeout", "--plot", "--compare",
+    "--title", "-t", "--nthreads", "-g", "--ngpus", "-m", "--agg_iters", "-R", "--local_register", "-z", "--blocking",
+    "-G", "--cudagraph", "-C", "--report_cputime", "-p", "--parallel_init"]
+
+/// `--name=value` (and `-x=value`) as two arguments.
+func splitEquals(_ args: [String]) -> [String] {
+    var out: [String] = []
+    for a in args {
+        if a.hasPrefix("-"), let eq = a.firstIndex(of: "="), valueOptions.contains(String(a[..<eq])) {
+            out.append(String(a[..<eq])); out.append(String(a[a.index(after: eq)...]))
+        } else {
+            out.append(a)
+        }
+    }
+    return out
+}
+
+@MainActor func parseOptions(_ rawArgs: [String]) -> Options {
+    let args = splitEquals(rawArgs)
     var o = Options()
     var i = 0
     func value() -> String {
@@ -143,7 +185,23 @@ usage: swccl-perf <collective> [options]
         case "--env":
             for k in Knobs.all { print("\(k.name)=\(k.currentText)    (default \(k.defaultText.isEmpty ? "unset" : k.defaultText)) \(k.help)") }
             exit(0)
-        case "-np": o.np = int(value())
+        case "-np": o.np = int(value()); o.npGiven = true
+        case "-t", "--nthreads": o.threads = int(value())
+        case "-g", "--ngpus": o.gpus = int(value())
+        case "-m", "--agg_iters": o.aggIters = int(value())
+        case "-R", "--local_register": o.register = int(value())
+        case "-z", "--blocking":
+            let v = int(value())
+            if v != 0 { o.notes.append("-z \(v) ignored: SwiftCCL's calls return once the operation is complete on the calling rank (always blocking)") }
+        case "-G", "--cudagraph":
+            let v = int(value())
+            if v != 0 { o.notes.append("-G \(v) ignored: there are no CUDA graphs on CPU") }
+        case "-C", "--report_cputime":
+            let v = int(value())
+            if v != 0 { o.notes.append("-C \(v) ignored: times are host (CPU) clock times already") }
+        case "-p", "--parallel_init":
+            let v = int(value())
+            if v != 0 { o.notes.append("-p \(v) ignored: every rank is its own process and initialises in parallel already") }
         case "-b", "--minbytes": guard let v = parseSize(value()) else { fail("bad size") }; o.minBytes = v
         case "-e", "--maxbytes": guard let v = parseSize(value()) else { fail("bad size") }; o.maxBytes = v
         case "-f", "--stepfactor": guard let v = Double(value()), v > 1 else { fail("step factor must be > 1") }; o.stepFactor = v
@@ -195,11 +253,27 @@ usage: swccl-perf <collective> [options]
     o.kind = c
     if !c.reduces { o.ops = [.sum] }
     guard o.np >= 1 else { fail("-np must be at least 1") }
+    if let t = o.threads, t < 1 { fail("-t (threads per process) must be at least 1, not \(t)") }
+    if let g = o.gpus, g < 1 { fail("-g (GPUs per thread) must be at least 1, not \(g)") }
+    guard o.aggIters >= 1 else { fail("-m (operations per timed iteration) must be at least 1, not \(o.aggIters)") }
+    guard (0...2).contains(o.register) else { fail("-R takes 0 (no registration), 1 (local) or 2 (symmetric), not \(o.register)") }
+    if o.register == 2 { o.notes.append("-R 2: SwiftCCL has no symmetric (window) registration; the buffers are registered locally, as -R 1") }
+    if o.register > 0 { o.notes.append("-R \(o.register): send and receive buffers registered with the communicator (Communicator.register, swcclCommRegister): nothing to do over TCP, a mapping for shared memory, ibv_reg_mr for verbs") }
+    if o.threads != nil || o.gpus != nil {
+        let perProcess = (o.threads ?? 1) * (o.gpus ?? 1)
+        if o.npGiven && perProcess != o.np && perProcess != 1 {
+            fail("-np \(o.np) and -t \(o.threads ?? 1) -g \(o.gpus ?? 1) (\(perProcess) ranks) disagree: give one of them")
+        }
+        if !o.npGiven { o.np = perProcess }
+    }
     guard o.iters >= 1, o.warmup >= 0, o.check >= 0, o.unalign >= 0 else { fail("iterations must be positive") }
     guard o.minBytes <= o.maxBytes else { fail("minbytes > maxbytes") }
     guard ["auto", "tcp", "shm", "ib"].contains(o.transport) else { fail("unknown transport \(o.transport) (auto, shm, ib, tcp)") }
     if o.transport == "ib" && VerbsDevices.ports.isEmpty { fail("transport ib is not available on this host: \(VerbsDevices.unavailableReason)") }
     if o.algo != "auto" {
+        if o.algo.count == 1, o.algo.allSatisfy(\.isNumber) {
+            fail("-a \(o.algo): swccl-perf's -a chooses the algorithm (auto, ring, tree, …); nccl-tests' -a/--average has no equivalent here (the time is always the slowest rank's mean)")
+        }
         guard let a = Algorithm(name: o.algo.lowercased()) else {
             fail("unknown algorithm \(o.algo): auto, \(Algorithm.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -218,6 +292,35 @@ var options = parseOptions(arguments)
 let isChild = getenv("SWCCL_PERF_CHILD") != nil
 let launched = !isChild && LaunchEnvironment.isLaunched
 var children: [ChildProcess] = []
+
+/// Under a launcher: this process' rank and the number of ranks, known before the communicator is made.
+let launch: LaunchEnvironment? = {
+    guard launched else { return nil }
+    do { return try LaunchEnvironment.detect() } catch { fail("\(error)", code: 1) }
+}()
+/// This process' rank as far as it is known before the communicator exists (rank 0 prints).
+let earlyRank = isChild ? Int(String(cString: getenv("SWCCL_PERF_RANK")))! : launch?.rank ?? 0
+
+/// An invocation error found on every rank alike: rank 0 says it, every rank exits.
+@MainActor func failAll(_ message: String) -> Never {
+    if earlyRank == 0 { eprint("swccl-perf: \(message)\n") }
+    exit(2)
+}
+
+if let l = launch {
+    if options.npGiven && l.rank == 0 {
+        eprint("swccl-perf: warning: -np \(options.np) is ignored: \(l.source) started this process as rank 0 of \(l.size) (every process is one rank)\n")
+    }
+    let perProcess = (options.threads ?? 1) * (options.gpus ?? 1)
+    if perProcess > 1 {
+        failAll("-t \(options.threads ?? 1) -g \(options.gpus ?? 1) asks for \(perProcess) ranks per process, but under a launcher (\(l.source)) every process is one rank: start \(perProcess)× as many processes (srun -n, mpirun -np, torchrun --nproc-per-node) with -g 1")
+    }
+    options.np = l.size
+}
+// The root must be a rank: say so before anything starts (every rank finds the same).
+if options.kind.rooted && !(0..<options.np).contains(options.root) {
+    failAll("-r \(options.root): the root must be a rank between 0 and \(options.np - 1) (\(options.np) ranks)")
+}
 
 if !isChild && !launched && getenv("SWCCL_SOCKET_IFNAME") == nil {
     // All ranks are local: loopback is the right interface and keeps the benchmark off the network.
@@ -259,6 +362,25 @@ let compared: [Series] = {
 let comm = makeCommunicator()
 let rank = comm.rank
 let nranks = comm.size
+
+/// The forced algorithm must be one the transport can run: every rank finds the same.
+if options.algo != "auto", let kind = options.kind.library, let forced = Algorithm(name: options.algo) {
+    let runnable = sizes().filter { comm.canRun(forced, for: kind, bytes: $0) }
+    if runnable.isEmpty {
+        comm.destroy()
+        for c in children { _ = c.wait() }
+        let why = forced == .oneshot || forced == .staged
+            ? "\(forced.rawValue) needs every rank on one host over shared memory (--transport shm or auto)" + (forced == .oneshot ? " and a size its shared arena holds" : "")
+            : "the cost model has no figure for it here"
+        failAll("-a \(forced.rawValue): the \(comm.transportName) transport cannot run it for \(options.kind.rawValue) at any size of this sweep: \(why)")
+    }
+    if let last = runnable.last, last < options.maxBytes {
+        options.notes.append("-a \(forced.rawValue): the \(comm.transportName) transport runs it only up to \(last) B here; larger sizes ran the cost model's choice (the algo column says which)")
+    }
+}
+
+/// Registered buffers (-R), deregistered before the communicator is destroyed.
+var regions: [MemoryRegion] = []
 
 // A watchdog per rank: a size that takes longer than -T fails the run, naming this rank. (The
 // communicator's timeout, set to the same value, already names a peer that stops answering.)
@@ -317,6 +439,17 @@ let sendBase = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 
 let recvBase = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
 let expectBase = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
 memset(sendBase, 0, capacity); memset(recvBase, 0, capacity); memset(expectBase, 0, capacity)
+if options.register > 0 {
+    do {
+        regions.append(try comm.register(UnsafeMutableRawBufferPointer(start: sendBase, count: capacity)))
+        regions.append(try comm.register(UnsafeMutableRawBufferPointer(start: recvBase, count: capacity)))
+    } catch {
+        eprint("swccl-perf: rank \(rank): -R \(options.register): registering the buffers failed: \(error)\n")
+        comm.abort()
+        for c in children { _ = c.wait() }
+        exit(1)
+    }
+}
 
 var jsonOut: UnsafeMutablePointer<FILE>?
 if rank == 0, let f = options.jsonFile {
@@ -411,8 +544,20 @@ if rank == 0, let f = options.jsonFile {
     for _ in 0..<options.warmup { try runOnce(c, block: block, type: type, op: op, inPlace: inPlace, send: send, recv: recv) }
     try comm.barrier()
     let t0 = Clock.nanos()
-    for _ in 0..<options.iters { try runOnce(c, block: block, type: type, op: op, inPlace: inPlace, send: send, recv: recv) }
-    let elapsed = Double(Clock.nanos() - t0) / 1e3 / Double(options.iters)
+    let agg = options.aggIters
+    for _ in 0..<options.iters {
+        if agg > 1 {
+            // nccl-tests' -m: the iteration's operations go in one group and start together at its end.
+            Group.start()
+            do throws(CCLError) {
+                for _ in 0..<agg { try runOnce(c, block: block, type: type, op: op, inPlace: inPlace, send: send, recv: recv) }
+            } catch { _ = try? Group.end(); throw error }
+            try Group.end()
+        } else {
+            try runOnce(c, block: block, type: type, op: op, inPlace: inPlace, send: send, recv: recv)
+        }
+    }
+    let elapsed = Double(Clock.nanos() - t0) / 1e3 / Double(options.iters * agg)
     var wrong = 0
     for k in 0..<options.check {
         let seed = UInt64(100 + k)
@@ -463,10 +608,14 @@ var failed = false
 
 if rank == 0 {
     print("# swccl-perf \(options.kind.rawValue)  nranks \(nranks)  transport \(comm.transportName)  algo \(options.algo)  SwiftCCL \(SwiftCCLVersion.string)")
+    if let l = launch { print("# launched by \(l.source): one rank per process, rendezvous \(l.rendezvous) (\(l.origin))") }
+    if options.aggIters > 1 { print("# -m \(options.aggIters): \(options.aggIters) operations per timed iteration in one group; times are per operation") }
+    for n in options.notes { print("# \(n)") }
     print("#")
     // The type column is two wider than in the specification's example so `bfloat16` stays apart from the count.
+    // The last column (not in nccl-tests) names the algorithm that ran.
     print("#                                                    out-of-place                 in-place")
-    print("#       size     count     type  redop  root    time  algbw  busbw #wrong    time  algbw  busbw #wrong")
+    print("#       size     count     type  redop  root    time  algbw  busbw #wrong    time  algbw  busbw #wrong  algo")
     print("#        (B) (elements)                         (us) (GB/s) (GB/s)           (us) (GB/s) (GB/s)")
     fflush(nil)
 }
@@ -508,6 +657,7 @@ outer: for type in options.types {
             rowsCount += 1
             if rank == 0 {
                 Progress.clear()
+                let algoName = kind.library.map { comm.algorithm(for: $0, bytes: bytes).rawValue } ?? "-"
                 let name = "SwiftCCL \(type) \(kind.reduces ? op.description : "")".trimmingCharacters(in: .whitespaces)
                 if plotted.last?.name != name { plotted.append((name, [], [])) }
                 plotted[plotted.count - 1].oop.append((Double(bytes), row.busbw[0]))
@@ -519,14 +669,17 @@ outer: for type in options.types {
                         line += "     N/A    N/A    N/A    N/A"
                         continue
                     }
-                    line += " " + fmtTime(row.time[k]) + " " + fmt(row.algbw[k], 6, 2) + " " + fmt(row.busbw[k], 6, 2) + pad(String(row.wrong[k]), 7)
+                    line += " " + fmtTime(row.time[k]) + " " + fmt(row.algbw[k], 6, 2) + " " + fmt(row.busbw[k], 6, 2)
+                        + pad(options.check > 0 ? String(row.wrong[k]) : "N/A", 7)
                 }
+                line += "  " + algoName
                 print(line)
                 fflush(nil)
                 if let j = jsonOut {
                     let s = "{\"collective\":\"\(options.kind.rawValue)\",\"nranks\":\(nranks),\"size\":\(bytes),\"count\":\(count),\"type\":\"\(type)\",\"op\":\"\(op)\",\"root\":\(kind.rooted ? options.root : -1),"
-                        + "\"oop_time_us\":\(row.time[0]),\"oop_algbw\":\(row.algbw[0]),\"oop_busbw\":\(row.busbw[0]),\"oop_wrong\":\(row.wrong[0]),"
-                        + "\"ip_time_us\":\(row.time[1]),\"ip_algbw\":\(row.algbw[1]),\"ip_busbw\":\(row.busbw[1]),\"ip_wrong\":\(row.wrong[1])}\n"
+                        + "\"oop_time_us\":\(row.time[0]),\"oop_algbw\":\(row.algbw[0]),\"oop_busbw\":\(row.busbw[0]),\"oop_wrong\":\(options.check > 0 ? String(row.wrong[0]) : "null"),"
+                        + "\"ip_time_us\":\(row.time[1]),\"ip_algbw\":\(row.algbw[1]),\"ip_busbw\":\(row.busbw[1]),\"ip_wrong\":\(options.check > 0 ? String(row.wrong[1]) : "null"),"
+                        + "\"algo\":\"\(algoName)\"}\n"
                     fputs(s, j)
                 }
             }
@@ -552,6 +705,7 @@ if rank == 0 && !failed {
     print("# Avg bus bandwidth    : \(fmt(rowsCount > 0 ? busSum / Double(rowsCount) : 0, 0, 3))")
     print("#")
 }
+for r in regions { comm.deregister(r) }
 if failed { comm.abort() } else { comm.destroy() }
 var status: Int32 = failed || totalWrong > 0 ? 1 : 0
 for (i, c) in children.enumerated() {

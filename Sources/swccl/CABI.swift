@@ -10,14 +10,116 @@ import SwiftCCL
 /// What a `swcclComm_t` points to. Handles are tracked so that a destroyed or foreign pointer is
 /// answered with an error instead of a crash wherever that can be detected.
 final class CommHandle: @unchecked Sendable {
-    let comm: Communicator
+    /// The communicator; for a handle made while its communicator is still being set up (a
+    /// nonblocking init, or an init inside a group), written once before `setup` says `.ready` and
+    /// read only after a look at `setup` (`handle(_:operation:)` does it), or when `pending` is false.
+    private var storage: Communicator?
+    var comm: Communicator { storage! }
+    /// Whether the handle was made before its communicator (only then is `setup` consulted).
+    let pending: Bool
+    /// `swcclConfig_t.blocking == 0`: operations without a stream and set-up calls return
+    /// swcclInProgress and run in the background.
+    let nonblocking: Bool
+    enum Setup { case running, ready, failed(CCLError) }
+    /// The set-up of a pending handle; `abandoned`: destroyed or aborted before it finished.
+    private let setup = Mutex<(phase: Setup, abandoned: Bool)>((.ready, false))
+    /// Runs a nonblocking communicator's operations called without a stream, in order (made at the
+    /// first such call).
+    private let queue = Mutex<ExecutionStream?>(nil)
     /// The communicator's last error as handed out by swcclGetLastError: its text and the address of a
     /// malloc'd copy (an integer, so that the mutex holds a Sendable value), renewed when the text changes.
     let lastError = Mutex<(text: String, c: UInt)>(("", 0))
     /// Reduction operators made at run time for this communicator (`swcclRedOpCreatePreMulSum`).
     let ops = Mutex<(next: Int32, table: [Int32: PreMulSum])>((5, [:]))
-    init(_ comm: Communicator) { self.comm = comm }
+    init(_ comm: Communicator, nonblocking: Bool = false) {
+        storage = comm
+        pending = false
+        self.nonblocking = nonblocking
+    }
+    /// A handle whose communicator `finish` will deliver.
+    init(pendingNonblocking nonblocking: Bool) {
+        pending = true
+        self.nonblocking = nonblocking
+        setup.withLock { $0.phase = .running }
+    }
     deinit { lastError.withLock { free(UnsafeMutableRawPointer(bitPattern: $0.c)) } }
+
+    /// Delivers the set-up's outcome; a communicator whose handle was abandoned meanwhile is aborted.
+    func finish(_ outcome: Result<Communicator, CCLError>) {
+        let abandoned = setup.withLock { s -> Bool in
+            switch outcome {
+            case .success(let c): storage = c; s.phase = .ready
+            case .failure(let e): s.phase = .failed(e)
+            }
+            return s.abandoned
+        }
+        if case .failure(let e) = outcome { noteError(e.description) }
+        if abandoned, case .success(let c) = outcome { c.abort() }
+    }
+
+    /// nil once the communicator is usable; else why not: its set-up is still running (NCCL's answer:
+    /// invalid argument) or failed (that error).
+    var unready: CCLError? {
+        guard pending else { return nil }
+        switch setup.withLock({ $0.phase }) {
+        case .ready: return nil
+        case .failed(let e): return e
+        case .running:
+            return CCLError.invalidArgument("the communicator's set-up is still in progress (it returned swcclInProgress): poll swcclCommGetAsyncError until it returns swcclSuccess before any other call on it")
+        }
+    }
+
+    /// Whether the set-up is still running.
+    var settingUp: Bool {
+        guard pending else { return false }
+        if case .running = setup.withLock({ $0.phase }) { return true }
+        return false
+    }
+
+    /// Marks a pending handle abandoned (destroy, abort): a set-up finishing later aborts its
+    /// communicator. Returns the communicator if the set-up succeeded already.
+    func abandon() -> Communicator? {
+        setup.withLock { s -> Communicator? in
+            s.abandoned = true
+            if case .ready = s.phase { return storage }
+            return nil
+        }
+    }
+
+    /// Waits until a pending set-up finished (each set-up is bounded by its timeout). Rare (a
+    /// destroy racing a set-up): polls every millisecond.
+    func waitForSetup() {
+        while settingUp { usleep(1000) }
+    }
+
+    /// The queue of a nonblocking communicator's operations without a stream.
+    func backgroundQueue() throws(CCLError) -> ExecutionStream {
+        try queue.withLock { q throws(CCLError) -> ExecutionStream in
+            if let q { return q }
+            let s = try ExecutionStream()
+            s.reportsInProgress = true
+            q = s
+            return s
+        }
+    }
+
+    /// nil while background work is queued; else its first error, or success.
+    var backgroundState: Result<Void, CCLError>? {
+        guard let q = queue.withLock({ $0 }) else { return .success(()) }
+        return q.query()
+    }
+
+    /// Finishes the background work (blocking, bounded by the operations' deadlines) and stops its
+    /// thread; returns its error not yet reported.
+    func drainBackground() -> CCLError? {
+        guard let q = queue.withLock({ q -> ExecutionStream? in defer { q = nil }; return q }) else { return nil }
+        do throws(CCLError) { try q.destroy(); return nil } catch { return error }
+    }
+
+    /// Records an error text for a handle that has no communicator (a failed set-up).
+    private let setupError = Mutex<String>("")
+    func noteError(_ text: String) { setupError.withLock { $0 = text } }
+    var setupErrorText: String { setupError.withLock { $0 } }
 }
 
 /// Handles given to C: not addresses but tagged numbers — a kind tag, the slot of a table and the
@@ -116,7 +218,7 @@ extension CommHandle {
     func lastErrorCString() -> UnsafePointer<CChar>? {
         lastError.withLock { v -> UnsafePointer<CChar>? in
             // Read under this lock: two readers must not replace a newer copy by an older text.
-            let text = comm.lastError
+            let text = pending && unready != nil ? setupErrorText : comm.lastError
             guard !text.isEmpty else { return nil }
             if v.text != text || v.c == 0 {
                 free(UnsafeMutableRawPointer(bitPattern: v.c))
@@ -160,24 +262,63 @@ func invalid(_ message: String, _ handle: CommHandle? = nil, operation: String) 
 func dataType(_ t: swcclDataType_t) -> DataType? { DataType(rawValue: Int32(bitPattern: t.rawValue)) }
 func reduceOp(_ o: swcclRedOp_t) -> ReduceOp? { ReduceOp(rawValue: Int32(bitPattern: o.rawValue)) }
 
-/// The configuration a caller passed, checked for SWCCL_CONFIG_INITIALIZER.
-func readConfig(_ config: UnsafeMutablePointer<swcclConfig_t>?, operation: String) -> Result<CommConfig, CCLError> {
-    guard let config else { return .success(CommConfig()) }
+/// What a swcclConfig_t says: the communicator's settings, and whether calls on it block (nil: not
+/// set, so the default — or, for a split, the parent's).
+struct Options {
+    var config = CommConfig()
+    var blocking: Bool?
+}
+
+/// The configuration a caller passed, checked for SWCCL_CONFIG_INITIALIZER. Only the fields that
+/// lie within the caller's `size` are read: a struct compiled against an older header is shorter.
+func readOptions(_ config: UnsafeMutablePointer<swcclConfig_t>?, operation: String) -> Result<Options, CCLError> {
+    guard let config else { return .success(Options()) }
     let size = config.pointee.size
     guard config.pointee.magic == SWCCL_CONFIG_MAGIC, size >= 16, size <= 4096 else {
         return .failure(.invalidArgument("the config struct was not initialised with SWCCL_CONFIG_INITIALIZER (bad size or magic)"))
     }
-    var c = CommConfig()
-    if size >= MemoryLayout<swcclConfig_t>.offset(of: \.timeoutMs)! + 4 {
-        c.timeoutMs = Int(config.pointee.timeoutMs) > 0 ? Int(config.pointee.timeoutMs) : nil
+    func has<T>(_ field: KeyPath<swcclConfig_t, T>) -> Bool {
+        size >= MemoryLayout<swcclConfig_t>.offset(of: field)! + MemoryLayout<T>.size
     }
-    if size >= MemoryLayout<swcclConfig_t>.offset(of: \.transports)! + 8, let t = config.pointee.transports {
-        c.transports = String(cString: t)
+    let undef = CInt.min  // SWCCL_CONFIG_UNDEF_INT (Swift does not import that macro)
+    var o = Options()
+    let c = config.pointee
+    if has(\.timeoutMs) { o.config.timeoutMs = Int(c.timeoutMs) > 0 ? Int(c.timeoutMs) : nil }
+    if has(\.transports), let t = c.transports { o.config.transports = String(cString: t) }
+    if has(\.commName), let n = c.commName { o.config.name = String(cString: n) }
+    if has(\.blocking), c.blocking != undef {
+        guard c.blocking == 0 || c.blocking == 1 else {
+            return .failure(.invalidArgument("config.blocking is \(c.blocking): 1 (calls block, the default) or 0 (nonblocking: swcclInProgress, then poll swcclCommGetAsyncError)"))
+        }
+        o.blocking = c.blocking == 1
     }
-    if size >= MemoryLayout<swcclConfig_t>.offset(of: \.commName)! + 8, let n = config.pointee.commName {
-        c.name = String(cString: n)
+    // cgaClusterSize, minCTAs, maxCTAs: CUDA launch settings, meaningless on host memory (accepted).
+    if has(\.netName), let p = c.netName {
+        let name = String(cString: p)
+        let t: String
+        switch name.lowercased() {
+        case "socket", "tcp": t = "shm,tcp"
+        case "ib", "verbs": t = "shm,ib"
+        default:
+            return .failure(.invalidArgument("config.netName \"\(name)\" is not a network here: \"Socket\" (TCP between hosts) or \"IB\" (RDMA verbs between hosts); ranks on one host use shared memory either way"))
+        }
+        if let given = o.config.transports {
+            return .failure(.invalidArgument("config.netName \"\(name)\" and config.transports \"\(given)\" are both set: set one (netName \"\(name)\" means transports \"\(t)\")"))
+        }
+        o.config.transports = t
     }
-    return .success(c)
+    if has(\.splitShare), c.splitShare != undef {
+        guard c.splitShare == 0 || c.splitShare == 1 else {
+            return .failure(.invalidArgument("config.splitShare is \(c.splitShare): 0 or 1"))
+        }
+        // Accepted: a split communicator always has connections of its own here (nothing to share).
+    }
+    return .success(o)
+}
+
+/// The settings alone (callers that have no use for `blocking`).
+func readConfig(_ config: UnsafeMutablePointer<swcclConfig_t>?, operation: String) -> Result<CommConfig, CCLError> {
+    readOptions(config, operation: operation).map(\.config)
 }
 
 // MARK: - errors and version
@@ -207,6 +348,7 @@ public func swcclGetLastError(_ comm: swcclComm_t?) -> UnsafePointer<CChar>! {
         // A live communicator answers for itself only; NULL or a handle that is no longer live: the
         // calling thread's last error (which says why that handle was refused).
         // A forked child's inherited communicator: the refusal was recorded for the calling thread.
+        if let h = Handles.lookup(comm), h.unready != nil { return h.lastErrorCString() ?? none }
         if let h = Handles.lookup(comm), !h.comm.owner.isInherited { return h.lastErrorCString() ?? none }
         return Handles.threadError() ?? none
     }
@@ -239,25 +381,63 @@ public func swcclGetUniqueId(_ uniqueId: UnsafeMutablePointer<swcclUniqueId>?) -
     }
 }
 
+/// Makes a communicator for `out`: at once (blocking, outside a group); recorded and run at the
+/// outermost swcclGroupEnd (inside a group: NCCL's one thread initialising several ranks); or in the
+/// background (nonblocking: swcclInProgress at once, swcclCommGetAsyncError says when it is done).
+/// A handle is given out at once in the last two cases; it is refused by other calls until ready.
+func setUp(_ out: UnsafeMutablePointer<swcclComm_t?>, nonblocking: Bool, operation: String,
+           _ make: @escaping @Sendable () throws(CCLError) -> Communicator) -> swcclResult_t {
+    if !nonblocking && !Group.isActive {
+        do {
+            out.pointee = Handles.register(CommHandle(try make()))
+            return swcclSuccess
+        } catch {
+            return report(error, operation: operation)
+        }
+    }
+    let h = CommHandle(pendingNonblocking: nonblocking)
+    out.pointee = Handles.register(h)
+    let job: @Sendable () -> CCLError? = {
+        switch catching(make) {
+        case .success(let c): h.finish(.success(c)); return nil
+        case .failure(let e):
+            let e = e.with(operation: operation)
+            h.finish(.failure(e))
+            Handles.setThreadError(e.description)
+            Log.info(.api, e.description)
+            return e
+        }
+    }
+    if Group.isActive {
+        Group.recordJob(waits: !nonblocking, job)
+        return swcclSuccess
+    }
+    do {
+        try BackgroundThread.start { _ = job() }
+    } catch {
+        h.finish(.failure(error))
+        return report(error, operation: operation)
+    }
+    return swcclInProgress
+}
+
 func initRank(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt, _ commId: swcclUniqueId, _ rank: CInt,
               _ config: UnsafeMutablePointer<swcclConfig_t>?, operation: String) -> swcclResult_t {
     guard let comm else { return invalid("comm is NULL", operation: operation) }
     comm.pointee = nil
     guard nranks >= 1 else { return invalid("nranks \(nranks) must be at least 1", operation: operation) }
     guard rank >= 0, rank < nranks else { return invalid("rank \(rank) is out of range [0, \(nranks))", operation: operation) }
-    let cfg: CommConfig
-    switch readConfig(config, operation: operation) {
-    case .success(let c): cfg = c
+    let o: Options
+    switch readOptions(config, operation: operation) {
+    case .success(let v): o = v
     case .failure(let e): return report(e, operation: operation)
     }
     let bytes = withUnsafeBytes(of: commId) { Array($0) }
-    do {
-        let id = try UniqueID(bytes: bytes)
-        let c = try Communicator(id: id, rank: Int(rank), size: Int(nranks), config: cfg)
-        comm.pointee = Handles.register(CommHandle(c))
-        return swcclSuccess
-    } catch {
-        return report(error, operation: operation)
+    let id: UniqueID
+    do { id = try UniqueID(bytes: bytes) } catch { return report(error, operation: operation) }
+    let cfg = o.config
+    return setUp(comm, nonblocking: o.blocking == false, operation: operation) { () throws(CCLError) -> Communicator in
+        try Communicator(id: id, rank: Int(rank), size: Int(nranks), config: cfg)
     }
 }
 
@@ -277,12 +457,24 @@ public func swcclCommInitRankConfig(_ comm: UnsafeMutablePointer<swcclComm_t?>?,
 }
 
 @c @implementation
-public func swcclCommInitAll(_ comms: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt) -> swcclResult_t {
+public func swcclCommInitAll(_ comms: UnsafeMutablePointer<swcclComm_t?>?, _ nranks: CInt,
+                             _ devlist: UnsafePointer<CInt>?) -> swcclResult_t {
     ForkSafety.run { () -> swcclResult_t in
         let op = "swcclCommInitAll"
         guard let comms else { return invalid("comms is NULL", operation: op) }
         guard nranks >= 1 else { return invalid("nranks \(nranks) must be at least 1", operation: op) }
         for i in 0..<Int(nranks) { comms[i] = nil }
+        // Devices mean nothing on host memory; a list given is still checked as NCCL would.
+        if let devlist {
+            var seen = Set<CInt>()
+            for i in 0..<Int(nranks) {
+                let d = devlist[i]
+                guard d >= 0 else { return invalid("devlist[\(i)] = \(d) is negative", operation: op) }
+                guard seen.insert(d).inserted else {
+                    return invalid("devlist[\(i)] = \(d) is a duplicate (device \(d) is listed twice; the entries must be distinct)", operation: op)
+                }
+            }
+        }
         do {
             let all = try Communicator.initAll(count: Int(nranks))
             for (i, c) in all.enumerated() { comms[i] = Handles.register(CommHandle(c)) }
@@ -304,20 +496,55 @@ public func swcclCommSplit(_ comm: swcclComm_t?, _ color: CInt, _ key: CInt, _ n
             guard let newcomm else { return invalid("newcomm is NULL", h, operation: op) }
             newcomm.pointee = nil
             var cfg: CommConfig?
+            var nonblocking = h.nonblocking  // config NULL: the parent's
             if config != nil {
-                switch readConfig(config, operation: op) {
-                case .success(let c): cfg = c
+                switch readOptions(config, operation: op) {
+                case .success(let o):
+                    cfg = o.config
+                    if let b = o.blocking { nonblocking = !b }
                 case .failure(let e): return report(e, h, operation: op)
                 }
             }
-            do {
-                if let c = try h.comm.split(color: Int(color), key: Int(key), config: cfg) {
-                    newcomm.pointee = Handles.register(CommHandle(c))
+            guard nonblocking else {
+                do {
+                    if let c = try h.comm.split(color: Int(color), key: Int(key), config: cfg) {
+                        newcomm.pointee = Handles.register(CommHandle(c))
+                    }
+                    return swcclSuccess
+                } catch {
+                    return report(error, h, operation: op)
                 }
-                return swcclSuccess
+            }
+            // Nonblocking: the split runs on the parent's background queue, after the parent's
+            // operations already queued there; both the parent and the new handle are in progress
+            // until it finished (swcclCommGetAsyncError on either says when).
+            guard color >= -1 else { return invalid("color \(color) is negative (use SWCCL_SPLIT_NOCOLOR for none)", h, operation: op) }
+            let child = color == -1 ? nil : CommHandle(pendingNonblocking: true)
+            let parent = h.comm
+            do {
+                let q = try h.backgroundQueue()
+                try q.enqueue({ () throws(CCLError) in
+                    do throws(CCLError) {
+                        let c = try parent.split(color: Int(color), key: Int(key), config: cfg)
+                        if let child {
+                            if let c { child.finish(.success(c)) }
+                            else { child.finish(.failure(CCLError(.internalError, "split gave no communicator for color \(color)").with(operation: op))) }
+                        }
+                    } catch {
+                        child?.finish(.failure(error.with(operation: op)))
+                        throw error
+                    }
+                }, finally: {
+                    // Skipped after an earlier failure on the queue: the new handle fails too.
+                    if let child, child.settingUp {
+                        child.finish(.failure(CCLError.invalidUsage("the split did not run: an earlier operation of the parent communicator failed in the background").with(operation: op)))
+                    }
+                })
             } catch {
                 return report(error, h, operation: op)
             }
+            if let child { newcomm.pointee = Handles.register(child) }
+            return swcclInProgress
         }
     }
 }
@@ -337,16 +564,21 @@ public func swcclCommShrink(_ comm: swcclComm_t?, _ excludeRanksList: UnsafeMuta
             guard excludeRanksCount == 0 || excludeRanksList != nil else { return invalid("excludeRanksList is NULL with \(excludeRanksCount) ranks", h, operation: op) }
             guard shrinkFlags == 0 || shrinkFlags == 1 else { return invalid("shrinkFlags \(shrinkFlags) is neither SWCCL_SHRINK_DEFAULT nor SWCCL_SHRINK_ABORT", h, operation: op) }
             var cfg: CommConfig?
+            var nonblocking = h.nonblocking  // of the new communicator; the shrink itself blocks
             if config != nil {
-                switch readConfig(config, operation: op) {
-                case .success(let c): cfg = c
+                switch readOptions(config, operation: op) {
+                case .success(let o):
+                    cfg = o.config
+                    if let b = o.blocking { nonblocking = !b }
                 case .failure(let e): return report(e, h, operation: op)
                 }
             }
             let excluded = (0..<Int(excludeRanksCount)).map { Int(excludeRanksList![$0]) }
             do {
+                if shrinkFlags == 1 { h.comm.abort() }
+                _ = h.drainBackground()  // queued work of the parent ends (aborted, or completes) first
                 let c = try h.comm.shrink(excluding: excluded, abortingInFlight: shrinkFlags == 1, config: cfg)
-                newcomm.pointee = Handles.register(CommHandle(c))
+                newcomm.pointee = Handles.register(CommHandle(c, nonblocking: nonblocking))
                 return swcclSuccess
             } catch {
                 return report(error, h, operation: op)
@@ -361,17 +593,14 @@ public func swcclCommInitFromEnv(_ comm: UnsafeMutablePointer<swcclComm_t?>?, _ 
         let op = "swcclCommInitFromEnv"
         guard let comm else { return invalid("comm is NULL", operation: op) }
         comm.pointee = nil
-        let cfg: CommConfig
-        switch readConfig(config, operation: op) {
-        case .success(let c): cfg = c
+        let o: Options
+        switch readOptions(config, operation: op) {
+        case .success(let v): o = v
         case .failure(let e): return report(e, operation: op)
         }
-        do {
-            let c = try Communicator.fromEnvironment(config: cfg)
-            comm.pointee = Handles.register(CommHandle(c))
-            return swcclSuccess
-        } catch {
-            return report(error, operation: op)
+        let cfg = o.config
+        return setUp(comm, nonblocking: o.blocking == false, operation: op) { () throws(CCLError) -> Communicator in
+            try Communicator.fromEnvironment(config: cfg)
         }
     }
 }
@@ -381,6 +610,7 @@ func handle(_ comm: swcclComm_t?, operation: String) -> Result<CommHandle, CCLEr
     guard let h = Handles.lookup(comm) else {
         return .failure(.invalidUsage("comm \(comm) is not a live communicator (destroyed already?)"))
     }
+    if h.pending, let e = h.unready { return .failure(e) }
     if h.comm.owner.isInherited { return .failure(h.comm.owner.inheritedError("communicator \(h.comm.name)")) }
     return .success(h)
 }
@@ -420,6 +650,16 @@ public func swcclCommFinalize(_ comm: swcclComm_t?) -> swcclResult_t {
         switch handle(comm, operation: op) {
         case .failure(let e): return report(e, operation: op)
         case .success(let h):
+            if h.nonblocking {
+                // After the operations queued in the background; swcclCommGetAsyncError says when done.
+                let c = h.comm
+                do {
+                    try h.backgroundQueue().enqueue({ () throws(CCLError) in try c.finalize() })
+                } catch {
+                    return report(error, h, operation: op)
+                }
+                return swcclInProgress
+            }
             do throws(CCLError) { try h.comm.finalize() } catch { return report(error, h, operation: op) }
             return swcclSuccess
         }
@@ -434,6 +674,10 @@ public func swcclCommDestroy(_ comm: swcclComm_t?) -> swcclResult_t {
         guard let h = Handles.unregister(comm) else {
             return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed twice?)"), operation: op)
         }
+        if h.pending {
+            h.waitForSetup()  // bounded by the set-up's timeout
+            if h.unready != nil { return swcclSuccess }  // its set-up failed: nothing to free
+        }
         // In a forked child (Python's multiprocessing, a DataLoader worker exiting) the communicator is
         // the parent's: forget the handle, touch nothing the parent shares.
         if h.comm.owner.isInherited {
@@ -443,6 +687,7 @@ public func swcclCommDestroy(_ comm: swcclComm_t?) -> swcclResult_t {
         // Finalize first unless the caller did (its stream operations complete); its error, if any, is
         // returned, and the communicator is freed either way.
         var failure: CCLError?
+        if let e = h.drainBackground(), !h.comm.isFinalized { Log.info(.api, "\(op): background work of the communicator had failed: \(e)") }
         do throws(CCLError) { try h.comm.finalize() } catch { if error.kind != .invalidUsage { failure = error } }
         h.comm.destroy()
         if let failure { return report(failure, operation: op) }
@@ -460,7 +705,14 @@ public func swcclCommAbort(_ comm: swcclComm_t?) -> swcclResult_t {
         guard let h = Handles.unregister(comm) else {
             return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed already?)"), operation: op)
         }
-        h.comm.abort()
+        if h.pending {
+            // A set-up still running aborts its communicator when it finishes.
+            guard let c = h.abandon() else { return swcclSuccess }
+            c.abort()
+        } else {
+            h.comm.abort()
+        }
+        _ = h.drainBackground()  // queued operations fail at once now
         return swcclSuccess
     }
 }
@@ -469,13 +721,24 @@ public func swcclCommAbort(_ comm: swcclComm_t?) -> swcclResult_t {
 public func swcclCommGetAsyncError(_ comm: swcclComm_t?, _ asyncError: UnsafeMutablePointer<swcclResult_t>?) -> swcclResult_t {
     ForkSafety.run { () -> swcclResult_t in
         let op = "swcclCommGetAsyncError"
-        switch handle(comm, operation: op) {
-        case .failure(let e): return report(e, operation: op)
-        case .success(let h):
-            guard let asyncError else { return invalid("asyncError is NULL", h, operation: op) }
-            asyncError.pointee = h.comm.asyncError.map { result($0.kind) } ?? swcclSuccess
+        guard let comm else { return invalid("comm is NULL", operation: op) }
+        guard let h = Handles.lookup(comm) else {
+            return report(.invalidUsage("comm \(comm) is not a live communicator (destroyed already?)"), operation: op)
+        }
+        guard let asyncError else { return invalid("asyncError is NULL", operation: op) }
+        // Its set-up first (running: in progress; failed: that error), then work queued in the
+        // background (nonblocking), then the error that broke it.
+        if h.pending, let e = h.unready {
+            asyncError.pointee = h.settingUp ? swcclInProgress : result(e.kind)
             return swcclSuccess
         }
+        if h.comm.owner.isInherited { return report(h.comm.owner.inheritedError("communicator \(h.comm.name)"), operation: op) }
+        switch h.backgroundState {
+        case nil: asyncError.pointee = swcclInProgress
+        case .failure(let e)?: asyncError.pointee = result(e.kind)
+        case .success?: asyncError.pointee = h.comm.asyncError.map { result($0.kind) } ?? swcclSuccess
+        }
+        return swcclSuccess
     }
 }
 
@@ -511,6 +774,13 @@ func collectiveCall(_ name: String, _ comm: swcclComm_t?, _ datatype: swcclDataT
                 }
                 let comm = h.comm
                 try s.submit { () throws(CCLError) in try body(comm, type, rop, pre) }
+            } else if h.nonblocking {
+                // Nonblocking communicator: checked now, run in the background in call order;
+                // swcclCommGetAsyncError says when all is done (or the error). In a group, the group's
+                // end enqueues it and says swcclInProgress.
+                let comm = h.comm
+                try h.backgroundQueue().submit { () throws(CCLError) in try body(comm, type, rop, pre) }
+                return Group.isActive ? swcclSuccess : swcclInProgress
             } else {
                 try body(h.comm, type, rop, pre)
             }
@@ -543,6 +813,16 @@ public func swcclBroadcast(_ sendbuff: UnsafeRawPointer?, _ recvbuff: UnsafeMuta
     ForkSafety.run { () -> swcclResult_t in
         collectiveCall("swcclBroadcast", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
             try c.broadcast(send: sendbuff, recv: recvbuff, count: try checked(count), type: t, root: Int(root))
+        }
+    }
+}
+
+@c @implementation
+public func swcclBcast(_ buff: UnsafeMutableRawPointer?, _ count: Int, _ datatype: swcclDataType_t, _ root: CInt,
+                       _ comm: swcclComm_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        collectiveCall("swcclBcast", comm, datatype, nil, stream) { (c, t, _, _) throws(CCLError) in
+            try c.broadcast(send: UnsafeRawPointer(buff), recv: buff, count: try checked(count), type: t, root: Int(root))
         }
     }
 }
@@ -650,8 +930,9 @@ public func swcclGroupStart() -> swcclResult_t {
 public func swcclGroupEnd() -> swcclResult_t {
     ForkSafety.run { () -> swcclResult_t in
         do {
-            try Group.end()
-            return swcclSuccess
+            // In progress: set-ups of nonblocking communicators, or operations of nonblocking
+            // communicators called without a stream, continue in the background.
+            return try Group.end() ? swcclInProgress : swcclSuccess
         } catch {
             return report(error, operation: "swcclGroupEnd")
         }
@@ -727,6 +1008,92 @@ public func swcclStreamQuery(_ stream: swcclStream_t?) -> swcclResult_t {
             case .success?: return swcclSuccess
             case .failure(let e)?: return report(e, operation: op)
             }
+        }
+    }
+}
+
+// MARK: - events
+
+/// Live event handles, as for streams (their own tag: an event passed as a stream, or a stream as an
+/// event, is refused).
+enum Events {
+    static let table = HandleTable<StreamEvent>(tag: 0x5345)  // "SE"
+
+    /// The event behind a handle: `invalidArgument` for NULL, `invalidUsage` for a handle that is not
+    /// (or no longer) a live event, or one a forked child inherited.
+    static func checked(_ e: swcclEvent_t?) -> Result<StreamEvent, CCLError> {
+        guard let e else { return .failure(.invalidArgument("event is NULL")) }
+        guard let live = table.lookup(e) else { return .failure(.invalidUsage("event \(e) is not a live event (destroyed already?)")) }
+        if live.owner.isInherited { return .failure(live.owner.inheritedError("event \(e)")) }
+        return .success(live)
+    }
+
+    /// A query's or wait's answer as a result code (an error is recorded for swcclGetLastError).
+    static func answer(_ r: Result<Void, CCLError>?, operation: String) -> swcclResult_t {
+        switch r {
+        case nil: return swcclInProgress
+        case .success?: return swcclSuccess
+        case .failure(let e)?: return report(e, operation: operation)
+        }
+    }
+}
+
+@c @implementation
+public func swcclEventCreate(_ event: UnsafeMutablePointer<swcclEvent_t?>?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        guard let event else { return invalid("event is NULL", operation: "swcclEventCreate") }
+        event.pointee = Events.table.register(StreamEvent())
+        return swcclSuccess
+    }
+}
+
+@c @implementation
+public func swcclEventDestroy(_ event: swcclEvent_t?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclEventDestroy"
+        guard let event else { return invalid("event is NULL", operation: op) }
+        // A forked child's inherited event is only forgotten, like its inherited streams.
+        guard Events.table.unregister(event) != nil else {
+            return report(.invalidUsage("event \(event) is not a live event (destroyed twice?)"), operation: op)
+        }
+        return swcclSuccess
+    }
+}
+
+@c @implementation
+public func swcclEventRecord(_ event: swcclEvent_t?, _ stream: swcclStream_t?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclEventRecord"
+        switch Events.checked(event) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let ev):
+            guard let stream else { ev.record(on: nil); return swcclSuccess }
+            switch Streams.checked(stream) {
+            case .failure(let e): return report(e, operation: op)
+            case .success(let s): ev.record(on: s); return swcclSuccess
+            }
+        }
+    }
+}
+
+@c @implementation
+public func swcclEventQuery(_ event: swcclEvent_t?) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclEventQuery"
+        switch Events.checked(event) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let ev): return Events.answer(ev.query(), operation: op)
+        }
+    }
+}
+
+@c @implementation
+public func swcclEventWait(_ event: swcclEvent_t?, _ timeoutMs: CInt) -> swcclResult_t {
+    ForkSafety.run { () -> swcclResult_t in
+        let op = "swcclEventWait"
+        switch Events.checked(event) {
+        case .failure(let e): return report(e, operation: op)
+        case .success(let ev): return Events.answer(ev.wait(timeoutMs: timeoutMs < 0 ? nil : Int(timeoutMs)), operation: op)
         }
     }
 }

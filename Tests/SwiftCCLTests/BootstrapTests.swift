@@ -98,6 +98,12 @@ final class BootstrapTests: XCTestCase {
                    try secret(["OMPI_MCA_orte_precondition_transports": "4a0f9ccb4c13cd0e-6255330fbb0289f9"])]
         XCTAssertEqual(Set(all.map { $0.map { String($0) }.joined(separator: ",") }).count, all.count, "every source changes the secret")
         XCTAssertEqual(all[0].count, 16)
+        // Under mpirun in a Slurm job, ranks mpirun started itself keep the batch script's variables and
+        // those its daemons started see the daemons' step: Slurm's step id must not split them.
+        let ompi = ["OMPI_COMM_WORLD_SIZE": "4", "OMPI_MCA_ess_base_jobid": "77", "SLURM_JOB_ID": "17"]
+        var daemonStarted = ompi; daemonStarted["SLURM_STEP_ID"] = "0"
+        XCTAssertEqual(try secret(ompi), try secret(daemonStarted))
+        XCTAssertEqual(source(daemonStarted), .jobIdentifiers(["SLURM_JOB_ID", "OMPI_MCA_ess_base_jobid"]))
         // Random ids carry a random secret: two are never alike.
         setenv("SWCCL_SOCKET_IFNAME", "lo", 1)
         unsetenv("SWCCL_COMM_ID")

@@ -33,6 +33,48 @@ final class ThreadRankTests: XCTestCase {
         }
     }
 
+    /// Events (`StreamEvent`) after each of several operations on a stream per rank: each completes
+    /// once its operation did (its buffer is then final), in order; before the other rank joined the
+    /// first is pending; a wait with a timeout says so.
+    func testStreamEvents() throws {
+        let n = 2, ops = 5, count = 50_001
+        let comms = try Communicator.initAll(count: n, config: CommConfig(timeoutMs: 20_000))
+        let streams = try comms.map { _ in try ExecutionStream() }
+        let bufs = (0..<n).map { _ in (0..<ops).map { _ in UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64) } }
+        let want = UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
+        let events = (0..<n).map { _ in (0..<ops).map { _ in StreamEvent() } }
+        XCTAssertNotNil(try? events[0][0].query()?.get(), "a new event is complete")
+        for r in 0..<n {
+            for k in 0..<ops { Pattern.fill(bufs[r][k], count: count, type: .float32, op: .sum, seed: UInt64(k), rank: r) }
+        }
+        // Rank 0 alone first: its first operation cannot complete without rank 1.
+        try streams[0].submit { () throws(CCLError) in
+            try comms[0].allReduce(send: bufs[0][0], recv: bufs[0][0], count: count, type: .float32, op: .sum)
+        }
+        events[0][0].record(on: streams[0])
+        XCTAssertNil(events[0][0].query(), "pending while rank 1 has not joined")
+        XCTAssertNil(events[0][0].wait(timeoutMs: 20), "a wait with a timeout says pending")
+        for r in 0..<n {
+            for k in (r == 0 ? 1 : 0)..<ops {
+                try streams[r].submit { () throws(CCLError) in
+                    try comms[r].allReduce(send: bufs[r][k], recv: bufs[r][k], count: count, type: .float32, op: .sum)
+                }
+                events[r][k].record(on: streams[r])
+            }
+        }
+        for r in 0..<n {
+            for k in 0..<ops {
+                guard case .success? = events[r][k].wait(timeoutMs: 30_000) else { return XCTFail("rank \(r) event \(k) did not complete") }
+                for j in 0..<k { XCTAssertNotNil(events[r][j].query(), "event \(j) pending after event \(k) completed") }
+                Pattern.expected(want, count: count, type: .float32, op: .sum, seed: UInt64(k), nranks: n)
+                XCTAssertEqual(Pattern.countWrong(bufs[r][k], want, count: count, type: .float32, op: .sum), 0, "rank \(r) op \(k)")
+            }
+        }
+        for s in streams { try s.destroy() }
+        XCTAssertNotNil(events[1][ops - 1].query(), "an event outlives its stream")
+        comms.forEach { $0.destroy() }
+    }
+
     /// A thread per rank, every collective kind once, exact.
     func testInitAllWithThreads() throws {
         let n = 3

@@ -23,7 +23,7 @@ int main() {
   constexpr int n = 3;
   constexpr size_t count = 4096;
   swcclComm_t raw[n];
-  check(swcclCommInitAll(raw, n) == swcclSuccess, "swcclCommInitAll");
+  check(swcclCommInitAll(raw, n, nullptr) == swcclSuccess, "swcclCommInitAll");
   std::vector<Comm> comms;
   for (auto c : raw) comms.emplace_back(c);
   std::vector<std::vector<float>> sums(n), gathered(n);

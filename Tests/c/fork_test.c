@@ -84,7 +84,7 @@ static int child_initall(void) {
   enum { N = 3, COUNT = 1001 };
   swcclComm_t comms[N];
   float* buf[N];
-  swcclResult_t r = swcclCommInitAll(comms, N);
+  swcclResult_t r = swcclCommInitAll(comms, N, NULL);
   if (r != swcclSuccess) { printf("child %d: swcclCommInitAll: %s\n", (int)getpid(), swcclGetLastError(NULL)); return 2; }
   for (int i = 0; i < N; i++) {
     buf[i] = malloc(COUNT * sizeof(float));

@@ -77,7 +77,7 @@ static int check_prototypes(void) {
   swcclResult_t (*commInitRank)(swcclComm_t*, int, swcclUniqueId, int) = swcclCommInitRank;
   swcclResult_t (*commInitRankConfig)(swcclComm_t*, int, swcclUniqueId, int, swcclConfig_t*) =
       swcclCommInitRankConfig;
-  swcclResult_t (*commInitAll)(swcclComm_t*, int) = swcclCommInitAll;
+  swcclResult_t (*commInitAll)(swcclComm_t*, int, const int*) = swcclCommInitAll;
   swcclResult_t (*commInitFromEnv)(swcclComm_t*, swcclConfig_t*) = swcclCommInitFromEnv;
   swcclResult_t (*commSplit)(swcclComm_t, int, int, swcclComm_t*, swcclConfig_t*) = swcclCommSplit;
   swcclResult_t (*commShrink)(swcclComm_t, int*, int, swcclComm_t*, swcclConfig_t*, int) = swcclCommShrink;
@@ -96,6 +96,12 @@ static int check_prototypes(void) {
   swcclResult_t (*streamDestroy)(swcclStream_t) = swcclStreamDestroy;
   swcclResult_t (*streamSynchronize)(swcclStream_t) = swcclStreamSynchronize;
   swcclResult_t (*streamQuery)(swcclStream_t) = swcclStreamQuery;
+  swcclResult_t (*bcast)(void*, size_t, swcclDataType_t, int, swcclComm_t, swcclStream_t) = swcclBcast;
+  swcclResult_t (*eventCreate)(swcclEvent_t*) = swcclEventCreate;
+  swcclResult_t (*eventDestroy)(swcclEvent_t) = swcclEventDestroy;
+  swcclResult_t (*eventRecord)(swcclEvent_t, swcclStream_t) = swcclEventRecord;
+  swcclResult_t (*eventQuery)(swcclEvent_t) = swcclEventQuery;
+  swcclResult_t (*eventWait)(swcclEvent_t, int) = swcclEventWait;
   swcclResult_t (*allReduce)(const void*, void*, size_t, swcclDataType_t, swcclRedOp_t, swcclComm_t,
                              swcclStream_t) = swcclAllReduce;
   swcclResult_t (*broadcast)(const void*, void*, size_t, swcclDataType_t, int, swcclComm_t,
@@ -130,7 +136,8 @@ static int check_prototypes(void) {
     (const void*)&allReduce, (const void*)&broadcast, (const void*)&reduce, (const void*)&allGather,
     (const void*)&reduceScatter, (const void*)&alltoAll, (const void*)&gather, (const void*)&scatter,
     (const void*)&send, (const void*)&recv, (const void*)&barrier, (const void*)&groupStart,
-    (const void*)&groupEnd,
+    (const void*)&groupEnd, (const void*)&eventCreate, (const void*)&eventDestroy,
+    (const void*)&eventRecord, (const void*)&eventQuery, (const void*)&eventWait, (const void*)&bcast,
   };
   return (int)(sizeof all / sizeof all[0]);
 }
@@ -147,10 +154,13 @@ int main(void) {
   id.internal[0] = 0;
   config.timeoutMs = 1000;
   config.commName = "header_test";
+  config.blocking = 0;
+  config.netName = "Socket";
   return (config.size == sizeof(swcclConfig_t) && config.magic == SWCCL_CONFIG_MAGIC &&
           config.version == SWCCL_VERSION_CODE && config.transports == NULL && comm == NULL &&
+          config.splitShare == SWCCL_CONFIG_UNDEF_INT && config.minCTAs == SWCCL_CONFIG_UNDEF_INT &&
           stream == NULL && result == swcclSuccess && type == 9 && op == 4 && residence == 1 &&
-          id.internal[0] == 0 && check_prototypes() == 37)
+          id.internal[0] == 0 && check_prototypes() == 43)
              ? 0
              : 1;
 }

@@ -148,8 +148,19 @@ static int in_process(void) {
   EXPECT_RESULT(swcclCommInitRank(&comm, 0, id, 0), swcclInvalidArgument);
   EXPECT_RESULT(swcclCommInitRank(&comm, 2, id, 2), swcclInvalidArgument);
   EXPECT_RESULT(swcclCommInitRank(&comm, 2, id, -1), swcclInvalidArgument);
-  EXPECT_RESULT(swcclCommInitAll(NULL, 2), swcclInvalidArgument);
-  EXPECT_RESULT(swcclCommInitAll(comms, 0), swcclInvalidArgument);
+  EXPECT_RESULT(swcclCommInitAll(NULL, 2, NULL), swcclInvalidArgument);
+  EXPECT_RESULT(swcclCommInitAll(comms, 0, NULL), swcclInvalidArgument);
+  {
+    /* devlist (NCCL's devices): read, must be distinct and non-negative; the error names the value. */
+    static const int dup[3] = { 4, 1, 4 }, neg[2] = { 0, -2 };
+    comms[0] = comms[1] = comms[2] = (swcclComm_t)1;
+    EXPECT_RESULT(swcclCommInitAll(comms, 3, dup), swcclInvalidArgument);
+    if (!strstr(swcclGetLastError(NULL), "devlist[2] = 4") || !strstr(swcclGetLastError(NULL), "duplicate"))
+      fail("swcclCommInitAll with devlist {4, 1, 4}: message \"%s\" does not name the duplicate", swcclGetLastError(NULL));
+    if (comms[0] || comms[1] || comms[2]) fail("swcclCommInitAll with a bad devlist left comms[] not NULL");
+    EXPECT_RESULT(swcclCommInitAll(comms, 2, neg), swcclInvalidArgument);
+    if (!strstr(swcclGetLastError(NULL), "devlist[1] = -2")) fail("swcclCommInitAll with devlist {0, -2}: message \"%s\"", swcclGetLastError(NULL));
+  }
   /* A one-rank communicator for the argument checks of a live handle. */
   EXPECT_RESULT(swcclGetUniqueId(&id), swcclSuccess);
   EXPECT_RESULT(swcclCommInitRank(&comm, 1, id, 0), swcclSuccess);
@@ -195,7 +206,7 @@ static int in_process(void) {
     swcclStream_t s;
     int i, accepted = 0;
     for (i = 0; i < 200; i++) {
-      EXPECT_RESULT(swcclCommInitAll(&fresh[i], 1), swcclSuccess);
+      EXPECT_RESULT(swcclCommInitAll(&fresh[i], 1, NULL), swcclSuccess);
       if (swcclAllReduce(x, x, 4, swcclFloat, swcclSum, comm, NULL) != swcclInvalidUsage) accepted++;
       if (i % 2 == 0) EXPECT_RESULT(swcclCommDestroy(fresh[i]), swcclSuccess);
     }
@@ -263,8 +274,11 @@ static int in_process(void) {
     group_failure(s);
     EXPECT_RESULT(swcclStreamDestroy(s), swcclSuccess);
   }
-  /* Ranks as threads. */
-  EXPECT_RESULT(swcclCommInitAll(comms, 3), swcclSuccess);
+  /* Ranks as threads (a devlist as NCCL programs pass it: accepted, meaningless on host memory). */
+  {
+    static const int devs[3] = { 2, 0, 1 };
+    EXPECT_RESULT(swcclCommInitAll(comms, 3, devs), swcclSuccess);
+  }
   for (i = 0; i < 3; i++) {
     int r = -1, n = -1;
     args[i].comm = comms[i]; args[i].rank = i; args[i].n = 3; args[i].ok = 0;

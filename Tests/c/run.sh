@@ -19,6 +19,13 @@
 #   - Tests/c/fork_test.c: a threaded process forks children that each run swcclCommInitAll (no
 #     livelock in the Swift runtime), and a forked child's use and teardown of an inherited
 #     communicator leave the parent's job intact (tcp and shm);
+#   - Tests/c/event_test.c: stream events with 2 and 4 ranks (bad handles, an event pending while a
+#     peer has not joined, 12 operations in flight completing in order, a failed operation's error in
+#     its event and the later ones, an event outliving its stream, a forked child, a dead peer);
+#   - Tests/c/port_test.c: NCCL habits with 2 and 4 ranks: several swcclCommInitRank calls in one group
+#     from one thread, swcclBcast, swcclConfig_t's NCCL fields (netName, blocking, splitShare, CTA
+#     settings, an older caller's shorter struct), nonblocking communicators (init, operations in the
+#     background, split, finalize, a failure seen by swcclCommGetAsyncError);
 #   - Tests/c/cxx_test.cpp: the ABI from C++17 (initAll driven by std::thread, RAII owner, errors);
 #   - scripts/install.sh into a scratch prefix; collectives_test.c built with pkg-config against the
 #     installed library runs on 3 ranks with the Swift toolchain hidden (PATH, no LD_LIBRARY_PATH);
@@ -267,6 +274,41 @@ if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_S
   done
 else
   fail "lifecycle_test.c builds and links"
+fi
+
+# --- event_test ---------------------------------------------------------------------------------
+event_bin="$tmp/event_test"
+if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
+    "$here/event_test.c" -o "$event_bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir"; then
+  pass "event_test.c builds and links"
+  for n in 2 4; do
+    echo "-- event_test $n"
+    # The test kills itself after 150 s; the outer timeout is a last resort.
+    if SWCCL_SOCKET_IFNAME=lo timeout -k 5 200 "$event_bin" "$n" 2>&1 | grep -v " WARN " | sed 's/^/      | /'; then
+      pass "event_test with $n ranks"
+    else
+      fail "event_test with $n ranks"
+    fi
+  done
+else
+  fail "event_test.c builds and links"
+fi
+
+# --- port_test ----------------------------------------------------------------------------------
+port_bin="$tmp/port_test"
+if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
+    "$here/port_test.c" -o "$port_bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir" -pthread; then
+  pass "port_test.c builds and links"
+  for n in 2 4; do
+    echo "-- port_test $n"
+    if SWCCL_SOCKET_IFNAME=lo timeout -k 5 200 "$port_bin" "$n" 2>&1 | grep -v " WARN " | sed 's/^/      | /'; then
+      pass "port_test with $n ranks"
+    else
+      fail "port_test with $n ranks"
+    fi
+  done
+else
+  fail "port_test.c builds and links"
 fi
 
 # --- C++ -------------------------------------------------------------------------------------------

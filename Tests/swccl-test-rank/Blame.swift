@@ -57,7 +57,7 @@ import SwcclVerify
                 try stream.synchronize()
             } else if env("SWCCL_TEST_DRIVE") == "group" {
                 Group.start()
-                do { try once(); try once() } catch { try? Group.end(); throw error }
+                do { try once(); try once() } catch { _ = try? Group.end(); throw error }
                 try Group.end()
             } else {
                 try once()

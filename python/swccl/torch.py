@@ -241,7 +241,9 @@ class SwcclWork(dist._Work):
             elif r == _IN_PROGRESS:
                 completed = False
             else:
-                self._finish(r)
+                # Complete this work and every earlier one still pending, in issue order (futures are
+                # set in the order the operations ran, whoever notices first).
+                self._pg._complete_through(self, r)
                 completed = self._done.wait()  # (another thread may be finishing it)
             if not completed:
                 raise _BackendError(f"swccl: {self._op} on rank {self._pg._rank} of process group "
@@ -267,7 +269,7 @@ class SwcclWork(dist._Work):
                 finally:
                     self._release_event(by_owner=False)
                 if r != _IN_PROGRESS:
-                    self._finish(r)
+                    self._pg._complete_through(self, r)
         return self._done.is_set()
 
     def is_success(self):
@@ -550,6 +552,38 @@ class ProcessGroupSwccl(dist.ProcessGroup):
             self._lib.swcclRedOpDestroy(op, self._comm)
         self._deferred_ops = []
 
+    def _complete_through(self, target, result):
+        """Events mode: `target`'s event reported `result`. Completes every pending work up to and
+        including it, in issue order; the earlier ones ran before it on the stream, so their events are
+        complete too and say each one's own result. (The completion thread skips what is gone.)"""
+        with self._cond:
+            if not any(w is target for w in self._pending):
+                batch = None
+            else:
+                batch = []
+                while self._pending:
+                    w = self._pending.popleft()
+                    batch.append(w)
+                    if w is target:
+                        break
+        if batch is None:  # the completion thread has it: it finishes it (in order) promptly
+            return
+        results = {}
+        for w in batch:
+            ev = w._shared_event
+            if w is target:
+                r = result
+            elif id(ev) in results:
+                r = results[id(ev)]
+            else:
+                r = self._lib.swcclEventQuery(ev)
+                if r == _IN_PROGRESS:  # cannot be (in-order stream); treat as the later result
+                    r = result
+            results[id(ev)] = r
+            w._finish(r)
+            if w._event is not None:  # the last work of its batch owns the event
+                w._release_event(by_owner=True)
+
     def _complete_loop(self):
         """The completion thread: completes pending works in order (calls into the library release
         the GIL; only this Python thread touches futures from here)."""
@@ -588,6 +622,8 @@ class ProcessGroupSwccl(dist.ProcessGroup):
                     batch = []
                     while self._pending and getattr(self._pending[0], "_shared_event", None) is ev:
                         batch.append(self._pending.popleft())
+                if not batch:  # a waiter completed them meanwhile (_complete_through)
+                    continue
                 for w in batch:
                     w._finish(r)
                 # The event is destroyed once no waiter uses it (the last work of the batch owns it).

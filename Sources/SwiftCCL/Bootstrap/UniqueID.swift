@@ -132,7 +132,12 @@ public struct UniqueID: Sendable, Equatable {
         let keyName = "OMPI_MCA_orte_precondition_transports"
         let key = add(keyName) && looksRandom(env(keyName)!)
         var ids: [String] = []
-        for v in ["SLURM_JOB_ID", "SLURM_STEP_ID", "OMPI_MCA_ess_base_jobid", "PMIX_NAMESPACE", "TORCHELASTIC_RUN_ID", "SWCCL_JOB_ID"] where add(v) {
+        // Under mpirun inside a Slurm job, the ranks mpirun starts itself keep the batch script's
+        // Slurm variables while those its daemons start (through srun) see the daemons' step: Slurm's
+        // step id differs between ranks of one job there, so Open MPI's own ids stand in for it.
+        let underMpirun = env("OMPI_COMM_WORLD_SIZE") != nil
+        for v in ["SLURM_JOB_ID", "SLURM_STEP_ID", "OMPI_MCA_ess_base_jobid", "PMIX_NAMESPACE", "TORCHELASTIC_RUN_ID", "SWCCL_JOB_ID"]
+            where !(underMpirun && v == "SLURM_STEP_ID") && add(v) {
             ids.append(v)
         }
         let source: SecretSource = explicit ? .explicit : key ? .launcherKey(keyName) : ids.isEmpty ? .none : .jobIdentifiers(ids)
