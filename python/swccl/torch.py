@@ -719,7 +719,7 @@ class ProcessGroupSwccl(dist.ProcessGroup):
             code = _OPS.get(opts.reduceOp.op)
             dtype = _TYPE_CODES.get(t.dtype)
             if (code is not None and dtype is not None and t.dtype != torch.bool and t.layout == torch.strided
-                    and t.device.type == "cpu" and t.is_contiguous()):
+                    and t.is_cpu and t.is_contiguous()):
                 with self._lock:
                     if self._inflight == 0 and self._coalescing is None and not self._closed and self._comm.value:
                         n = t.numel()
