@@ -57,7 +57,6 @@ public final class Communicator: @unchecked Sendable {
     let tcpAddresses: [SocketAddress?]
     /// The communicator's secret, from which shrunk communicators derive theirs.
     let secret: [UInt8]
-    var shrinks = 0
     let transport: any Transport
     let bootstrap: Bootstrap
     let forcedAlgorithm: String?
@@ -95,6 +94,8 @@ public final class Communicator: @unchecked Sendable {
         var onStreams = 0
         var asyncError: CCLError?
         var lastError: String = ""
+        /// Shrinks made from this communicator (numbers each shrunk communicator's secret).
+        var shrinks = 0
     }
 
     public convenience init(id: UniqueID, rank: Int, size: Int, config: CommConfig = CommConfig()) throws(CCLError) {
@@ -218,7 +219,7 @@ public final class Communicator: @unchecked Sendable {
             transport.close()
             bootstrap.close()
         }
-        shrinks += 1
+        let shrinks = state.withLock { s -> Int in s.shrinks += 1; return s.shrinks }
         // The exclusion list is not part of the secret: survivors that passed different lists still
         // meet at the root, which then reports the disagreement to all of them (their lists are
         // compared, or their sizes and rank numbers conflict), instead of dropping them as strangers.

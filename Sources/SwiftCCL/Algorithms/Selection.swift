@@ -92,8 +92,10 @@ public enum Algorithm: String, CaseIterable, Sendable {
         }
     }
 
-    /// A small number identifying the algorithm in a collective's fingerprint.
-    /// (A switch: `allCases.firstIndex` built an array on every collective call.)
+    /// The algorithm's wire code: it goes into every collective's argument fingerprint, which travels
+    /// in the tags, so ranks of different builds must agree on it. Explicit and stable — independent
+    /// of the order of the cases; a new algorithm takes the next unused number, and no number is ever
+    /// reused. (A switch: `allCases.firstIndex` built an array on every collective call.)
     var code: Int {
         switch self {
         case .ring: 0
@@ -257,8 +259,8 @@ public struct CostModel: Sendable, CustomStringConvertible {
             return (N - 1) * (a + S / N * b)
         case (.allreduce, .oneshot):
             // One flag round trip (cheaper than a message step: no matching, no FIFO), then every rank
-            // reads all n inputs, in cache at these sizes. Fitted on this machine: 2 ranks, 8 B ≈ 0.9 µs
-            // and 32 KiB ≈ 4.2 µs beyond the call's own cost.
+            // reads all n inputs, in cache at these sizes (the factors are fitted to forced runs:
+            // docs/PERFORMANCE.md, "Algorithm choice").
             guard bytes <= arenaBytes else { return nil }
             return 0.5 * a + N * S * b / 4
         case (.allreduce, .staged), (.allgather, .staged), (.reducescatter, .staged), (.broadcast, .staged):

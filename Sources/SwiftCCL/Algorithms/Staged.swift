@@ -24,8 +24,8 @@ extension Knobs {
 
 enum Staged {
     /// Copies into the caller's output: with streaming stores when the whole output is larger than the
-    /// caches would keep (no read of each destination line before it is written; ≈1.5× memcpy's
-    /// bandwidth at 64 MiB here), plain copies otherwise (the output stays in cache for the caller).
+    /// caches would keep (no read of each destination line before it is written; the gain is in
+    /// docs/PERFORMANCE.md), plain copies otherwise (the output stays in cache for the caller).
     struct Output {
         let streaming: Bool
         /// `rereads`: the output overwrites lines this rank just read (in place): streaming stores would

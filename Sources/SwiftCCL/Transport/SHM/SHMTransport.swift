@@ -7,7 +7,7 @@ extension Knobs {
     static let shmStageBytes = Knob.int("SWCCL_SHM_STAGE_BYTES", default: 512 << 10,
         "bytes of each staging slot of the shared-memory collectives (one pipeline step; the same on every rank)")
     static let shmCMA = Knob.bool("SWCCL_SHM_CMA", default: true,
-        "shared memory: receivers copy large messages straight from the sender's buffer with process_vm_readv (cross-memory attach, one copy instead of two; ≈2× sendrecv bandwidth here, docs/PERFORMANCE.md); where the kernel refuses, the FIFO is used")
+        "shared memory: receivers copy large messages straight from the sender's buffer with process_vm_readv (cross-memory attach, one copy instead of two; docs/PERFORMANCE.md); where the kernel refuses, the FIFO is used")
     static let shmStageSlots = Knob.int("SWCCL_SHM_STAGE_SLOTS", default: 4,
         "staging slots per rank for the shared-memory collectives (pipeline depth; the same on every rank)")
 }
@@ -56,8 +56,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     static let eager: UInt32 = 1, rts: UInt32 = 2, cts: UInt32 = 3, data: UInt32 = 4
 
     public let capabilities: TransportCapabilities
-    /// Cost model figures, measured with swccl-perf, 2 ranks: ≈3 µs for an 8-byte allreduce over the
-    /// FIFOs (two steps), ≈0.3 ns/B for 8 MiB through them (copy in, copy out, reduce).
+    /// Cost model inputs, per message step over the FIFOs and per byte through them (copy in, copy
+    /// out), fitted to swccl-perf runs (docs/PERFORMANCE.md, "Algorithm choice").
     public static let modelAlphaNanos = 1_500.0, modelBetaNanosPerByte = 0.25
     public let localAddress: EndpointAddress
     let rank: Int
@@ -252,6 +252,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         if owner.isInherited { return }  // the parent's: its descriptors may be another's here; leave it all
         if !closed { close() }
         Sys.unmap(base, bytes: segmentBytes)  // kept until here: abort() may still ring it
+        // The peers' mappings too: `close` leaves them to readers that do not take the lock.
+        for p in 0..<nranks { if let seg = peerBase[p] { Sys.unmap(seg, bytes: segmentBytes) } }
         Sys.releaseLivenessLock(segmentFD, slot: lockSlot)
         peerBase.deallocate()
     }
@@ -270,7 +272,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         fifo + 128 + Int(index % UInt64(slotsPerFIFO)) * SHMTransport.slotBytes
     }
 
-    /// A peer's mapping, read without the lock (set in `connect`, cleared only by `close`).
+    /// A peer's mapping, read without the lock: set in `connect` (before any collective can run) and
+    /// unmapped only in `deinit`, so a reader racing `close` still reads mapped memory.
     func peerBaseUnlocked(_ r: Int) -> UnsafeMutableRawPointer { peerBase[r]! }
 
     func wake(_ seg: UnsafeMutableRawPointer) { ring(seg) }
@@ -665,6 +668,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
 
     /// One pass over every peer; true if anything moved.
     private func progress() -> Bool {
+        if closed { return false }  // the peers' mappings stay until deinit, but nothing moves any more
         var any = false
         for p in 0..<nranks where peerBase[p] != nil {
             if drain(p) { any = true }
@@ -678,7 +682,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     /// it failed any.
     private func checkPeers(force: Bool) -> Bool {
         let now = Sys.monotonicNanos()
-        guard force || now &- lastLivenessCheck >= 100_000_000 else { return false }
+        guard !closed, force || now &- lastLivenessCheck >= 100_000_000 else { return false }
         lastLivenessCheck = now
         var failed = checkNotices()
         for p in 0..<nranks where peerBase[p] != nil && peerError[p] == nil {
@@ -897,7 +901,10 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         if closed { return }
         closed = true
         cshim_store_u32(word32(base, SHMTransport.offClosed), 1)
-        for p in 0..<nranks { if let seg = peerBase[p] { ring(seg); Sys.unmap(seg, bytes: segmentBytes); peerBase[p] = nil } }
+        // Peers' mappings stay until deinit: a collective of another thread may still be reading them
+        // without the lock (`peerBaseUnlocked`); ringing wakes it, and it then fails on `closed`.
+        for p in 0..<nranks { if let seg = peerBase[p] { ring(seg) } }
+        ring(base)  // and a waiter of this process sleeping on its own doorbell
         for p in 0..<nranks where peerFD[p] >= 0 { Sys.close(peerFD[p]); peerFD[p] = -1 }
         unlink()
         for i in requests.indices where requests[i].inUse && !requests[i].done {
@@ -962,6 +969,7 @@ extension SHMTransport: SharedArena {
             // A peer may post and then close between the first read and the liveness check: its word,
             // read again after its closed flag was seen, is final.
             if cshim_load_acquire_u64(word(next)) < value, let e = lock.withLock({ () -> CCLError? in
+                if closed { return CCLError(.invalidUsage, "the shared-memory transport is closed", rank: rank) }
                 _ = checkPeers(force: false)
                 return brokenBy ?? peerError[next]
             }), cshim_load_acquire_u64(word(next)) < value { throw e }
