@@ -153,8 +153,8 @@ struct CollectiveContext {
     let rank: Int
     let size: Int
     unowned(unsafe) let transport: any Transport
-    /// The transport's shared memory, when it has some (cast once per communicator, not per call).
-    unowned(unsafe) let arena: (any SharedArena)?
+    /// The one-shot and staged algorithms' view of the transport's symmetric window, if it has one (one per communicator).
+    unowned(unsafe) let arena: SharedArena?
     let sequence: UInt64
     /// Fingerprint of the operation's arguments, the same on every rank that called it alike.
     let fingerprint: UInt32
@@ -364,7 +364,7 @@ struct CollectiveContext {
             blame?.progressed(operation: label)
             return
         }
-        if now <= progress.spinUntil { Sys.yield(); return }
+        if now <= progress.spinUntil { Spin.yield(); return }
         if now &- progress.lastScan >= CollectiveContext.mismatchScanNanos {
             progress.lastScan = now
             if scansForMismatch, now &- progress.idleSince >= CollectiveContext.mismatchScanNanos, let e = mismatch(peer) ?? anyMismatch() {

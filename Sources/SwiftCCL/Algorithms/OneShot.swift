@@ -11,7 +11,7 @@ import CSwcclShims
 /// area of operation c − 2 only in operation c, after it saw every peer post operation c − 1 — which
 /// each peer did only after it finished reading operation c − 2 (its reads come before that release).
 enum OneShot {
-    static func allReduce(_ ctx: CollectiveContext, arena: any SharedArena, operation c: UInt64, send: UnsafeRawPointer,
+    static func allReduce(_ ctx: CollectiveContext, arena: SharedArena, operation c: UInt64, send: UnsafeRawPointer,
                           recv: UnsafeMutableRawPointer, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         do throws(CCLError) {
             try run(ctx, arena: arena, operation: c, send: send, recv: recv, count: count, type: type, op: op)
@@ -35,7 +35,7 @@ enum OneShot {
         return false
     }
 
-    private static func run(_ ctx: CollectiveContext, arena: any SharedArena, operation c: UInt64, send: UnsafeRawPointer,
+    private static func run(_ ctx: CollectiveContext, arena: SharedArena, operation c: UInt64, send: UnsafeRawPointer,
                             recv: UnsafeMutableRawPointer, count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         let bytes = count * type.size
         let parity = Int(c % 2)

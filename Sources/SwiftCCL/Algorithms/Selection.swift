@@ -2,6 +2,10 @@ import Synchronization
 import Glibc
 
 extension Knobs {
+    static var algorithms: [KnobInfo] {
+        [algo.info, chunkBytes.info, treeChunkBytes.info, alphaMicros.info, bandwidthGBs.info, reduceGBs.info,
+         shmStageBytes.info, shmStageSlots.info, streamingBytes.info]
+    }
     static let algo = Knob.string("SWCCL_ALGO", default: "",
         "force algorithms: `ring`, `allreduce:tree`, `allreduce:0-4K:recdbl;4K-inf:ring,broadcast:chain` (see docs/ENVIRONMENT.md)")
     static let chunkBytes = Knob.int("SWCCL_CHUNK_SIZE", default: 512 << 10, "largest pipeline chunk of the ring algorithms, in bytes")
@@ -166,30 +170,30 @@ public struct CostModel: Sendable, CustomStringConvertible {
     /// machine (docs/PERFORMANCE.md), used when nothing better is known.
     public static let defaultGamma = 1.0 / 4.0e9
 
-    /// The model for a transport: its advertised α and β, overridden by the `SWCCL_MODEL_*` knobs.
-    public static func forTransport(_ caps: TransportCapabilities) -> CostModel {
+    /// The model for a transport: its advertised α and β, overridden by the `SWCCL_MODEL_*` knobs;
+    /// with a symmetric window, the one-shot and staged algorithms' sizes from their own layout.
+    public static func forTransport(_ caps: TransportCapabilities, ranks: Int) -> CostModel {
         let a = Knobs.alphaMicros.value > 0 ? Knobs.alphaMicros.value * 1e-6 : caps.alphaNanos * 1e-9
         let b = Knobs.bandwidthGBs.value > 0 ? 1 / (Knobs.bandwidthGBs.value * 1e9) : caps.betaNanosPerByte * 1e-9
         let g = Knobs.reduceGBs.value > 0 ? 1 / (Knobs.reduceGBs.value * 1e9) : defaultGamma
         var m = CostModel(alpha: a, beta: b, gamma: g, chunkBytes: Knobs.chunkBytes.value, treeChunkBytes: Knobs.treeChunkBytes.value)
-        m.arenaBytes = caps.sharedArenaBytes
-        m.stageBytes = caps.sharedStageBytes
+        if caps.windowBytes >= SharedArenaLayout.request(ranks: ranks).bytes {
+            m.arenaBytes = SharedArenaLayout.areaBytes
+            m.stageBytes = SharedArenaLayout.stageBytes(ranks: ranks)
+        }
         return m
     }
 
-    /// The model for a transport by name, from the figures that transport advertises.
-    public static func named(_ transport: String) -> CostModel? {
-        switch transport {
-        case "tcp": return CostModel(alpha: TCPTransport.modelAlphaNanos * 1e-9, beta: TCPTransport.modelBetaNanosPerByte * 1e-9,
-                                     gamma: defaultGamma, chunkBytes: Knobs.chunkBytes.value, treeChunkBytes: Knobs.treeChunkBytes.value)
-        case "shm":
-            var m = CostModel(alpha: SHMTransport.modelAlphaNanos * 1e-9, beta: SHMTransport.modelBetaNanosPerByte * 1e-9,
-                              gamma: defaultGamma, chunkBytes: Knobs.chunkBytes.value, treeChunkBytes: Knobs.treeChunkBytes.value)
-            m.arenaBytes = SHMTransport.arenaBytes
-            m.stageBytes = max(4096, Knobs.shmStageBytes.value) & ~4095
-            return m
-        default: return nil
+    /// The model for a backend of the registry, from the figures it declares (no knobs applied); the
+    /// one-shot and staged sizes as for one rank when it provides a symmetric window.
+    public static func forBackend(_ backend: TransportBackend) -> CostModel {
+        var m = CostModel(alpha: backend.alphaNanos * 1e-9, beta: backend.betaNanosPerByte * 1e-9,
+                          gamma: defaultGamma, chunkBytes: Knobs.chunkBytes.value, treeChunkBytes: Knobs.treeChunkBytes.value)
+        if backend.providesWindow {
+            m.arenaBytes = SharedArenaLayout.areaBytes
+            m.stageBytes = SharedArenaLayout.stageBytes(ranks: 1)
         }
+        return m
     }
 
     public var description: String {
@@ -294,20 +298,6 @@ public struct CostModel: Sendable, CustomStringConvertible {
     }
 }
 
-extension CostModel {
-    /// The algorithm a communicator of `ranks` ranks over `transport` would pick for `bytes`, with this
-    /// process's `SWCCL_ALGO` and `SWCCL_MODEL_*` settings (for tools and tests).
-    public static func selectionForTesting(_ kind: CollectiveKind, bytes: Int, ranks: Int, transport: String) -> String {
-        guard var m = CostModel.named(transport) else { return "?" }
-        if Knobs.alphaMicros.value > 0 { m.alpha = Knobs.alphaMicros.value * 1e-6 }
-        if Knobs.bandwidthGBs.value > 0 { m.beta = 1 / (Knobs.bandwidthGBs.value * 1e9) }
-        if Knobs.reduceGBs.value > 0 { m.gamma = 1 / (Knobs.reduceGBs.value * 1e9) }
-        let rules = AlgorithmRules(Knobs.algo.value)
-        if let f = rules.forced(kind, bytes: bytes), m.predict(kind, f, bytes: bytes, ranks: ranks) != nil { return f.rawValue }
-        return m.best(kind, bytes: bytes, ranks: ranks).rawValue
-    }
-}
-
 /// A parsed `SWCCL_ALGO`: entries `[collective:][lo-hi:]algorithm`, separated by `,` or `;`. An entry
 /// without a collective but after one with a collective continues it (`allreduce:0-4K:recdbl;4K-inf:ring`);
 /// a bare algorithm applies to every collective that has it (`ring`). Ranges are in bytes, half-open
@@ -386,7 +376,7 @@ struct AlgorithmSelector: Sendable {
     private let last = ChoiceCache()
 
     init(caps: TransportCapabilities, forced: String?, ranks: Int) {
-        model = CostModel.forTransport(caps)
+        model = CostModel.forTransport(caps, ranks: ranks)
         rules = AlgorithmRules(forced ?? "")
         self.ranks = ranks
     }

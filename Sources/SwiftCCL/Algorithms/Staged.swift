@@ -39,11 +39,11 @@ enum Staged {
     /// The step loop shared by every collective: numbers the steps, frees the slot, signs it.
     struct Pipeline {
         let ctx: CollectiveContext
-        let arena: any SharedArena
+        let arena: SharedArena
         let first: UInt64
         let scan: (Int, UInt64) throws(CCLError) -> Void
 
-        init(_ ctx: CollectiveContext, _ arena: any SharedArena, steps: Int) {
+        init(_ ctx: CollectiveContext, _ arena: SharedArena, steps: Int) {
             self.ctx = ctx
             self.arena = arena
             first = ctx.steps.take(UInt64(steps))
@@ -110,7 +110,7 @@ enum Staged {
         for r in 2..<max(n, 2) { kernel(dst, UnsafeRawPointer(dst), UnsafeRawPointer(p.arena.stage(of: r, slot: slot) + offset), count) }
     }
 
-    static func allReduce(_ ctx: CollectiveContext, arena: any SharedArena, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
+    static func allReduce(_ ctx: CollectiveContext, arena: SharedArena, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
                           count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         let n = ctx.size, r = ctx.rank, es = type.size
         let perStep = arena.stageBytes / es
@@ -156,7 +156,7 @@ enum Staged {
     }
 
     /// Every rank's `bytes` land at offset rank × bytes of every rank's `recv`.
-    static func allGather(_ ctx: CollectiveContext, arena: any SharedArena, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
+    static func allGather(_ ctx: CollectiveContext, arena: SharedArena, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
                           bytes: Int) throws(CCLError) {
         let n = ctx.size, r = ctx.rank
         let perStep = arena.stageBytes
@@ -180,7 +180,7 @@ enum Staged {
     }
 
     /// Block `rank` (of `count` elements) of the reduction of every rank's n blocks lands in `recv`.
-    static func reduceScatter(_ ctx: CollectiveContext, arena: any SharedArena, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
+    static func reduceScatter(_ ctx: CollectiveContext, arena: SharedArena, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
                               count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
         let n = ctx.size, r = ctx.rank, es = type.size
         let perStep = max(1, arena.stageBytes / (n * es))  // elements of each block per step
@@ -206,7 +206,7 @@ enum Staged {
     }
 
     /// The root's `bytes` land in every rank's `buffer` (the root's already holds them).
-    static func broadcast(_ ctx: CollectiveContext, arena: any SharedArena, buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(CCLError) {
+    static func broadcast(_ ctx: CollectiveContext, arena: SharedArena, buffer: UnsafeMutableRawPointer, bytes: Int, root: Int) throws(CCLError) {
         let perStep = arena.stageBytes
         let steps = (bytes + perStep - 1) / perStep
         let p = Pipeline(ctx, arena, steps: steps)

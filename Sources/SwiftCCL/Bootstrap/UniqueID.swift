@@ -1,6 +1,7 @@
 import Glibc
 
 extension Knobs {
+    static var bootstrap: [KnobInfo] { [commID.info, jobSecretInfo] }
     static let commID = Knob.string("SWCCL_COMM_ID", default: "",
         "host:port of the bootstrap root; rank 0 then runs the root itself (used by swcclCommInitFromEnv and swcclGetUniqueId)")
     static let jobSecret = Knob.string("SWCCL_JOB_SECRET", default: "",

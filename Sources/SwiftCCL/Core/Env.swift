@@ -78,17 +78,12 @@ extension Knob where Value == Bool {
 
 /// Namespace of all environment knobs. Each file that reads a variable adds its `static let` here.
 public enum Knobs {
-    /// Every knob, for listing (`swccl-perf --env`) and for the unknown-variable check.
-    public static var all: [KnobInfo] {
-        [Log.levelKnob.info, Log.subsysKnob.info, Log.fileKnob.info,
-         Knobs.commID.info, Knobs.jobSecretInfo, Knobs.timeoutMs.info, Knobs.transports.info, Knobs.algo.info,
-         Knobs.socketIfname.info, Knobs.socketFamily.info, Knobs.nsocksPerThread.info,
-         Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info, Knobs.chunkBytes.info, Knobs.alphaMicros.info, Knobs.bandwidthGBs.info, Knobs.reduceGBs.info,
-         Knobs.spinMicroseconds.info,
-         Knobs.spinYield.info, Knobs.shmSlots.info, Knobs.shmStageBytes.info, Knobs.shmStageSlots.info, Knobs.numa.info, Knobs.shmCMA.info, Knobs.streamingBytes.info, Knobs.treeChunkBytes.info,
-         Knobs.shmDisable.info, Knobs.ibDisable.info, Knobs.ibHCA.info, Knobs.ibGidIndex.info,
-         Knobs.ibEagerBytes.info, Knobs.ibTimeout.info, Knobs.ibRetryCount.info, Knobs.ibQueueDepth.info,
-         Knobs.rank.info, Knobs.size.info]
+    /// This layer's knobs (logging, launchers, interfaces, NUMA). Each layer lists its own
+    /// (`Knobs.core`, `Knobs.bootstrap`, `Knobs.transport`, each backend's in `TransportRegistry`,
+    /// `Knobs.algorithms`); `Knobs.all` joins them at the top.
+    static var core: [KnobInfo] {
+        [Log.levelKnob.info, Log.subsysKnob.info, Log.fileKnob.info, Knobs.rank.info, Knobs.size.info,
+         Knobs.socketIfname.info, Knobs.socketFamily.info, Knobs.numa.info]
     }
 
     /// Variables that a launcher sets, or the benchmark scripts read (the swccl-perf to run), and
@@ -109,11 +104,6 @@ public enum Knobs {
         return true
     }()
 
-    // Which transports may be used (read by the communicator's transport choice and VerbsDevices).
-    static let shmDisable = Knob.bool("SWCCL_SHM_DISABLE", default: false, "1: never use the shared-memory transport")
-    static let ibDisable = Knob.bool("SWCCL_IB_DISABLE", default: false, "1: never use the RDMA verbs transport")
-    static let ibHCA = Knob.string("SWCCL_IB_HCA", default: "", "RDMA devices to use (prefix list, ^ excludes, = exact)")
-    static let ibGidIndex = Knob.int("SWCCL_IB_GID_INDEX", default: -1, "RoCE GID index; -1 picks the RoCE v2 GID of the interface")
 }
 
 extension String {

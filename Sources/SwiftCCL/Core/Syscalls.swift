@@ -397,8 +397,8 @@ enum Sys {
                 cshim_run_on_proxy({ raw in raw!.assumingMemoryBound(to: (() -> Void).self).pointee() }, ctx) == 0
             }
         }
-    }    /// Yields the core while spinning, if `Spin.yields` (oversubscribed host or `SWCCL_SPIN_YIELD=1`).
-    static func yield() { if Spin.yields { _ = sched_yield() } }
+    }
+
     /// Always gives the core away (a transport whose progress needs the kernel's own threads, e.g. Soft-RoCE).
     static func yieldCore() { _ = sched_yield() }
     static func onlineCPUs() -> Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }

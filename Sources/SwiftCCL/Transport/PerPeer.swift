@@ -110,7 +110,7 @@ final class PerPeerTransport: Transport, @unchecked Sendable {
             for t in backends { if try t.waitForProgress(deadline: now) { return true } }
             let clock = Sys.monotonicNanos()
             if clock >= deadline.nanos { return false }
-            if clock < spinUntil { Sys.yield(); continue }
+            if clock < spinUntil { Spin.yield(); continue }
             let slice = Deadline(nanos: min(deadline.nanos, clock &+ PerPeerTransport.sliceNanos))
             if try backends[sleeper].waitForProgress(deadline: slice) { return true }
         }

@@ -1,25 +1,3 @@
-/// The backends this build has, by name. A new backend registers here and the transport conformance
-/// suite (Tests/SwiftCCLTests/ConformanceTests.swift) runs every case against it, skipping a case only
-/// where the backend's `TransportCapabilities` say it does not apply.
-public enum TransportRegistry {
-    public typealias Factory = @Sendable (_ rank: Int, _ nranks: Int, _ secret: [UInt8]) throws(CCLError) -> any Transport
-
-    public static let backends: [String: Factory] = [
-        "tcp": { (rank, nranks, secret) throws(CCLError) in try TCPTransport(rank: rank, nranks: nranks, secret: secret) },
-        "shm": { (rank, nranks, secret) throws(CCLError) in try SHMTransport(rank: rank, nranks: nranks, secret: secret, crossMemoryAttach: false) },
-        // Large messages pulled from the sender's memory (process_vm_readv) instead of through the FIFO.
-        "shm-cma": { (rank, nranks, secret) throws(CCLError) in try SHMTransport(rank: rank, nranks: nranks, secret: secret, crossMemoryAttach: true) },
-        "ib": { (rank, nranks, secret) throws(CCLError) in try VerbsTransport(rank: rank, nranks: nranks, secret: secret) },
-    ]
-
-    public static var names: [String] { backends.keys.sorted() }
-
-    /// Why a backend cannot run on this machine (no RDMA device for `ib`), or nil when it can.
-    public static func unavailable(_ name: String) -> String? {
-        name == "ib" && VerbsDevices.ports.isEmpty ? VerbsDevices.unavailableReason : nil
-    }
-}
-
 /// One rank of a bare transport, bootstrapped but without a communicator: what the conformance suite
 /// drives. `init` runs the rendezvous (addresses exchanged), `connect` establishes the pairs.
 public final class TransportTestbed: @unchecked Sendable {
@@ -32,17 +10,16 @@ public final class TransportTestbed: @unchecked Sendable {
     private let wakeFD: Int32
 
     public init(backend: String, id: UniqueID, rank: Int, size: Int, timeoutMs: Int) throws(CCLError) {
-        guard let make = TransportRegistry.backends[backend] else { throw CCLError.invalidArgument("no backend \(backend)") }
+        guard let make = TransportRegistry.factory(backend) else { throw CCLError.invalidArgument("no backend \(backend)") }
         self.rank = rank
         self.size = size
         self.timeoutMs = timeoutMs
         let secret = try id.parsed().secret
-        transport = try make(rank, size, secret)
+        transport = try make(TransportSetup(rank: rank, nranks: size, secret: secret))
         do { wakeFD = try Sys.eventFD() } catch { throw CCLError.system("eventfd", error) }
         let me = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: [(backend, transport.localAddress)])
         bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: me.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
-        (transport as? TCPTransport)?.secret = bootstrap.secret
-        (transport as? VerbsTransport)?.secret = bootstrap.secret
+        transport.useSessionSecret(bootstrap.secret)
         var list: [PeerInfo] = []
         for info in try RankInfo.decodeAll(bootstrap.blobs) where info.rank != rank {
             guard let t = info.transports.first else { throw CCLError(.remoteError, "rank \(info.rank) published no transport", peer: info.rank) }

@@ -67,6 +67,13 @@ public protocol Transport: AnyObject, Sendable {
 
     /// Releases every resource. Outstanding requests fail.
     func close()
+
+    /// Memory every rank maps (`SymmetricWindow`), if the backend has it (nil by default).
+    var window: (any SymmetricWindow)? { get }
+
+    /// The secret that authenticates pairs from now on (the bootstrap's session secret, known only to
+    /// the ranks that joined); set before `connect`. Nothing to do by default.
+    func useSessionSecret(_ secret: [UInt8])
 }
 
 /// How much a backend keeps, per peer, of messages that arrived before a matching receive was posted:
@@ -84,6 +91,8 @@ public enum UnexpectedBudget {
 }
 
 /// What a backend can do; algorithms and the transport selector read it rather than the backend's type.
+/// (What the registry knows before an endpoint exists — availability, reach, cost figures — is in
+/// `TransportBackend`.)
 public struct TransportCapabilities: Sendable, CustomStringConvertible {
     /// Short name: `tcp`, `shm`, `ib`.
     public var name: String
@@ -99,12 +108,9 @@ public struct TransportCapabilities: Sendable, CustomStringConvertible {
     public var maxOutstandingRequests: Int
     /// Whether both ends must share a host.
     public var sameHostOnly: Bool
-    /// Bytes of the per-rank input area every rank of the communicator can read directly (`SharedArena`),
-    /// 0 when the backend has none; enables the one-shot allreduce for messages up to this size.
-    public var sharedArenaBytes: Int = 0
-    /// Bytes of one staging slot (`SharedArena`), 0 when the backend has none; enables the staged
-    /// collectives.
-    public var sharedStageBytes: Int = 0
+    /// Bytes of each rank's symmetric window (`Transport.window`), 0 when the backend has none; the
+    /// `oneshot` and `staged` algorithms need one.
+    public var windowBytes: Int = 0
     /// Cost model inputs, per message: latency in nanoseconds and nanoseconds per byte (measured or estimated).
     public var alphaNanos: Double
     public var betaNanosPerByte: Double
@@ -115,51 +121,59 @@ public struct TransportCapabilities: Sendable, CustomStringConvertible {
     }
 }
 
-/// A backend whose ranks can read each other's memory directly (shared memory). Each rank owns, in
-/// memory every rank maps:
-/// - two one-shot input areas (alternated per operation), two small ones in the cache line of the
-///   sequence word `posted` (the last one-shot operation whose input it wrote), and per area the
-///   signature of the operation that last wrote it;
-/// - a staging area of `stageSlots` slots of `stageBytes` for pipelined collectives, with three step
-///   words (`StepWord`: the last pipeline step it posted input for, reduced its slice of, and finished
-///   reading) and one signature word per slot. Steps are numbered per communicator; step s uses slot
-///   s mod `stageSlots`, which its owner rewrites only once every peer finished step s − `stageSlots`.
-/// Each rank writes only its own words; a word is published with a store release after the data it
-/// announces.
-protocol SharedArena: AnyObject {
-    func arena(of rank: Int, parity: Int) -> UnsafeMutableRawPointer
-    func postedWord(of rank: Int) -> UnsafeMutablePointer<UInt64>
-    /// Written before `posted`, one per area: the operation's sequence number (high 32 bits) and the
-    /// fingerprint of its arguments (low 32), for mismatch checks — per area, because a rank may post
-    /// the next operation while its peers still read this one.
-    func signatureWord(of rank: Int, parity: Int) -> UnsafeMutablePointer<UInt64>
-    /// `SharedArenaLayout.inlineBytes` bytes in the cache line of `posted`, per parity.
-    func inlineArea(of rank: Int, parity: Int) -> UnsafeMutableRawPointer
-
-    var stageSlots: Int { get }
-    var stageBytes: Int { get }
-    func stage(of rank: Int, slot: Int) -> UnsafeMutableRawPointer
-    func stepWord(_ w: StepWord, of rank: Int) -> UnsafeMutablePointer<UInt64>
-    /// The signature (as `signatureWord`) of the operation whose step last used the slot.
-    func stageSignature(of rank: Int, slot: Int) -> UnsafeMutablePointer<UInt64>
-
-    /// Publishes a sequence word (release) and wakes peers that sleep.
+/// Memory that every rank of an endpoint maps (shared memory): one window of `windowBytes` per rank,
+/// the same size on every rank, readable and writable by all — a pointer per rank plus publish/wait
+/// on 64-bit words inside the windows. The backend knows nothing of what lies in a window: the
+/// algorithms that use it (`oneshot`, `staged`) lay out their own words and areas there, and ask for
+/// its size when the endpoint is made (`TransportSetup.window`). By convention each rank writes only
+/// words of its own window and publishes a word with a store release after the data it announces.
+public protocol SymmetricWindow: AnyObject {
+    /// Bytes of each rank's window.
+    var windowBytes: Int { get }
+    /// The start of `rank`'s window in this process (valid from `connect` until the endpoint is freed;
+    /// page-aligned).
+    func windowBase(of rank: Int) -> UnsafeMutableRawPointer
+    /// Publishes a word of this rank's window (store release) and wakes peers that sleep.
     func publish(_ word: UnsafeMutablePointer<UInt64>, _ value: UInt64)
     /// Waits until `word(peer) >= value` for every peer (or only for `only`): spins, then sleeps;
     /// fails naming a peer that died, closed, or did not get there by `deadline`.
     /// `check` runs every 100 ms while blocked, given the peer waited on and when the wait began (e.g.
-    /// a scan for peers in another operation, and `CollectiveContext.blocked`).
+    /// a scan for peers in another operation).
     func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, only: Int?, deadline: Deadline, what: String,
                  check: (Int, UInt64) throws(CCLError) -> Void) throws(CCLError)
 }
 
-enum SharedArenaLayout {
-    /// One-shot inputs up to this size go in the posted word's cache line.
-    static let inlineBytes = 16
+/// What the user of a symmetric window asks of the backend when the endpoint is made: its size, and a
+/// word that says how it is laid out (compared between ranks at `connect`; ranks set up differently
+/// get an error, not a wrong layout) with the words to explain a difference.
+public struct WindowRequest: Sendable {
+    public var bytes: Int
+    public var signature: UInt64
+    /// Describes a layout signature (a peer's or this rank's) for the error that reports a difference.
+    public var describe: @Sendable (UInt64) -> String
+    public init(bytes: Int, signature: UInt64, describe: @escaping @Sendable (UInt64) -> String) {
+        self.bytes = bytes; self.signature = signature; self.describe = describe
+    }
 }
 
-/// The step words of a rank's staging area.
-enum StepWord: Int { case posted = 0, reduced = 1, done = 2 }
+/// What a backend's factory is given to make one endpoint.
+public struct TransportSetup: Sendable {
+    public var rank: Int
+    public var nranks: Int
+    /// The unique id's secret (pairs re-authenticate with the session secret once bootstrap gave it:
+    /// `Transport.useSessionSecret`).
+    public var secret: [UInt8]
+    /// A symmetric window to provide, if the backend can (nil: none wanted).
+    public var window: WindowRequest?
+    public init(rank: Int, nranks: Int, secret: [UInt8], window: WindowRequest? = nil) {
+        self.rank = rank; self.nranks = nranks; self.secret = secret; self.window = window
+    }
+}
+
+extension Transport {
+    public var window: (any SymmetricWindow)? { nil }
+    public func useSessionSecret(_ secret: [UInt8]) {}
+}
 
 /// Opaque transport address bytes (at most 128), exchanged at bootstrap.
 public struct EndpointAddress: Sendable, Equatable {
@@ -233,6 +247,7 @@ public enum Tag {
 }
 
 extension Knobs {
+    static var transport: [KnobInfo] { [spinMicroseconds.info, spinYield.info] }
     static let spinMicroseconds = Knob.int("SWCCL_SPIN_US", default: 200,
         "microseconds a waiting rank polls without sleeping before it blocks in the kernel")
     static var spinNanos: UInt64 { UInt64(max(spinMicroseconds.value, 0)) &* 1000 }
@@ -253,4 +268,7 @@ enum Spin {
     }
 
     static var yields: Bool { Knobs.spinYield.override ?? oversubscribed.load(ordering: .relaxed) }
+
+    /// Yields the core while spinning, if `yields` (oversubscribed host or `SWCCL_SPIN_YIELD=1`).
+    @inline(__always) static func yield() { if yields { Sys.yieldCore() } }
 }

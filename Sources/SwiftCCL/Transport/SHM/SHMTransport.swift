@@ -3,13 +3,26 @@ import CSwcclShims
 import Synchronization
 
 extension Knobs {
+    static let shmDisable = Knob.bool("SWCCL_SHM_DISABLE", default: false, "1: never use the shared-memory transport")
     static let shmSlots = Knob.int("SWCCL_SHM_SLOTS", default: 16, "slots of each shared-memory FIFO (per ordered pair of ranks)")
-    static let shmStageBytes = Knob.int("SWCCL_SHM_STAGE_BYTES", default: 512 << 10,
-        "bytes of each staging slot of the shared-memory collectives (one pipeline step; the same on every rank)")
     static let shmCMA = Knob.bool("SWCCL_SHM_CMA", default: true,
         "shared memory: receivers copy large messages straight from the sender's buffer with process_vm_readv (cross-memory attach, one copy instead of two; docs/PERFORMANCE.md); where the kernel refuses, the FIFO is used")
-    static let shmStageSlots = Knob.int("SWCCL_SHM_STAGE_SLOTS", default: 4,
-        "staging slots per rank for the shared-memory collectives (pipeline depth; the same on every rank)")
+}
+
+extension SHMTransport {
+    /// Its registry entry. Cost figures per message step over the FIFOs and per byte through them
+    /// (copy in, copy out), fitted to swccl-perf runs (docs/PERFORMANCE.md, "Algorithm choice").
+    public static let backend = TransportBackend(
+        name: "shm", disabled: { Knobs.shmDisable.value }, reaches: { local, peer in local.sameHost(as: peer) },
+        alphaNanos: 1_500, betaNanosPerByte: 0.25, providesWindow: true, sleepsInKernel: false,
+        summary: { "shm: available (ranks on this host)" },
+        knobs: { [Knobs.shmDisable.info, Knobs.shmSlots.info, Knobs.shmCMA.info] },
+        make: { (s) throws(CCLError) in try SHMTransport(rank: s.rank, nranks: s.nranks, secret: s.secret, window: s.window) },
+        conformanceVariants: [
+            ("shm", { (s) throws(CCLError) in try SHMTransport(rank: s.rank, nranks: s.nranks, secret: s.secret, crossMemoryAttach: false) }),
+            // Large messages pulled from the sender's memory (process_vm_readv) instead of through the FIFO.
+            ("shm-cma", { (s) throws(CCLError) in try SHMTransport(rank: s.rank, nranks: s.nranks, secret: s.secret, crossMemoryAttach: true) }),
+        ])
 }
 
 /// The shared-memory backend of the transport protocol, for ranks on one host.
@@ -48,7 +61,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     static let segmentHeader = 4096
     // Offsets in the segment header (each word on its own cache line where others write it).
     static let offMagic = 0, offRanks = 8, offOwner = 16, offPid = 24, offPidNamespace = 32
-    static let offDoorbell = 64, offSleepers = 128, offMapped = 192, offClosed = 256, offStage = 320, offFIFO = 328
+    static let offDoorbell = 64, offSleepers = 128, offMapped = 192, offClosed = 256, offWindow = 320, offFIFO = 328
     /// The owner's latest `Notice`: a version word (odd while it is rewritten), the length, the bytes.
     static let offNotice = 2048
 
@@ -56,25 +69,17 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     static let eager: UInt32 = 1, rts: UInt32 = 2, cts: UInt32 = 3, data: UInt32 = 4
 
     public let capabilities: TransportCapabilities
-    /// Cost model inputs, per message step over the FIFOs and per byte through them (copy in, copy
-    /// out), fitted to swccl-perf runs (docs/PERFORMANCE.md, "Algorithm choice").
-    public static let modelAlphaNanos = 1_500.0, modelBetaNanosPerByte = 0.25
     public let localAddress: EndpointAddress
     let rank: Int
     let nranks: Int
     let slotsPerFIFO: Int
     let channelBytes: Int
     let segmentBytes: Int
-    /// Offset of the one-shot area: a cache line with `posted`, two signatures and two inline inputs,
-    /// an unused line, then two inputs.
-    let arenaOffset: Int
-    static let arenaBytes = 32 << 10
-    /// Offset of the staging area: three step words and the slots' signatures (own cache lines), then
-    /// `stageSlots` slots of `stageBytes` (see `SharedArena`).
-    let stageOffset: Int
-    let stageSlots: Int
-    let stageBytes: Int
-    static let stageHeader = 4096
+    /// Offset of the symmetric window (`SymmetricWindow`), after the FIFOs; its size (0: none), and
+    /// the signature of its layout, written into the header and compared with every peer's.
+    let windowOffset: Int
+    public let windowBytes: Int
+    private let windowRequest: WindowRequest?
     /// The NUMA node the segment's pages were bound to (nil: not placed).
     public let numaNode: Int?
     let name: String
@@ -158,19 +163,19 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     }
 
     /// `crossMemoryAttach`: pull large messages with process_vm_readv (default: `SWCCL_SHM_CMA`).
-    public init(rank: Int, nranks: Int, secret: [UInt8], maxOutstanding: Int = 4096, crossMemoryAttach: Bool? = nil) throws(CCLError) {
+    /// `window`: the symmetric window to provide (its size and layout signature; nil: none).
+    public init(rank: Int, nranks: Int, secret: [UInt8], maxOutstanding: Int = 4096, crossMemoryAttach: Bool? = nil,
+                window: WindowRequest? = nil) throws(CCLError) {
         self.rank = rank
         self.nranks = nranks
         // Keep a segment near 16 MiB for large rank counts: fewer slots per FIFO, at least 4.
         let wanted = max(4, Knobs.shmSlots.value)
         slotsPerFIFO = max(4, min(wanted, (16 << 20) / max(1, nranks * SHMTransport.slotBytes)))
         channelBytes = 128 + slotsPerFIFO * SHMTransport.slotBytes
-        arenaOffset = SHMTransport.segmentHeader + nranks * channelBytes
-        stageOffset = arenaOffset + 128 + 2 * SHMTransport.arenaBytes
-        stageSlots = min(64, max(2, Knobs.shmStageSlots.value))
-        // A multiple of 4 KiB and of every element size, at least one page per rank.
-        stageBytes = max(4096 * max(1, nranks), Knobs.shmStageBytes.value) & ~4095
-        segmentBytes = stageOffset + SHMTransport.stageHeader + stageSlots * stageBytes
+        windowOffset = SHMTransport.segmentHeader + nranks * channelBytes
+        windowRequest = window
+        windowBytes = ((window?.bytes ?? 0) + 4095) & ~4095
+        segmentBytes = windowOffset + windowBytes
         // A random name, published to the peers in this rank's address: nobody can guess it to squat on
         // it or to open it (and 0600 keeps other users out anyway), even when the rendezvous secret
         // can be computed from host:port.
@@ -208,7 +213,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         base.storeBytes(of: UInt64(rank), toByteOffset: SHMTransport.offOwner, as: UInt64.self)
         base.storeBytes(of: UInt64(UInt32(bitPattern: Sys.getpid())), toByteOffset: SHMTransport.offPid, as: UInt64.self)
         base.storeBytes(of: Sys.pidNamespace, toByteOffset: SHMTransport.offPidNamespace, as: UInt64.self)
-        base.storeBytes(of: UInt64(stageSlots) << 32 | UInt64(stageBytes), toByteOffset: SHMTransport.offStage, as: UInt64.self)
+        base.storeBytes(of: window?.signature ?? 0, toByteOffset: SHMTransport.offWindow, as: UInt64.self)
         base.storeBytes(of: UInt64(slotsPerFIFO), toByteOffset: SHMTransport.offFIFO, as: UInt64.self)
         cshim_store_release_u64((base + SHMTransport.offMagic).assumingMemoryBound(to: UInt64.self), SHMTransport.magic)
         var addr = Array(name.utf8)
@@ -217,8 +222,8 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         capabilities = TransportCapabilities(
             name: "shm", eagerThreshold: SHMTransport.payloadBytes, maxMessageBytes: Int(Int64.max), oneSidedWrites: false,
             needsRegistration: false, maxOutstandingRequests: maxOutstanding, sameHostOnly: true,
-            sharedArenaBytes: SHMTransport.arenaBytes, sharedStageBytes: stageBytes,
-            alphaNanos: SHMTransport.modelAlphaNanos, betaNanosPerByte: SHMTransport.modelBetaNanosPerByte)
+            windowBytes: windowBytes,
+            alphaNanos: SHMTransport.backend.alphaNanos, betaNanosPerByte: SHMTransport.backend.betaNanosPerByte)
         peerBase = .allocate(capacity: nranks)
         peerBase.initialize(repeating: nil, count: nranks)
         peerPid = Array(repeating: 0, count: nranks)
@@ -244,7 +249,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
         free = (0..<Int32(maxOutstanding)).reversed()
         numaNode = placed ? node : nil
         Log.info(.net, "rank \(rank): shared memory segment \(name), \(segmentBytes >> 10) KiB, \(slotsPerFIFO) slots of \(SHMTransport.slotBytes >> 10) KiB per peer, "
-                 + "\(stageSlots) staging slots of \(stageBytes >> 10) KiB; "
+                 + "a symmetric window of \(windowBytes >> 10) KiB; "
                  + (placed ? "pages bound to NUMA node \(node!)" : "no NUMA placement (\(NUMA.available ? "node unknown" : NUMA.unavailableReason))"))
     }
 
@@ -338,15 +343,15 @@ public final class SHMTransport: Transport, @unchecked Sendable {
                 Sys.unmap(seg, bytes: segmentBytes)
                 throw CCLError(.remoteError, "rank \(p.rank)'s segment \(peerName) has another layout, version or owner (is every rank running the same SwiftCCL?)", peer: p.rank)
             }
-            let stage = seg.load(fromByteOffset: SHMTransport.offStage, as: UInt64.self)
+            let layout = seg.load(fromByteOffset: SHMTransport.offWindow, as: UInt64.self)
             let fifoSlots = seg.load(fromByteOffset: SHMTransport.offFIFO, as: UInt64.self)
             guard fifoSlots == UInt64(slotsPerFIFO) else {
                 Sys.unmap(seg, bytes: segmentBytes)
                 throw CCLError(.invalidUsage, "rank \(p.rank)'s FIFOs have \(fifoSlots) slots, this rank's \(slotsPerFIFO): set SWCCL_SHM_SLOTS alike on every rank", peer: p.rank)
             }
-            guard stage == UInt64(stageSlots) << 32 | UInt64(stageBytes) else {
+            if let w = windowRequest, layout != w.signature {
                 Sys.unmap(seg, bytes: segmentBytes)
-                throw CCLError(.invalidUsage, "rank \(p.rank) stages collectives in \(stage >> 32) slots of \(stage & 0xffff_ffff) bytes, this rank in \(stageSlots) of \(stageBytes): set SWCCL_SHM_STAGE_SLOTS and SWCCL_SHM_STAGE_BYTES alike on every rank", peer: p.rank)
+                throw CCLError(.invalidUsage, "rank \(p.rank) lays out its shared window otherwise: \(w.describe(layout)) there, \(w.describe(w.signature)) here", peer: p.rank)
             }
             peerBase[p.rank] = seg
             peerPid[p.rank] = Int32(truncatingIfNeeded: seg.load(fromByteOffset: SHMTransport.offPid, as: UInt64.self))
@@ -776,7 +781,7 @@ public final class SHMTransport: Transport, @unchecked Sendable {
             if now >= deadline.nanos { return false }
             if now < spinUntil {
                 for _ in 0..<64 where cshim_load_u32(bell) == seen { cshim_cpu_relax() }
-                if cshim_load_u32(bell) == seen { Sys.yield() }
+                if cshim_load_u32(bell) == seen { Spin.yield() }
                 continue
             }
             // Sleep on the doorbell until someone writes to or frees one of our FIFOs (or 100 ms pass,
@@ -914,23 +919,12 @@ public final class SHMTransport: Transport, @unchecked Sendable {
     }
 }
 
-extension SHMTransport: SharedArena {
-    private func segment(_ r: Int) -> UnsafeMutableRawPointer { r == rank ? base : peerBaseUnlocked(r) }
+extension SHMTransport: SymmetricWindow {
+    public var window: (any SymmetricWindow)? { windowBytes > 0 ? self : nil }
 
-    func arena(of r: Int, parity: Int) -> UnsafeMutableRawPointer { segment(r) + arenaOffset + 128 + parity * SHMTransport.arenaBytes }
-    func postedWord(of r: Int) -> UnsafeMutablePointer<UInt64> { (segment(r) + arenaOffset).assumingMemoryBound(to: UInt64.self) }
-    func signatureWord(of r: Int, parity: Int) -> UnsafeMutablePointer<UInt64> { (segment(r) + arenaOffset + 8 + 8 * parity).assumingMemoryBound(to: UInt64.self) }
-    func inlineArea(of r: Int, parity: Int) -> UnsafeMutableRawPointer { segment(r) + arenaOffset + 24 + SharedArenaLayout.inlineBytes * parity }
+    public func windowBase(of r: Int) -> UnsafeMutableRawPointer { (r == rank ? base : peerBaseUnlocked(r)) + windowOffset }
 
-    func stage(of r: Int, slot: Int) -> UnsafeMutableRawPointer { segment(r) + stageOffset + SHMTransport.stageHeader + slot * stageBytes }
-    func stepWord(_ w: StepWord, of r: Int) -> UnsafeMutablePointer<UInt64> {
-        (segment(r) + stageOffset + 64 * w.rawValue).assumingMemoryBound(to: UInt64.self)
-    }
-    func stageSignature(of r: Int, slot: Int) -> UnsafeMutablePointer<UInt64> {
-        (segment(r) + stageOffset + 256 + 64 * slot).assumingMemoryBound(to: UInt64.self)
-    }
-
-    func publish(_ word: UnsafeMutablePointer<UInt64>, _ value: UInt64) {
+    public func publish(_ word: UnsafeMutablePointer<UInt64>, _ value: UInt64) {
         cshim_store_release_u64(word, value)
         for p in 0..<nranks where p != rank {
             let seg = peerBaseUnlocked(p)
@@ -938,8 +932,8 @@ extension SHMTransport: SharedArena {
         }
     }
 
-    func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, only: Int?, deadline: Deadline, what: String,
-                 check: (Int, UInt64) throws(CCLError) -> Void) throws(CCLError) {
+    public func waitAll(_ word: (Int) -> UnsafeMutablePointer<UInt64>, atLeast value: UInt64, only: Int?, deadline: Deadline, what: String,
+                        check: (Int, UInt64) throws(CCLError) -> Void) throws(CCLError) {
         var next = 0  // peers below `next` are known to be there
         let end = only.map { $0 + 1 } ?? nranks
         if let only { next = only }
@@ -953,7 +947,7 @@ extension SHMTransport: SharedArena {
             let now = Sys.monotonicNanos()
             if now < spinUntil {
                 for _ in 0..<32 { cshim_cpu_relax() }
-                Sys.yield()
+                Spin.yield()
                 continue
             }
             let peer = next

@@ -9,6 +9,20 @@ extension Knobs {
         "TCP messages up to this size go eagerly; larger ones wait for the receiver (rendezvous)")
 }
 
+extension TCPTransport {
+    /// Its registry entry. Cost figures fitted to forced-algorithm runs of swccl-perf over loopback on
+    /// the reference machine, 4 ranks on 2 cores (docs/PERFORMANCE.md, "Algorithm choice"): per
+    /// message step, and per byte on one link (both include the kernel's copies and the sharing of cores).
+    public static let backend = TransportBackend(
+        name: "tcp", alphaNanos: 25_000, betaNanosPerByte: 0.9, sleepsInKernel: true,
+        listenAddress: { decode($0)?.address },
+        summary: { "tcp: available" },
+        knobs: { [Knobs.nsocksPerThread.info, Knobs.socketNthreads.info, Knobs.tcpEagerBytes.info] },
+        make: { (s) throws(CCLError) in try TCPTransport(rank: s.rank, nranks: s.nranks, secret: s.secret) })
+
+    public func useSessionSecret(_ secret: [UInt8]) { self.secret = secret }
+}
+
 /// The TCP backend of the transport protocol.
 ///
 /// Each pair of ranks shares `nsocks` connections; the lower rank connects. Connection 0 carries the
@@ -66,11 +80,6 @@ public final class TCPTransport: Transport, @unchecked Sendable {
     static let maxEagerBytes = 1 << 20
     static let stagingBytes = 8192
 
-    /// Cost model inputs, fitted to forced-algorithm runs of swccl-perf over loopback on the reference
-    /// machine, 4 ranks on 2 cores (docs/PERFORMANCE.md, "Algorithm choice"): per message step, and per
-    /// byte on one link (both include the kernel's copies and the sharing of cores).
-    public static let modelAlphaNanos = 25_000.0
-    public static let modelBetaNanosPerByte = 0.9
 
     public init(rank: Int, nranks: Int, secret: [UInt8], maxOutstanding: Int = 4096) throws(CCLError) {
         self.rank = rank
@@ -98,7 +107,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
         capabilities = TransportCapabilities(
             name: "tcp", eagerThreshold: eagerThreshold, maxMessageBytes: Int(Int64.max), oneSidedWrites: false,
             needsRegistration: false, maxOutstandingRequests: maxOutstanding, sameHostOnly: false,
-            alphaNanos: TCPTransport.modelAlphaNanos, betaNanosPerByte: TCPTransport.modelBetaNanosPerByte)
+            alphaNanos: TCPTransport.backend.alphaNanos, betaNanosPerByte: TCPTransport.backend.betaNanosPerByte)
         peers = Array(repeating: nil, count: nranks)
         slots = RequestTable(capacity: maxOutstanding)
         Log.info(.net, "rank \(rank): TCP listening on \(iface.name) \(l.address), \(nsocks) socket(s) per peer, eager <= \(eagerThreshold) B")
@@ -352,7 +361,7 @@ public final class TCPTransport: Transport, @unchecked Sendable {
             }
             // Nothing yet: let a rank sharing this core run (the scheduler tends to co-locate
             // processes that wake each other), then look again.
-            if !(try progress(timeoutMs: 0)) { Sys.yield() }
+            if !(try progress(timeoutMs: 0)) { Spin.yield() }
             return false
         }, block: { (ms) throws(CCLError) in try progress(timeoutMs: ms) }, timedOut: { () throws(CCLError) in
             try progress(timeoutMs: 0)

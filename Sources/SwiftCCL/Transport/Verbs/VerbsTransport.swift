@@ -2,6 +2,9 @@ import Glibc
 import CSwcclVerbs
 
 extension Knobs {
+    static let ibDisable = Knob.bool("SWCCL_IB_DISABLE", default: false, "1: never use the RDMA verbs transport")
+    static let ibHCA = Knob.string("SWCCL_IB_HCA", default: "", "RDMA devices to use (prefix list, ^ excludes, = exact)")
+    static let ibGidIndex = Knob.int("SWCCL_IB_GID_INDEX", default: -1, "RoCE GID index; -1 picks the RoCE v2 GID of the interface")
     static let ibEagerBytes = Knob.int("SWCCL_IB_EAGER_BYTES", default: 8192,
         "verbs messages up to this size are copied through registered bounce buffers and sent eagerly; larger ones are RDMA-written straight into the receiver's buffer once it posted the receive (max 65536)")
     static let ibTimeout = Knob.int("SWCCL_IB_TIMEOUT", default: 14,
@@ -10,6 +13,20 @@ extension Knobs {
         "verbs transport retries before a work request fails with 'retry exceeded'")
     static let ibQueueDepth = Knob.int("SWCCL_IB_QUEUE_DEPTH", default: 256,
         "send work requests a verbs queue pair may have outstanding (receive buffers per peer: a quarter of it)")
+}
+
+extension VerbsTransport {
+    /// Its registry entry. Cost figures per message and per byte for a 100 Gb/s-class RoCE or
+    /// InfiniBand link.
+    public static let backend = TransportBackend(
+        name: "ib", unavailable: { VerbsDevices.ports.isEmpty ? VerbsDevices.unavailableReason : nil },
+        alphaNanos: 5_000, betaNanosPerByte: 0.1, sleepsInKernel: true,
+        summary: { VerbsDevices.summary },
+        knobs: { [Knobs.ibDisable.info, Knobs.ibHCA.info, Knobs.ibGidIndex.info, Knobs.ibEagerBytes.info, Knobs.ibTimeout.info,
+                  Knobs.ibRetryCount.info, Knobs.ibQueueDepth.info] },
+        make: { (s) throws(CCLError) in try VerbsTransport(rank: s.rank, nranks: s.nranks, secret: s.secret) })
+
+    public func useSessionSecret(_ secret: [UInt8]) { self.secret = secret }
 }
 
 /// The RDMA verbs backend of the transport protocol (InfiniBand, RoCE; tested on Soft-RoCE).
@@ -57,9 +74,6 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
     /// Largest single RDMA write; longer messages are written in pieces.
     static let maxWriteBytes = 1 << 30
 
-    /// Cost model inputs: per message latency and per byte, for a 100 Gb/s-class RoCE or InfiniBand link.
-    public static let modelAlphaNanos = 5_000.0
-    public static let modelBetaNanosPerByte = 0.1
 
     public let capabilities: TransportCapabilities
     public let localAddress: EndpointAddress
@@ -173,7 +187,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         capabilities = TransportCapabilities(
             name: "ib", eagerThreshold: eagerThreshold, maxMessageBytes: (queueDepth - 1) * Self.maxWriteBytes, oneSidedWrites: true,
             needsRegistration: true, maxOutstandingRequests: maxOutstanding, sameHostOnly: false,
-            alphaNanos: Self.modelAlphaNanos, betaNanosPerByte: Self.modelBetaNanosPerByte)
+            alphaNanos: Self.backend.alphaNanos, betaNanosPerByte: Self.backend.betaNanosPerByte)
         peers = Array(repeating: nil, count: nranks)
         slots = RequestTable(capacity: maxOutstanding, generationMask: 0xf_ffff)  // receive ids: 12 + 20 bits
         Log.info(.net, "rank \(rank): verbs on \(port), control socket \(l.address) (\(iface.name)), eager <= \(eagerThreshold) B, queue depth \(queueDepth)")
@@ -620,7 +634,7 @@ public final class VerbsTransport: Transport, @unchecked Sendable {
         try RequestWait.run(deadline: deadline, complete: { () throws(CCLError) in try complete(i) }, spin: { () throws(CCLError) -> Bool in
             // Yield between polls: a software device (Soft-RoCE) moves the data in kernel threads
             // that a spinning rank would starve.
-            if !(try progress(timeoutMs: 0)) { if softDevice { Sys.yieldCore() } else { Sys.yield() } }
+            if !(try progress(timeoutMs: 0)) { if softDevice { Sys.yieldCore() } else { Spin.yield() } }
             return false
         }, block: { (ms) throws(CCLError) in try progress(timeoutMs: ms) }, timedOut: { () throws(CCLError) in
             try progress(timeoutMs: 0)
