@@ -186,10 +186,21 @@ package struct CollectiveContext {
     /// whose tags carry no operation).
     package var scansForMismatch = true
 
+    /// A context (`make`, not an initializer, from other targets: an initializer takes its arguments
+    /// owned, so every call across targets would retain and release the seven references).
     @inline(__always)
-    package init(rank: Int, size: Int, transport: any Transport, arena: SharedArena?, sequence: UInt64, fingerprint: UInt32,
-                 arguments: CallArguments, check: ArgumentCheck, operation: String, timeoutMs: Int, scratch: Scratch,
-                 oneShot: Counter, steps: Counter, blame: Blame?) {
+    package static func make(rank: Int, size: Int, transport: any Transport, arena: SharedArena?, sequence: UInt64, fingerprint: UInt32,
+                             arguments: CallArguments, check: ArgumentCheck, operation: String, timeoutMs: Int, scratch: Scratch,
+                             oneShot: Counter, steps: Counter, blame: Blame?) -> CollectiveContext {
+        CollectiveContext(rank: rank, size: size, transport: transport, arena: arena, sequence: sequence, fingerprint: fingerprint,
+                          arguments: arguments, check: check, operation: operation, timeoutMs: timeoutMs, scratch: scratch,
+                          oneShot: oneShot, steps: steps, blame: blame)
+    }
+
+    @inline(__always)
+    init(rank: Int, size: Int, transport: any Transport, arena: SharedArena?, sequence: UInt64, fingerprint: UInt32,
+         arguments: CallArguments, check: ArgumentCheck, operation: String, timeoutMs: Int, scratch: Scratch,
+         oneShot: Counter, steps: Counter, blame: Blame?) {
         self.rank = rank; self.size = size; self.transport = transport; self.arena = arena; self.sequence = sequence
         self.fingerprint = fingerprint; self.arguments = arguments; self.check = check; self.operation = operation
         self.timeoutMs = timeoutMs; self.scratch = scratch; self.oneShot = oneShot; self.steps = steps; self.blame = blame

@@ -52,7 +52,8 @@ package enum StepWord: Int { case posted = 0, reduced = 1, done = 2 }
 package final class SharedArena: @unchecked Sendable {
     private let bases: UnsafeMutablePointer<UnsafeMutableRawPointer>
     private let ranks: Int
-    package unowned(unsafe) let window: any SymmetricWindow
+    /// Strong (the transport outlives nothing of this), so that calls on it need no retain.
+    package let window: any SymmetricWindow
     package let stageSlots: Int
     package let stageBytes: Int
 

@@ -7,9 +7,9 @@ import SwcclBootstrap
 import SwcclAlgorithms
 
 extension Knobs {
-    package static let timeoutMs = Knob.int("SWCCL_TIMEOUT_MS", default: 120_000,
+    static let timeoutMs = Knob.int("SWCCL_TIMEOUT_MS", default: 120_000,
         "deadline in milliseconds of every blocking step (connect, rendezvous, each wait of a collective)")
-    package static let transports = Knob.string("SWCCL_TRANSPORTS", default: "auto", "transports to use: auto, or a list like shm,tcp / tcp")
+    static let transports = Knob.string("SWCCL_TRANSPORTS", default: "auto", "transports to use: auto, or a list like shm,tcp / tcp")
 }
 
 extension Knobs {
@@ -20,7 +20,7 @@ extension Knobs {
     }
 
     /// Warns once about `SWCCL_*` variables that nothing reads (usually a typo).
-    package static func warnUnknownVariables() {
+    static func warnUnknownVariables() {
         _ = unknownCheck
     }
 
@@ -81,23 +81,23 @@ public final class Communicator: @unchecked Sendable {
     public let hosts: [HostIdentity]
     /// Every rank's published listening address that a shrunk communicator's new root may listen on
     /// (a TCP listener's; nil if it had none: `TransportBackend.listenAddress`).
-    package let listenAddresses: [SocketAddress?]
+    let listenAddresses: [SocketAddress?]
     /// The communicator's secret, from which shrunk communicators derive theirs.
-    package let secret: [UInt8]
-    package let transport: any Transport
-    package let bootstrap: Bootstrap
-    package let forcedAlgorithm: String?
+    let secret: [UInt8]
+    let transport: any Transport
+    let bootstrap: Bootstrap
+    let forcedAlgorithm: String?
     /// `CommConfig.transports` as given (nil: the environment's), inherited by split and shrink.
-    package let transportsSetting: String?
+    let transportsSetting: String?
     /// Picks each collective's algorithm (forced rules, else the cost model).
-    package let selector: AlgorithmSelector
+    let selector: AlgorithmSelector
     /// Explains argument mismatches (which argument a peer passed differently).
-    package let argumentCheck: ArgumentCheck
-    package let arena: SharedArena?
+    let argumentCheck: ArgumentCheck
+    let arena: SharedArena?
     /// Tells peers of long waits and of this communicator breaking; names the culprit at a timeout.
-    package let blame: Blame
+    let blame: Blame
     /// Point-to-point calls so far (they are numbered apart from the collectives' sequence).
-    package var p2pCalls: UInt64 = 0
+    var p2pCalls: UInt64 = 0
     private let wakeFD: Int32
     private let state = Mutex<State>(State())
     /// Serialises collectives issued on this communicator from several threads.
@@ -105,24 +105,24 @@ public final class Communicator: @unchecked Sendable {
     /// The process that made this communicator: in a forked child it is the parent's, so using it is an
     /// error and tearing it down touches nothing the parent shares (sockets, shared memory).
     public let owner = ProcessOwner()
-    package var sequence: UInt64 = 0
-    package let scratch = Scratch()
-    package let oneShot = Counter()
-    package let steps = Counter()
+    var sequence: UInt64 = 0
+    let scratch = Scratch()
+    let oneShot = Counter()
+    let steps = Counter()
     /// The scaled input of pre-multiplied reductions (apart from `scratch`, which the algorithms use).
-    package let preMulScratch = Scratch()
-    package let p2pCounters = Mutex<[UInt64]>([])
+    let preMulScratch = Scratch()
+    let p2pCounters = Mutex<[UInt64]>([])
 
-    package struct State {
-        package var aborted = false
-        package var destroyed = false
-        package var finalized = false
+    struct State {
+        var aborted = false
+        var destroyed = false
+        var finalized = false
         /// Operations of this communicator enqueued on streams and not finished yet.
-        package var onStreams = 0
-        package var asyncError: CCLError?
-        package var lastError: String = ""
+        var onStreams = 0
+        var asyncError: CCLError?
+        var lastError: String = ""
         /// Shrinks made from this communicator (numbers each shrunk communicator's secret).
-        package var shrinks = 0
+        var shrinks = 0
     }
 
     public convenience init(id: UniqueID, rank: Int, size: Int, config: CommConfig = CommConfig()) throws(CCLError) {
@@ -138,9 +138,9 @@ public final class Communicator: @unchecked Sendable {
         // ranks of initAll must not join (several processes of a job may each call initAll).
         let id = try UniqueID.makeRandom()
         final class Slots: @unchecked Sendable {
-            package let done = Condition()
-            package var results: [Result<Communicator, CCLError>?]
-            package init(_ n: Int) { results = Array(repeating: nil, count: n) }
+            let done = Condition()
+            var results: [Result<Communicator, CCLError>?]
+            init(_ n: Int) { results = Array(repeating: nil, count: n) }
         }
         let slots = Slots(count)
         for r in 1..<count {
@@ -265,7 +265,7 @@ public final class Communicator: @unchecked Sendable {
     /// in the new one), and — since survivors that pass different exclusion lists derive different
     /// secrets, so that the new root drops their hellos as strangers' or waits for ranks that never
     /// come — the exclusion list this rank passed, to compare with the others'.
-    package func shrinkError(_ error: CCLError, survivors: [Int], excluded: [Int], root: String) -> CCLError {
+    func shrinkError(_ error: CCLError, survivors: [Int], excluded: [Int], root: String) -> CCLError {
         var e = error
         let phase = e.operation.map { $0 == "init" ? "" : $0.hasPrefix("init: ") ? String($0.dropFirst(6)) + ": " : $0 + ": " } ?? ""
         e.operation = "shrink"
@@ -423,7 +423,7 @@ public final class Communicator: @unchecked Sendable {
 
     /// Runs `body` as operation `name` on `stream`'s thread, counted until it finished (`finalize`
     /// waits for the count to drop to zero).
-    package func enqueue(on stream: ExecutionStream, _ name: String, _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
+    func enqueue(on stream: ExecutionStream, _ name: String, _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
         streamOperation(started: true)
         do throws(CCLError) {
             // `finally` runs even when the stream skips the operation after an earlier failure.
@@ -436,7 +436,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// Counts an operation of this communicator enqueued on a stream (`finalize` waits for none).
-    package func streamOperation(started: Bool) { state.withLock { $0.onStreams += started ? 1 : -1 } }
+    func streamOperation(started: Bool) { state.withLock { $0.onStreams += started ? 1 : -1 } }
 
     /// Completes every operation of this communicator enqueued on streams (bounded by the timeout),
     /// then refuses all but `destroy`, `abort` and queries. Errors: `invalidUsage` if already finalized
@@ -500,7 +500,7 @@ public final class Communicator: @unchecked Sendable {
 
     /// Runs one operation: checks the communicator is usable, serialises with other threads, records
     /// a fatal error as the communicator's asynchronous error.
-    package func run<R>(_ operation: String, _ body: () throws(CCLError) -> R) throws(CCLError) -> R {
+    func run<R>(_ operation: String, _ body: () throws(CCLError) -> R) throws(CCLError) -> R {
         if owner.isInherited { throw record(owner.inheritedError("communicator \(name)").with(operation: operation, rank: rank)) }
         let unusable = state.withLock { s -> CCLError? in
             if s.destroyed { return CCLError.invalidUsage("the communicator was destroyed") }
@@ -537,20 +537,20 @@ public final class Communicator: @unchecked Sendable {
     }
 
     @discardableResult
-    package func record(_ e: CCLError) -> CCLError {
+    func record(_ e: CCLError) -> CCLError {
         let text = e.description
         state.withLock { $0.lastError = text }
         return e
     }
 
-    package func nextSequence() -> UInt64 {
+    func nextSequence() -> UInt64 {
         sequence &+= 1
         return sequence
     }
 
     /// `fingerprint`: the tags' fingerprint when it is not the arguments' (0 for point-to-point waits).
-    package func context(_ sequence: UInt64, operation: String, arguments: CallArguments, fingerprint: UInt32? = nil) -> CollectiveContext {
-        CollectiveContext(rank: rank, size: size, transport: transport, arena: arena, sequence: sequence,
+    func context(_ sequence: UInt64, operation: String, arguments: CallArguments, fingerprint: UInt32? = nil) -> CollectiveContext {
+        CollectiveContext.make(rank: rank, size: size, transport: transport, arena: arena, sequence: sequence,
                           fingerprint: fingerprint ?? arguments.fingerprint, arguments: arguments, check: argumentCheck,
                           operation: operation, timeoutMs: timeoutMs, scratch: scratch,
                           oneShot: oneShot, steps: steps, blame: blame)
@@ -558,7 +558,7 @@ public final class Communicator: @unchecked Sendable {
 
     /// Waits for point-to-point requests (each with its peer) like a collective's waits: a timeout
     /// after `timeoutMs` without progress, and peers told of a long wait. `number` numbers the call.
-    package func waitPointToPoint(_ pending: [(Request, Int)], operation: String, number: UInt64) throws(CCLError) {
+    func waitPointToPoint(_ pending: [(Request, Int)], operation: String, number: UInt64) throws(CCLError) {
         var ctx = context(number, operation: operation, arguments: CallArguments(collective: .barrier), fingerprint: 0)
         ctx.scansForMismatch = false
         do throws(CCLError) {
@@ -567,7 +567,7 @@ public final class Communicator: @unchecked Sendable {
     }
 
     /// The next point-to-point call's number.
-    package func nextPointToPoint() -> UInt64 { p2pCalls &+= 1; return p2pCalls }
+    func nextPointToPoint() -> UInt64 { p2pCalls &+= 1; return p2pCalls }
 
     // MARK: allreduce
 
@@ -612,7 +612,7 @@ public final class Communicator: @unchecked Sendable {
 extension Communicator {
     /// Runs a collective's algorithm: takes a sequence number and a context whose tags carry the
     /// fingerprint of its `arguments`; any error from here on breaks the communicator.
-    package func collective(_ name: String, _ arguments: CallArguments, _ body: @escaping (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
+    func collective(_ name: String, _ arguments: CallArguments, _ body: @escaping (CollectiveContext) throws(CCLError) -> Void) throws(CCLError) {
         if Group.isActive {
             // Arguments were checked already; the operation itself runs at the group's end.
             try Group.record(self, name) { () throws(CCLError) in
@@ -642,7 +642,7 @@ extension Communicator {
         }
     }
 
-    package func checkRoot(_ root: Int) throws(CCLError) {
+    func checkRoot(_ root: Int) throws(CCLError) {
         guard root >= 0, root < size else { throw CCLError.invalidArgument("root \(root) is out of range [0, \(size))") }
     }
 
@@ -830,7 +830,7 @@ extension Communicator {
     }
 
     /// Point-to-point tags: bit 62 set, then a per-pair, per-direction message counter.
-    package func p2pTag(_ peer: Int, sending: Bool) -> UInt64 {
+    func p2pTag(_ peer: Int, sending: Bool) -> UInt64 {
         let n = p2pCounters.withLock { c -> UInt64 in
             let k = peer * 2 + (sending ? 0 : 1)
             if c.isEmpty { c = Array(repeating: 0, count: size * 2) }
@@ -842,15 +842,15 @@ extension Communicator {
 }
 
 /// Argument checks shared by every collective.
-package enum Validate {
-    package static func buffers(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType) throws(CCLError) {
+enum Validate {
+    static func buffers(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType) throws(CCLError) {
         try buffers(send: send, sendBytes: count, recv: recv, recvBytes: count, type: type, inPlaceOffset: 0)
     }
 
     /// Checks counts (in elements) and pointers; `inPlaceOffset` is the element offset of `send`
     /// relative to `recv` at which the two may coincide (nil: no in-place form). Any other overlap is
     /// an error.
-    package static func buffers(send: UnsafeRawPointer?, sendBytes sendCount: Int, recv: UnsafeMutableRawPointer?, recvBytes recvCount: Int,
+    static func buffers(send: UnsafeRawPointer?, sendBytes sendCount: Int, recv: UnsafeMutableRawPointer?, recvBytes recvCount: Int,
                         type: DataType, inPlaceOffset: Int?) throws(CCLError) {
         guard sendCount >= 0, recvCount >= 0 else { throw CCLError.invalidArgument("count \(min(sendCount, recvCount)) is negative") }
         let (sb, o1) = sendCount.multipliedReportingOverflow(by: type.size)
@@ -895,12 +895,12 @@ public struct PreMulSum: @unchecked Sendable {
     public static func of(_ value: Float) -> PreMulSum { withUnsafeBytes(of: value) { PreMulSum(type: .float32, scalarBytes: $0.baseAddress!) } }
     public static func of(_ value: Double) -> PreMulSum { withUnsafeBytes(of: value) { PreMulSum(type: .float64, scalarBytes: $0.baseAddress!) } }
 
-    package func check(_ t: DataType) throws(CCLError) {
+    func check(_ t: DataType) throws(CCLError) {
         guard t == type else { throw CCLError.invalidArgument("the pre-multiplied sum was made for \(type), not \(t)") }
     }
 
     /// dst = src × scalar, in the type's own arithmetic (`dst` may be `src`).
-    package func scale(into dst: UnsafeMutableRawPointer, from src: UnsafeRawPointer, count: Int) {
+    func scale(into dst: UnsafeMutableRawPointer, from src: UnsafeRawPointer, count: Int) {
         let es = type.size
         let chunk = 4096
         let pattern = UnsafeMutableRawPointer.allocate(byteCount: chunk * es, alignment: 64)

@@ -18,26 +18,26 @@ import SwcclAlgorithms
 ///   a failure in one batch does not keep the others from running.
 /// Buffers must stay valid until the operation has run (`end` returns, or the stream has run it).
 public enum Group {
-    package final class State {
-        package var depth = 0
-        package var batches: [Batch] = []
-        package var jobs: [(work: @Sendable () -> CCLError?, waits: Bool)] = []
+    final class State {
+        var depth = 0
+        var batches: [Batch] = []
+        var jobs: [(work: @Sendable () -> CCLError?, waits: Bool)] = []
     }
 
     /// What one group recorded for one communicator.
-    package final class Batch: @unchecked Sendable {
-        package let comm: Communicator
-        package let stream: ExecutionStream?
-        package var p2p: [PointToPoint] = []
-        package var calls: [(name: String, body: () throws(CCLError) -> Void)] = []
-        package init(_ comm: Communicator, _ stream: ExecutionStream?) { self.comm = comm; self.stream = stream }
+    final class Batch: @unchecked Sendable {
+        let comm: Communicator
+        let stream: ExecutionStream?
+        var p2p: [PointToPoint] = []
+        var calls: [(name: String, body: () throws(CCLError) -> Void)] = []
+        init(_ comm: Communicator, _ stream: ExecutionStream?) { self.comm = comm; self.stream = stream }
     }
 
-    package struct PointToPoint {
-        package let send: UnsafeRawBufferPointer?
-        package let to: Int
-        package let recv: UnsafeMutableRawBufferPointer?
-        package let from: Int
+    struct PointToPoint {
+        let send: UnsafeRawBufferPointer?
+        let to: Int
+        let recv: UnsafeMutableRawBufferPointer?
+        let from: Int
     }
 
     nonisolated(unsafe) private static var key: pthread_key_t = {
@@ -46,7 +46,7 @@ public enum Group {
         return k
     }()
 
-    package static var state: State {
+    static var state: State {
         if let p = pthread_getspecific(key) { return Unmanaged<State>.fromOpaque(p).takeUnretainedValue() }
         let s = State()
         pthread_setspecific(key, Unmanaged.passRetained(s).toOpaque())
@@ -74,11 +74,11 @@ public enum Group {
         return b
     }
 
-    package static func record(_ comm: Communicator, _ op: PointToPoint) throws(CCLError) {
+    static func record(_ comm: Communicator, _ op: PointToPoint) throws(CCLError) {
         try batch(comm).p2p.append(op)
     }
 
-    package static func record(_ comm: Communicator, _ name: String, _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
+    static func record(_ comm: Communicator, _ name: String, _ body: @escaping () throws(CCLError) -> Void) throws(CCLError) {
         try batch(comm).calls.append((name, body))
     }
 
@@ -142,10 +142,10 @@ public enum Group {
     /// error (a job whose thread cannot start runs here instead).
     private static func runJobs(_ jobs: [(work: @Sendable () -> CCLError?, waits: Bool)]) -> CCLError? {
         final class Outcome: @unchecked Sendable {
-            package let done = Condition()
-            package var errors: [CCLError?]
-            package var running = 0
-            package init(_ n: Int) { errors = Array(repeating: nil, count: n) }
+            let done = Condition()
+            var errors: [CCLError?]
+            var running = 0
+            init(_ n: Int) { errors = Array(repeating: nil, count: n) }
         }
         let out = Outcome(jobs.count)
         for (i, job) in jobs.enumerated() {
@@ -178,10 +178,10 @@ public enum Group {
     private static func runConcurrently(_ batches: [Batch]) -> CCLError? {
         guard !batches.isEmpty else { return nil }
         final class Outcome: @unchecked Sendable {
-            package let done = Condition()
-            package var errors: [CCLError?]
-            package var running = 0
-            package init(_ n: Int) { errors = Array(repeating: nil, count: n) }
+            let done = Condition()
+            var errors: [CCLError?]
+            var running = 0
+            init(_ n: Int) { errors = Array(repeating: nil, count: n) }
         }
         let out = Outcome(batches.count)
         @Sendable func execute(_ i: Int) -> CCLError? {
@@ -220,7 +220,7 @@ public enum Group {
 extension Group.Batch {
     /// Point-to-point first (every receive, then every send, then the waits), then the collectives in
     /// call order. Stops at the first error: the communicator is broken by then.
-    package func execute() throws(CCLError) {
+    func execute() throws(CCLError) {
         if !p2p.isEmpty { try comm.run("group", pointToPoint) }
         for (name, body) in calls { try comm.run(name, body) }
     }

@@ -138,7 +138,7 @@ public final class ExecutionStream: @unchecked Sendable {
 
     /// The point after every operation enqueued so far, and the failures already cleared by then:
     /// what an event records.
-    package func mark() -> (target: UInt64, floor: UInt64) {
+    func mark() -> (target: UInt64, floor: UInt64) {
         cond.lock(); defer { cond.unlock() }
         return (enqueued, clearedThrough)
     }
@@ -146,7 +146,7 @@ public final class ExecutionStream: @unchecked Sendable {
     /// nil while an operation up to `target` is pending; else the first failure among the
     /// operations numbered (`floor`, `target`], or success. Never blocks for long (the lock is taken
     /// only when the stream ever failed).
-    package func outcome(target: UInt64, floor: UInt64) -> Result<Void, CCLError>? {
+    func outcome(target: UInt64, floor: UInt64) -> Result<Void, CCLError>? {
         guard completed.load(ordering: .acquiring) >= target else { return nil }
         if failureCount.load(ordering: .sequentiallyConsistent) == 0 { return .success(()) }
         cond.lock(); defer { cond.unlock() }
@@ -161,7 +161,7 @@ public final class ExecutionStream: @unchecked Sendable {
     /// nanoseconds) passed; true if finished. Polls briefly — `SWCCL_SPIN_US`, at most 50 µs, yielding
     /// the core between polls: the stream's thread, itself spinning on its peers, needs it more —
     /// then sleeps on a futex the stream's thread rings after each operation. Holds no lock.
-    package func waitCompleted(_ target: UInt64, deadline: UInt64) -> Bool {
+    func waitCompleted(_ target: UInt64, deadline: UInt64) -> Bool {
         if completed.load(ordering: .acquiring) >= target { return true }
         var now = Sys.monotonicNanos()
         if now >= deadline { return false }
@@ -196,7 +196,7 @@ public final class ExecutionStream: @unchecked Sendable {
     }()
 
     /// The stream that collectives called on this thread are enqueued on (set by `submit`).
-    package static var current: ExecutionStream? {
+    static var current: ExecutionStream? {
         guard let p = pthread_getspecific(key) else { return nil }
         return Unmanaged<ExecutionStream>.fromOpaque(p).takeUnretainedValue()
     }
@@ -232,9 +232,9 @@ public final class ExecutionStream: @unchecked Sendable {
 /// `synchronize` reported and cleared before the event was recorded are not reported again.
 public final class StreamEvent: @unchecked Sendable {
     private struct Mark: @unchecked Sendable {
-        package var stream: ExecutionStream?
-        package var target: UInt64 = 0
-        package var floor: UInt64 = 0
+        var stream: ExecutionStream?
+        var target: UInt64 = 0
+        var floor: UInt64 = 0
     }
     private let mark = Mutex<Mark>(Mark())
     /// The process that made the event: a forked child cannot use it.

@@ -7,16 +7,16 @@ import SwcclAlgorithms
 /// How a communicator gets its transport, from `TransportRegistry` alone (no backend named here):
 /// every candidate endpoint exists before the rendezvous (their addresses are published); once every
 /// rank's host is known, every rank makes the same choice per pair and closes the rest.
-package struct TransportChoice {
+struct TransportChoice {
     /// The candidates made, in registry order.
     private(set) var made: [(backend: TransportBackend, transport: any Transport)] = []
-    package let spec: String
+    let spec: String
 
     /// Makes the candidates `spec` (`SWCCL_TRANSPORTS`/`CommConfig.transports`) asks for: with `auto`
     /// every backend this host can run and that is not disabled (one that fails to start is left out
     /// with a warning, except the last, general one); a named one must start. A single rank makes
     /// only the registry's last (general) backend.
-    package init(spec rawSpec: String, rank: Int, size: Int, secret: [UInt8], window: WindowRequest) throws(CCLError) {
+    init(spec rawSpec: String, rank: Int, size: Int, secret: [UInt8], window: WindowRequest) throws(CCLError) {
         spec = rawSpec.lowercased()
         let registry = TransportRegistry.backends
         let wanted = Set(spec.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty })
@@ -47,14 +47,14 @@ package struct TransportChoice {
     }
 
     /// The addresses to publish, by backend name.
-    package var published: [(name: String, address: EndpointAddress)] { made.map { ($0.backend.name, $0.transport.localAddress) } }
+    var published: [(name: String, address: EndpointAddress)] { made.map { ($0.backend.name, $0.transport.localAddress) } }
 
-    package func close() { for m in made { m.transport.close() } }
+    func close() { for m in made { m.transport.close() } }
 
     /// Per pair, the same decision on both sides: the first candidate (registry order) that both
     /// published and that reaches the peer. Returns the communicator's transport and the peers to
     /// connect; closes the candidates no pair uses.
-    package func choose(rank me: Int, infos: [RankInfo]) throws(CCLError) -> (transport: any Transport, peers: [PeerInfo]) {
+    func choose(rank me: Int, infos: [RankInfo]) throws(CCLError) -> (transport: any Transport, peers: [PeerInfo]) {
         let size = infos.count
         if size == 1 { return (made[0].transport, []) }
         var choice = [Int](repeating: -1, count: size)  // index in `made`
@@ -81,7 +81,7 @@ package struct TransportChoice {
     }
 
     /// Each rank's address a shrunk communicator's new root may listen on (nil if it published none).
-    package static func listenAddresses(_ infos: [RankInfo]) -> [SocketAddress?] {
+    static func listenAddresses(_ infos: [RankInfo]) -> [SocketAddress?] {
         infos.map { i in
             TransportRegistry.backends.lazy.compactMap { b in
                 b.listenAddress.flatMap { decode in i.transports.first { $0.name == b.name }.flatMap { decode($0.address) } }

@@ -26,5 +26,5 @@ public enum TransportRegistry {
     }
 
     /// Every backend's knobs.
-    package static var knobs: [KnobInfo] { backends.flatMap { $0.knobs() } }
+    static var knobs: [KnobInfo] { backends.flatMap { $0.knobs() } }
 }

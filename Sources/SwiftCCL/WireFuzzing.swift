@@ -45,7 +45,7 @@ import SwcclVerbs
 
     /// Feeds `input` to `judge` as `HelloListener` does with what a newcomer sends before closing:
     /// reads exactly as far as each verdict asks. The accepted hello, or what became of the newcomer.
-    package static func listen(_ input: [UInt8], judge: ([UInt8]) -> HelloListener.Verdict) -> (hello: [UInt8]?, outcome: String) {
+    static func listen(_ input: [UInt8], judge: ([UInt8]) -> HelloListener.Verdict) -> (hello: [UInt8]?, outcome: String) {
         var have = 0
         while true {
             switch HelloListener.step(Array(input.prefix(have)), judge: judge) {
@@ -63,7 +63,7 @@ import SwcclVerbs
 
     /// The bootstrap root's listener: a rank's hello (judged as it arrives, then read), and then its
     /// payload as every rank reads it in the root's answer.
-    package static func bootstrapHello(_ input: [UInt8]) -> String {
+    static func bootstrapHello(_ input: [UInt8]) -> String {
         let (bytes, outcome) = listen(input) { BootstrapRoot.judge($0, secret: secret) }
         guard let bytes else { return outcome }
         precondition(bytes.count <= 4 + BootstrapRoot.maxHelloBytes)
@@ -77,7 +77,7 @@ import SwcclVerbs
 
     /// Rank 0's out-of-band listener (first byte even: a hello; its rank), or a rank reading the
     /// answer to an all-gather (odd: the rest for 1…8 ranks).
-    package static func outOfBand(_ input: [UInt8]) -> String {
+    static func outOfBand(_ input: [UInt8]) -> String {
         guard let mode = input.first else { return "empty" }
         let rest = Array(input.dropFirst())
         if mode & 1 == 0 {
@@ -98,7 +98,7 @@ import SwcclVerbs
     /// A rank's listener of the TCP (and verbs) transport: rank 2 of 4 with 2 sockets per peer,
     /// waiting for socket 1 of rank 0 and both of rank 1. Also the connecting side's check of the
     /// answer (the first 8 bytes).
-    package static func meshHello(_ input: [UInt8]) -> String {
+    static func meshHello(_ input: [UInt8]) -> String {
         let mesh = SocketMesh(magic: TCPTransport.handshakeMagic, version: UInt32(TCPTransport.protocolVersion), secret: secret,
                               rank: 2, nranks: 4, nsocks: 2, wakeFD: -1, owner: "fuzz")
         let ack = mesh.isAck(Array(input.prefix(8)))
@@ -113,12 +113,12 @@ import SwcclVerbs
 
     /// A rank of 1…8 ranks (first byte) reading the root's answer (the rest), then every rank's
     /// information and transport addresses as the communicator's set-up reads them.
-    package static func rendezvousAnswer(_ input: [UInt8]) -> String {
+    static func rendezvousAnswer(_ input: [UInt8]) -> String {
         guard let first = input.first else { return "empty" }
         return readAnswer(Array(input.dropFirst()), nranks: 1 + Int(first) % 8)
     }
 
-    package static func readAnswer(_ bytes: [UInt8], nranks: Int) -> String {
+    static func readAnswer(_ bytes: [UInt8], nranks: Int) -> String {
         let answer: Bootstrap.Answer
         do { answer = try Bootstrap.parseAnswer(bytes, nranks: nranks) } catch { return "malformed answer: \(error.cause)" }
         switch answer {
@@ -154,7 +154,7 @@ import SwcclVerbs
     /// flags: bits 0-1 receives to post, 2-3 sends, 4: rank 1 closes its ends after the stream. The
     /// first `split` bytes go to connection 0, the rest to the last connection. Receives and sends
     /// are polled (`test`) until they end or nothing moves.
-    package static func tcpStream(_ input: [UInt8]) -> String {
+    static func tcpStream(_ input: [UInt8]) -> String {
         var at = 0
         func byte() -> Int { defer { at += 1 }; return at < input.count ? Int(input[at]) : 0 }
         let flags = byte()
@@ -222,7 +222,7 @@ import SwcclVerbs
 
     /// A peer's notice (first byte 0: as a TCP NOTICE body; 1: as its shared-memory notice area;
     /// 2: as the verbs control stream, in two pieces).
-    package static func notice(_ input: [UInt8]) -> String {
+    static func notice(_ input: [UInt8]) -> String {
         guard let mode = input.first else { return "empty" }
         let rest = Array(input.dropFirst())
         switch mode % 3 {
@@ -245,7 +245,7 @@ import SwcclVerbs
     }
 
     /// A decoded notice as a rank reports it. A notice a rank relays must stay one its peers accept.
-    package static func describe(_ n: Notice?) -> String {
+    static func describe(_ n: Notice?) -> String {
         guard let n else { return "unreadable" }
         let again = n.encode()
         precondition(again.count <= Notice.maxBytes && Notice.decode(again) != nil)
@@ -254,7 +254,7 @@ import SwcclVerbs
 
     /// A shared-memory FIFO slot's header as a peer wrote it (`[kind u32][len u32][offset u64][total
     /// u64]`), checked as `drain` checks it, and what it would then read and write.
-    package static func shmSlot(_ input: [UInt8]) -> String {
+    static func shmSlot(_ input: [UInt8]) -> String {
         var r = ByteReader(input)
         guard let kind = try? r.u32(), let len32 = try? r.u32(), let off = try? r.u64(), let tot = try? r.u64() else { return "short" }
         let len = Int(len32), offset = Int(truncatingIfNeeded: off), total = Int(truncatingIfNeeded: tot)
@@ -269,7 +269,7 @@ import SwcclVerbs
     }
 
     /// Verbs: a peer's queue-pair set-up message (first byte even) or a SEND's header (odd).
-    package static func verbs(_ input: [UInt8]) -> String {
+    static func verbs(_ input: [UInt8]) -> String {
         guard let mode = input.first else { return "empty" }
         let rest = Array(input.dropFirst())
         if mode & 1 == 0 {
@@ -291,7 +291,7 @@ import SwcclVerbs
 
     /// A unique id handed over by the user: as bytes (padded or cut to 128 when of another size), and
     /// as hex text.
-    package static func uniqueID(_ input: [UInt8]) -> String {
+    static func uniqueID(_ input: [UInt8]) -> String {
         var out: [String] = []
         for bytes in [input, Array(input.prefix(UniqueID.byteCount)) + [UInt8](repeating: 0, count: max(0, UniqueID.byteCount - input.count))] {
             do {
