@@ -235,7 +235,7 @@ public enum Tag {
     }
 
     /// The same over two values, without an array (called on every collective).
-    @inline(__always)
+    @inlinable
     public static func fingerprint(_ a: Int, _ b: Int) -> UInt32 {
         var h: UInt32 = 0x811c_9dc5
         mix(&h, a); mix(&h, b)
@@ -244,7 +244,7 @@ public enum Tag {
 
     /// One 64-bit value into the hash: a multiply-xorshift step per value (not FNV's eight byte
     /// steps: this runs on every collective call), folded to 32 bits at each step.
-    @inline(__always) package static func mix(_ h: inout UInt32, _ v: Int) {
+    @inlinable package static func mix(_ h: inout UInt32, _ v: Int) {
         var x = (UInt64(h) << 32 | UInt64(h)) ^ UInt64(bitPattern: Int64(v))
         x = (x ^ (x >> 30)) &* 0xbf58_476d_1ce4_e5b9
         x = (x ^ (x >> 27)) &* 0x94d0_49bb_1331_11eb
