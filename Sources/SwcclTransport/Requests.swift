@@ -4,7 +4,7 @@ import SwcclCore
 
 /// The parts of a request slot that every message-passing backend (TCP, verbs) keeps: the backend's
 /// slot type adds its own protocol state.
-package protocol RequestSlot {
+@usableFromInline package protocol RequestSlot {
     init()
     var generation: UInt32 { get set }
     var inUse: Bool { get set }
@@ -18,34 +18,35 @@ package protocol RequestSlot {
 
 /// A backend's outstanding requests: a fixed table of slots reused under a generation number (so a
 /// stale `Request` handle is detected, and no allocation happens per request), with the errors of
-/// failed ones kept until the caller collects them.
-package struct RequestTable<Slot: RequestSlot> {
-    private var slots: [Slot]
-    private var free: [Int32]
-    private var errors: [Int: CCLError] = [:]
+/// failed ones kept until the caller collects them. Inlinable: its users are the backends, in other
+/// targets, which must get it specialized for their slot type (no generic calls per request).
+@usableFromInline package struct RequestTable<Slot: RequestSlot> {
+    @usableFromInline package var slots: [Slot]
+    @usableFromInline package var free: [Int32]
+    @usableFromInline package var errors: [Int: CCLError] = [:]
     /// Generations wrap within this mask (a backend that carries them in fewer bits).
-    private let generationMask: UInt32
+    @usableFromInline package let generationMask: UInt32
 
-    package init(capacity: Int, generationMask: UInt32 = .max) {
+    @inlinable package init(capacity: Int, generationMask: UInt32 = .max) {
         slots = Array(repeating: Slot(), count: capacity)
         free = (0..<Int32(capacity)).reversed()
         self.generationMask = generationMask
     }
 
-    package var capacity: Int { slots.count }
+    @inlinable package var capacity: Int { slots.count }
 
-    package subscript(_ i: Int32) -> Slot {
+    @inlinable package subscript(_ i: Int32) -> Slot {
         get { slots[Int(i)] }
         _modify { yield &slots[Int(i)] }
     }
 
-    package subscript(_ i: Int) -> Slot {
+    @inlinable package subscript(_ i: Int) -> Slot {
         get { slots[i] }
         _modify { yield &slots[i] }
     }
 
     /// A free slot, filled by `make` (given the slot's next generation) and marked in use.
-    package mutating func allocate(rank: Int, peer: Int, _ make: (UInt32) -> Slot) throws(CCLError) -> Int32 {
+    @inlinable package mutating func allocate(rank: Int, peer: Int, _ make: (UInt32) -> Slot) throws(CCLError) -> Int32 {
         guard let i = free.popLast() else {
             throw CCLError(.invalidUsage, "more than \(slots.count) outstanding requests", rank: rank, peer: peer)
         }
@@ -55,25 +56,25 @@ package struct RequestTable<Slot: RequestSlot> {
         return i
     }
 
-    package func handle(_ i: Int32) -> Request { Request(slot: UInt32(i), generation: slots[Int(i)].generation) }
+    @inlinable package func handle(_ i: Int32) -> Request { Request(slot: UInt32(i), generation: slots[Int(i)].generation) }
 
     /// The slot of an outstanding request, or an error for a handle that is stale or was never issued.
-    package func validate(_ r: Request) throws(CCLError) -> Int32 {
+    @inlinable package func validate(_ r: Request) throws(CCLError) -> Int32 {
         guard Int(r.slot) < slots.count, slots[Int(r.slot)].inUse, slots[Int(r.slot)].generation == r.generation else {
             throw CCLError.invalidUsage("request \(r.slot)/\(r.generation) is not outstanding (already completed?)")
         }
         return Int32(r.slot)
     }
 
-    package mutating func setError(_ i: Int32, _ e: CCLError) { errors[Int(i)] = e }
+    @inlinable package mutating func setError(_ i: Int32, _ e: CCLError) { errors[Int(i)] = e }
 
-    package mutating func takeError(_ i: Int32) -> CCLError {
+    @inlinable package mutating func takeError(_ i: Int32) -> CCLError {
         errors.removeValue(forKey: Int(i)) ?? CCLError(.internalError, "request failed")
     }
 
     /// Whether a request posted before `i` in `list` (one pair and direction, in posting order) with
     /// the same tag is still pending: same-tag messages complete in posting order.
-    package func earlierPending(_ i: Int32, in list: [Int32]) -> Bool {
+    @inlinable package func earlierPending(_ i: Int32, in list: [Int32]) -> Bool {
         let tag = slots[Int(i)].tag
         for j in list {
             if j == i { return false }
@@ -82,7 +83,7 @@ package struct RequestTable<Slot: RequestSlot> {
         return false
     }
 
-    package mutating func release(_ i: Int32) {
+    @inlinable package mutating func release(_ i: Int32) {
         slots[Int(i)].inUse = false
         free.append(i)
     }

@@ -89,7 +89,7 @@ public protocol Transport: AnyObject, Sendable {
 public enum UnexpectedBudget {
     public static let bytesPerPeer = 16 << 20
     public static let minimumCost = 4096
-    @inline(__always) package static func cost(payload: Int) -> Int { max(payload, minimumCost) }
+    @inlinable package static func cost(payload: Int) -> Int { max(payload, minimumCost) }
 }
 
 /// What a backend can do; algorithms and the transport selector read it rather than the backend's type.
