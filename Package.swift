@@ -19,8 +19,30 @@ let package = Package(
         .target(name: "CSwcclShims"),
         // libibverbs, loaded at run time (dlopen); its types from libibverbs-dev's header.
         .target(name: "CSwcclVerbs"),
-        // The core: transports, bootstrap, algorithms, communicator. Glibc and Synchronization only.
-        .target(name: "SwiftCCL", dependencies: ["CSwcclKernels", "CSwcclShims", "CSwcclVerbs"]),
+        // The layers (docs/ARCHITECTURE.md, "Layers"; scripts/check-layers.sh checks this graph against
+        // the one stated there). Glibc and Synchronization only, never Foundation.
+        // System calls, errno, deadlines, locks: imports nothing of ours but the C shims.
+        .target(name: "SwcclSystem", dependencies: ["CSwcclShims"]),
+        // Errors, element types, knobs, logging, host identity, sockets, interfaces, NUMA, launchers.
+        .target(name: "SwcclCore", dependencies: ["SwcclSystem", "CSwcclShims"]),
+        // The transport protocol, capabilities, requests, the symmetric window, the registry's entry
+        // type, the per-peer mix, what message-passing backends share.
+        .target(name: "SwcclTransport", dependencies: ["SwcclSystem", "SwcclCore", "CSwcclShims"]),
+        // One target per backend: each sees the transport layer only.
+        .target(name: "SwcclTCP", dependencies: ["SwcclSystem", "SwcclCore", "SwcclTransport", "CSwcclShims"]),
+        .target(name: "SwcclSHM", dependencies: ["SwcclSystem", "SwcclCore", "SwcclTransport", "CSwcclShims"]),
+        // libibverbs, loaded at run time (dlopen); its types from libibverbs-dev's header.
+        .target(name: "SwcclVerbs", dependencies: ["SwcclSystem", "SwcclCore", "SwcclTransport", "CSwcclVerbs", "CSwcclShims"]),
+        // Unique ids, the rendezvous root, the out-of-band channel.
+        .target(name: "SwcclBootstrap", dependencies: ["SwcclSystem", "SwcclCore", "CSwcclShims"]),
+        // Collective algorithms, the cost model, reduction kernels: written against the transport protocol only.
+        .target(name: "SwcclAlgorithms", dependencies: ["SwcclSystem", "SwcclCore", "SwcclTransport", "CSwcclKernels", "CSwcclShims"]),
+        // The communicator, transport choice and registry, groups, streams: the public Swift API.
+        .target(name: "SwiftCCL", dependencies: ["SwcclSystem", "SwcclCore", "SwcclTransport", "SwcclTCP", "SwcclSHM", "SwcclVerbs",
+                                                 "SwcclBootstrap", "SwcclAlgorithms", "CSwcclShims"]),
+        // Test support: a bare transport's testbed, raw sockets, the backends (as NIOTestUtils).
+        .target(name: "SwiftCCLTesting", dependencies: ["SwiftCCL", "SwcclSystem", "SwcclCore", "SwcclTransport", "SwcclTCP", "SwcclSHM",
+                                                        "SwcclVerbs", "SwcclBootstrap"]),
         // The hand-written public header, imported by the C ABI layer.
         .target(name: "CSwcclHeader", path: "include", sources: [], publicHeadersPath: "."),
         // The C ABI: a thin layer of @c @implementation functions over the Swift API.
@@ -36,8 +58,8 @@ let package = Package(
         // The cost model's simulator: which algorithm wins, and its predicted busbw, for any rank count.
         .executableTarget(name: "swccl-model", dependencies: ["SwiftCCL"]),
         // The rank process that multi-process tests spawn.
-        .executableTarget(name: "swccl-test-rank", dependencies: ["SwiftCCL", "SwcclVerify"], path: "Tests/swccl-test-rank"),
-        .testTarget(name: "SwiftCCLTests", dependencies: ["SwiftCCL", "SwcclVerify", "swccl-test-rank"]),
+        .executableTarget(name: "swccl-test-rank", dependencies: ["SwiftCCLTesting", "SwcclVerify"], path: "Tests/swccl-test-rank"),
+        .testTarget(name: "SwiftCCLTests", dependencies: ["SwiftCCLTesting", "SwcclVerify", "swccl-test-rank"]),
         .testTarget(name: "SwcclKernelTests", dependencies: ["SwiftCCL", "SwcclVerify"]),
     ],
     swiftLanguageModes: [.v6]

@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 SWCCL_BUILD_TESTS=1 bash scripts/setup.sh || exit 1
 
 status=0
+# The layering: Package.swift's target graph against docs/ARCHITECTURE.md, and every file's imports.
+echo "== layers"
+bash scripts/check-layers.sh || status=1
+
 echo "== swift tests"
 swift test -c release --skip-build 2>&1 | tee /tmp/swccl-swift-test.log | grep -vE "^Test Case .* (started|passed)"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1

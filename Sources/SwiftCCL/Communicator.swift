@@ -1,10 +1,37 @@
 import Glibc
 import Synchronization
+import SwcclSystem
+import SwcclCore
+import SwcclTransport
+import SwcclBootstrap
+import SwcclAlgorithms
 
 extension Knobs {
     static let timeoutMs = Knob.int("SWCCL_TIMEOUT_MS", default: 120_000,
         "deadline in milliseconds of every blocking step (connect, rendezvous, each wait of a collective)")
     static let transports = Knob.string("SWCCL_TRANSPORTS", default: "auto", "transports to use: auto, or a list like shm,tcp / tcp")
+}
+
+extension Knobs {
+    /// Every knob, for listing (`swccl-perf --env`) and for the unknown-variable check: each layer's
+    /// own list, joined here.
+    public static var all: [KnobInfo] {
+        core + bootstrap + [timeoutMs.info, transports.info] + algorithms + transport + TransportRegistry.knobs
+    }
+
+    /// Warns once about `SWCCL_*` variables that nothing reads (usually a typo).
+    static func warnUnknownVariables() {
+        _ = unknownCheck
+    }
+
+    private static let unknownCheck: Bool = {
+        let known = Set(all.map(\.name)).union(reservedNames)
+        for name in Sys.environmentNames() where name.hasPrefix("SWCCL_") && !known.contains(name)
+            && !name.hasPrefix("SWCCL_PERF_") && !name.hasPrefix("SWCCL_TEST_") {
+            Log.warn(.env, "unknown environment variable \(name) is ignored")
+        }
+        return true
+    }()
 }
 
 /// Settings of one communicator. Unset fields take the environment's value, then the library default.
@@ -43,7 +70,7 @@ extension Double: CCLElement { public static var dataType: DataType { .float64 }
 /// than `invalidArgument`/`invalidUsage` the communicator is broken: `abort()` it and build a new one.
 public final class Communicator: @unchecked Sendable {
     /// Largest communicator this build accepts.
-    public static let maxRanks = 1 << 16
+    public static let maxRanks = Limits.maxRanks
     /// Longest timeout (about 24 days); larger values are clamped.
     public static let maxTimeoutMs = Int(Int32.max)
     public let rank: Int
@@ -52,12 +79,11 @@ public final class Communicator: @unchecked Sendable {
     public let timeoutMs: Int
     /// Every rank's host identity (index = rank), learned at bootstrap.
     public let hosts: [HostIdentity]
-    /// Every rank's published TCP listening address (nil if it had none): where a shrunk
-    /// communicator's new root listens for its bootstrap.
-    let tcpAddresses: [SocketAddress?]
+    /// Every rank's published listening address that a shrunk communicator's new root may listen on
+    /// (a TCP listener's; nil if it had none: `TransportBackend.listenAddress`).
+    let listenAddresses: [SocketAddress?]
     /// The communicator's secret, from which shrunk communicators derive theirs.
     let secret: [UInt8]
-    var shrinks = 0
     let transport: any Transport
     let bootstrap: Bootstrap
     let forcedAlgorithm: String?
@@ -67,7 +93,7 @@ public final class Communicator: @unchecked Sendable {
     let selector: AlgorithmSelector
     /// Explains argument mismatches (which argument a peer passed differently).
     let argumentCheck: ArgumentCheck
-    let arena: (any SharedArena)?
+    let arena: SharedArena?
     /// Tells peers of long waits and of this communicator breaking; names the culprit at a timeout.
     let blame: Blame
     /// Point-to-point calls so far (they are numbered apart from the collectives' sequence).
@@ -95,6 +121,8 @@ public final class Communicator: @unchecked Sendable {
         var onStreams = 0
         var asyncError: CCLError?
         var lastError: String = ""
+        /// Shrinks made from this communicator (numbers each shrunk communicator's secret).
+        var shrinks = 0
     }
 
     public convenience init(id: UniqueID, rank: Int, size: Int, config: CommConfig = CommConfig()) throws(CCLError) {
@@ -201,7 +229,7 @@ public final class Communicator: @unchecked Sendable {
             guard out.insert(r).inserted else { throw record(CCLError.invalidArgument("rank \(r) is listed twice").with(operation: "shrink", rank: rank)) }
         }
         let survivors = (0..<size).filter { !out.contains($0) }
-        guard let root = tcpAddresses[survivors[0]] else {
+        guard let root = listenAddresses[survivors[0]] else {
             throw record(CCLError.invalidUsage("rank \(survivors[0]), the new root, published no TCP address (SWCCL_TRANSPORTS=shm): cannot shrink").with(operation: "shrink", rank: rank))
         }
         let cfg = config ?? CommConfig(timeoutMs: timeoutMs, transports: transportsSetting, name: name, algorithm: forcedAlgorithm)
@@ -218,7 +246,7 @@ public final class Communicator: @unchecked Sendable {
             transport.close()
             bootstrap.close()
         }
-        shrinks += 1
+        let shrinks = state.withLock { s -> Int in s.shrinks += 1; return s.shrinks }
         // The exclusion list is not part of the secret: survivors that passed different lists still
         // meet at the root, which then reports the disagreement to all of them (their lists are
         // compared, or their sizes and rank numbers conflict), instead of dropping them as strangers.
@@ -312,42 +340,18 @@ public final class Communicator: @unchecked Sendable {
         name = config.name ?? "comm"
         forcedAlgorithm = config.algorithm ?? (Knobs.algo.value.isEmpty ? nil : Knobs.algo.value)
         transportsSetting = config.transports
-        let transportSpec = (config.transports ?? Knobs.transports.value).lowercased()
-        let wanted = Set(transportSpec.split(separator: ",").map { String($0).trimmingSpaces }.filter { !$0.isEmpty })
-        let auto = wanted.isEmpty || wanted.contains("auto")
-        let known: Set<String> = ["auto", "tcp", "shm", "ib"]
-        guard wanted.isSubset(of: known) else {
-            throw CCLError.invalidArgument("transports \"\(transportSpec)\": choose from auto, shm, ib, tcp (a comma-separated list)").with(operation: "init", rank: rank)
-        }
-        // Candidates: every endpoint exists before the rendezvous (their addresses are published); once
-        // every rank's host is known, every rank makes the same choice per pair and closes the rest.
-        let tryShm = (auto && !Knobs.shmDisable.value) || wanted.contains("shm")
-        let tryIb = (auto && !VerbsDevices.ports.isEmpty) || wanted.contains("ib")
-        let tryTcp = auto || wanted.contains("tcp")
         do { wakeFD = try Sys.eventFD() } catch { throw CCLError.system("eventfd", error).with(operation: "init", rank: rank) }
         let parts = try id.parsed()
-        var tcp: TCPTransport?
-        var shm: SHMTransport?
-        var ib: VerbsTransport?
+        let choice: TransportChoice
         do throws(CCLError) {
-            if tryTcp { tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret) }
-            if tryShm && size > 1 {
-                do throws(CCLError) { shm = try SHMTransport(rank: rank, nranks: size, secret: parts.secret) } catch {
-                    if !auto { throw error }
-                    Log.warn(.net, "rank \(rank): no shared-memory transport (\(error.cause)); using TCP")
-                }
-            }
-            if tryIb && size > 1 {
-                do throws(CCLError) { ib = try VerbsTransport(rank: rank, nranks: size, secret: parts.secret) } catch {
-                    if !auto { throw error }
-                    Log.warn(.net, "rank \(rank): no verbs transport (\(error.cause)); using TCP")
-                }
-            }
-            var published: [(name: String, address: EndpointAddress)] = []
-            if let shm { published.append(("shm", shm.localAddress)) }
-            if let ib { published.append(("ib", ib.localAddress)) }
-            if let tcp { published.append(("tcp", tcp.localAddress)) }
-            let info = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: published, shrink: shrinkOf)
+            choice = try TransportChoice(spec: config.transports ?? Knobs.transports.value, rank: rank, size: size, secret: parts.secret,
+                                         window: SharedArenaLayout.request(ranks: size))
+        } catch {
+            Sys.close(wakeFD)
+            throw error.with(operation: "init", rank: rank)
+        }
+        do throws(CCLError) {
+            let info = RankInfo(rank: rank, pid: Sys.getpid(), host: .local, transports: choice.published, shrink: shrinkOf)
             bootstrap = try Bootstrap(id: id, rank: rank, nranks: size, blob: info.encode(), timeoutMs: timeoutMs, abortFD: wakeFD)
             let infos = try RankInfo.decodeAll(bootstrap.blobs)
             if let mine = shrinkOf {
@@ -360,67 +364,30 @@ public final class Communicator: @unchecked Sendable {
             }
             let hostList = infos.map(\.host)
             hosts = hostList
-            tcpAddresses = infos.map { i in i.transports.first { $0.name == "tcp" }.flatMap { TCPTransport.decode($0.address)?.address } }
+            listenAddresses = TransportChoice.listenAddresses(infos)
             secret = bootstrap.secret
             // Pairs authenticate with the session secret, which only the ranks that joined know.
-            tcp?.secret = bootstrap.secret
-            ib?.secret = bootstrap.secret
+            for m in choice.made { m.transport.useSessionSecret(bootstrap.secret) }
             Spin.note(localRanks: hostList.filter { $0.sameHost(as: .local) }.count)
-            let me = rank
-            // Per pair, the same decision on both sides: shared memory where both published a shm
-            // endpoint and share a host; else verbs where both published one; else TCP.
-            let published2 = { (i: RankInfo, name: String) in i.transports.contains { $0.name == name } }
-            var route = [Int](repeating: -1, count: size)
-            var choice = [String](repeating: "", count: size)
-            for i in infos where i.rank != me {
-                if shm != nil && i.host.sameHost(as: .local) && published2(i, "shm") { choice[i.rank] = "shm" }
-                else if ib != nil && published2(i, "ib") { choice[i.rank] = "ib" }
-                else if tcp != nil && published2(i, "tcp") { choice[i.rank] = "tcp" }
-                else {
-                    throw CCLError.invalidUsage("no transport reaches rank \(i.rank) (\(i.host.hostname)) with SWCCL_TRANSPORTS=\(transportSpec): it offers \(i.transports.map(\.name).joined(separator: ", ")), this rank \(published.map(\.name).joined(separator: ", "))")
-                }
-            }
-            let used = ["shm", "ib", "tcp"].filter { choice.contains($0) }
-            let candidates: [String: any Transport] = ["shm": shm as (any Transport)?, "ib": ib, "tcp": tcp].compactMapValues { $0 }
-            for (name, t) in candidates where !used.contains(name) && !(size == 1 && name == "tcp") { t.close() }
-            let t: any Transport
-            if size == 1 {
-                if tcp == nil { tcp = try TCPTransport(rank: rank, nranks: size, secret: parts.secret) }
-                t = tcp!
-            } else if used.count == 1 {
-                t = candidates[used[0]]!
-                for r in 0..<size where r != me { route[r] = 0 }
-            } else {
-                for r in 0..<size where r != me { route[r] = used.firstIndex(of: choice[r])! }
-                // Sleep in the backend with a kernel wait of its own that serves peers: TCP's poll, else verbs'.
-                t = PerPeerTransport(backends: used.map { candidates[$0]! }, route: route,
-                                     sleeper: used.firstIndex(of: "tcp") ?? used.firstIndex(of: "ib") ?? 0)
-            }
+            let (t, peers) = try choice.choose(rank: rank, infos: infos)
             transport = t
-            let peers = infos.compactMap { info -> PeerInfo? in
-                guard info.rank != me else { return nil }
-                guard let a = info.transports.first(where: { $0.name == choice[info.rank] }) else { return nil }
-                return PeerInfo(rank: info.rank, address: a.address, host: info.host)
-            }
             try t.connect(peers, deadline: .after(milliseconds: timeoutMs))
             // Everyone connected: a final barrier so no rank starts before all pairs exist.
             try bootstrap.barrier()
         } catch {
-            tcp?.close()
-            shm?.close()
-            ib?.close()
+            choice.close()
             Sys.close(wakeFD)
             throw error.with(operation: "init", rank: rank)
         }
         selector = AlgorithmSelector(caps: transport.capabilities, forced: forcedAlgorithm, ranks: size)
         argumentCheck = ArgumentCheck(ranks: size, selector: selector)
-        arena = transport as? any SharedArena
+        arena = transport.window.flatMap { SharedArena($0, ranks: size) }
         blame = Blame(transport: transport, rank: rank, size: size, timeoutMs: timeoutMs)
         if rank == 0 {
             let sameHost = hosts.allSatisfy { $0.sameHost(as: hosts[0]) }
             Log.info(.initialization, "rank \(rank): NUMA topology: \(NUMA.topology().joined(separator: "; ")); this rank runs on node \(NUMA.currentNode().map(String.init) ?? "?")"
                      + (NUMA.available ? "" : " (no placement: \(NUMA.unavailableReason))"))
-            if Log.enabled(.info, .initialization) { Log.info(.initialization, "transports on this host: shm, tcp; \(VerbsDevices.summary)") }
+            if Log.enabled(.info, .initialization) { Log.info(.initialization, "transports on this host: " + TransportRegistry.backends.map { $0.summary() }.joined(separator: "; ")) }
             Log.info(.initialization, "\(name): \(size) ranks\(source.map { " from \($0)" } ?? ""), \(sameHost ? "all on one host" : "several hosts"), transport \(transport.capabilities), timeout \(timeoutMs) ms")
             for problem in selector.rules.problems { Log.warn(.tuning, "SWCCL_ALGO: ignoring \(problem)") }
             if Log.enabled(.info, .tuning) {
@@ -583,7 +550,7 @@ public final class Communicator: @unchecked Sendable {
 
     /// `fingerprint`: the tags' fingerprint when it is not the arguments' (0 for point-to-point waits).
     func context(_ sequence: UInt64, operation: String, arguments: CallArguments, fingerprint: UInt32? = nil) -> CollectiveContext {
-        CollectiveContext(rank: rank, size: size, transport: transport, arena: arena, sequence: sequence,
+        CollectiveContext.make(rank: rank, size: size, transport: transport, arena: arena, sequence: sequence,
                           fingerprint: fingerprint ?? arguments.fingerprint, arguments: arguments, check: argumentCheck,
                           operation: operation, timeoutMs: timeoutMs, scratch: scratch,
                           oneShot: oneShot, steps: steps, blame: blame)
@@ -901,33 +868,6 @@ enum Validate {
                                                                   : "sendbuff and recvbuff overlap other than in the in-place layout")
         }
     }
-}
-
-/// Persistent, pre-faulted scratch memory of a communicator (grown on demand, never per call).
-final class Scratch: @unchecked Sendable {
-    private var base: UnsafeMutableRawPointer?
-    private var capacity = 0
-
-    /// At least `bytes` of scratch; `systemError` (not a crash) when the memory cannot be had.
-    func get(_ bytes: Int) throws(CCLError) -> UnsafeMutableRawPointer {
-        if bytes > capacity {
-            free(base)
-            base = nil
-            capacity = 0
-            let want = max(bytes, 64 << 10)
-            var p: UnsafeMutableRawPointer?
-            let rc = posix_memalign(&p, 4096, want)
-            guard rc == 0, let p else {
-                throw CCLError.system("cannot allocate \(want) bytes of scratch memory", Errno(rc == 0 ? ENOMEM : rc))
-            }
-            memset(p, 0, want)  // fault the pages in now, not inside the collective
-            base = p
-            capacity = want
-        }
-        return base!
-    }
-
-    func release() { free(base); base = nil; capacity = 0 }
 }
 
 /// A pre-multiplied sum (NCCL's `ncclRedOpCreatePreMulSum`): each rank's input is multiplied by a

@@ -1,4 +1,9 @@
 import Glibc
+import SwcclSystem
+import SwcclCore
+import SwcclTransport
+import SwcclBootstrap
+import SwcclAlgorithms
 
 /// NCCL-style group calls (`swcclGroupStart`/`swcclGroupEnd`), per thread and nestable. Inside a
 /// group, every call is validated at once and recorded in its communicator's batch; nothing runs.

@@ -1,6 +1,11 @@
 import Glibc
 import CSwcclShims
 import Synchronization
+import SwcclSystem
+import SwcclCore
+import SwcclTransport
+import SwcclBootstrap
+import SwcclAlgorithms
 
 /// A CPU execution queue, the host-memory counterpart of a CUDA stream (`swcclStream_t`): operations
 /// enqueued on one stream run in order on the stream's own thread; `synchronize` waits for all of them

@@ -178,9 +178,7 @@ func splitEquals(_ args: [String]) -> [String] {
         switch a {
         case "-h", "--help": print(usage); exit(0)
         case "--transports":
-            print("shm: available (ranks on this host)")
-            print("tcp: available")
-            print(VerbsDevices.summary)
+            for b in TransportRegistry.backends { print(b.summary()) }
             exit(0)
         case "--env":
             for k in Knobs.all { print("\(k.name)=\(k.currentText)    (default \(k.defaultText.isEmpty ? "unset" : k.defaultText)) \(k.help)") }
@@ -269,7 +267,7 @@ func splitEquals(_ args: [String]) -> [String] {
     guard o.iters >= 1, o.warmup >= 0, o.check >= 0, o.unalign >= 0 else { fail("iterations must be positive") }
     guard o.minBytes <= o.maxBytes else { fail("minbytes > maxbytes") }
     guard ["auto", "tcp", "shm", "ib"].contains(o.transport) else { fail("unknown transport \(o.transport) (auto, shm, ib, tcp)") }
-    if o.transport == "ib" && VerbsDevices.ports.isEmpty { fail("transport ib is not available on this host: \(VerbsDevices.unavailableReason)") }
+    if let why = TransportRegistry.named(o.transport)?.unavailable() { fail("transport \(o.transport) is not available on this host: \(why)") }
     if o.algo != "auto" {
         if o.algo.count == 1, o.algo.allSatisfy(\.isNumber) {
             fail("-a \(o.algo): swccl-perf's -a chooses the algorithm (auto, ring, tree, …); nccl-tests' -a/--average has no equivalent here (the time is always the slowest rank's mean)")

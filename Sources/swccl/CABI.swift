@@ -177,11 +177,12 @@ final class HandleTable<Object: AnyObject>: Sendable {
         }
     }
 
-    /// Removes the handle and returns its object (nil: not a live handle).
-    func unregister(_ p: OpaquePointer?) -> Object? {
+    /// Removes the handle and returns its object (nil: not a live handle, or `belongs` refused it —
+    /// checked under the table's lock, so two threads cannot both remove one handle).
+    func unregister(_ p: OpaquePointer?, if belongs: (Object) -> Bool = { _ in true }) -> Object? {
         guard let p, let (slot, generation) = decode(p) else { return nil }
         return slots.withLock { t -> Object? in
-            guard slot < t.objects.count, t.generations[slot] == generation, let o = t.objects[slot] else { return nil }
+            guard slot < t.objects.count, t.generations[slot] == generation, let o = t.objects[slot], belongs(o) else { return nil }
             t.objects[slot] = nil
             t.free.append(slot)
             return o
@@ -191,24 +192,27 @@ final class HandleTable<Object: AnyObject>: Sendable {
 
 enum Handles {
     static let comms = HandleTable<CommHandle>(tag: 0x5343)  // "SC"
-    /// Last error of each thread (for calls without a communicator), keyed by thread id.
-    static let threadErrors = Mutex<[UInt: UInt]>([:])
-
     static func register(_ h: CommHandle) -> OpaquePointer { comms.register(h) }
     static func lookup(_ comm: OpaquePointer?) -> CommHandle? { comms.lookup(comm) }
     static func unregister(_ comm: OpaquePointer?) -> CommHandle? { comms.unregister(comm) }
 
+    /// Last error of each thread (for calls without a communicator): a malloc'd C string in a
+    /// thread-specific slot, freed by the key's destructor when the thread exits — so it neither
+    /// leaks nor passes to a later thread that gets the same thread id.
+    nonisolated(unsafe) private static var threadErrorKey: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k) { p in free(p) }
+        return k
+    }()
+
     static func setThreadError(_ text: String) {
-        let c = UInt(bitPattern: strdup(text))
-        let tid = UInt(pthread_self())
-        let old = threadErrors.withLock { m in m.updateValue(c, forKey: tid) }
-        if let old { free(UnsafeMutableRawPointer(bitPattern: old)) }
+        let old = pthread_getspecific(threadErrorKey)
+        pthread_setspecific(threadErrorKey, strdup(text))
+        free(old)
     }
 
     static func threadError() -> UnsafePointer<CChar>? {
-        let tid = UInt(pthread_self())
-        let p = threadErrors.withLock { m in m[tid] ?? 0 }
-        return UnsafePointer(bitPattern: p)
+        pthread_getspecific(threadErrorKey).map { UnsafePointer($0.assumingMemoryBound(to: CChar.self)) }
     }
 }
 
@@ -1100,7 +1104,8 @@ public func swcclEventWait(_ event: swcclEvent_t?, _ timeoutMs: CInt) -> swcclRe
 
 // MARK: - memory registration
 
-/// A registration handle: the region and the communicator it belongs to.
+/// A registration handle: the region and the communicator it belongs to. C sees a tagged handle of
+/// `Registrations.table`, like every other handle.
 final class RegistrationHandle {
     let comm: CommHandle
     let region: MemoryRegion
@@ -1108,7 +1113,7 @@ final class RegistrationHandle {
 }
 
 enum Registrations {
-    static let live = Mutex<Set<UInt>>([])
+    static let table = HandleTable<RegistrationHandle>(tag: 0x5352)  // "SR"
 }
 
 @c @implementation
@@ -1123,9 +1128,7 @@ public func swcclCommRegister(_ comm: swcclComm_t?, _ buff: UnsafeMutableRawPoin
             guard let buff, size > 0 else { return invalid("buff is NULL or size is 0", h, operation: op) }
             do {
                 let region = try h.comm.register(UnsafeMutableRawBufferPointer(start: buff, count: size))
-                let p = Unmanaged.passRetained(RegistrationHandle(h, region)).toOpaque()
-                _ = Registrations.live.withLock { $0.insert(UInt(bitPattern: p)) }
-                out.pointee = p
+                out.pointee = UnsafeMutableRawPointer(Registrations.table.register(RegistrationHandle(h, region)))
                 return swcclSuccess
             } catch {
                 return report(error, h, operation: op)
@@ -1141,19 +1144,10 @@ public func swcclCommDeregister(_ comm: swcclComm_t?, _ reg: UnsafeMutableRawPoi
         switch handle(comm, operation: op) {
         case .failure(let e): return report(e, operation: op)
         case .success(let h):
-            // Checked and removed under one lock: two threads deregistering one handle cannot both free it.
-            let mine = reg.map { reg in
-                Registrations.live.withLock { set -> Bool in
-                    guard set.contains(UInt(bitPattern: reg)),
-                          Unmanaged<RegistrationHandle>.fromOpaque(reg).takeUnretainedValue().comm === h else { return false }
-                    set.remove(UInt(bitPattern: reg))
-                    return true
-                }
-            } ?? false
-            guard let reg, mine else {
+            // Checked and removed under the table's lock: two threads deregistering one handle cannot both free it.
+            guard let r = Registrations.table.unregister(reg.map { OpaquePointer($0) }, if: { $0.comm === h }) else {
                 return invalid("handle is not a live registration of this communicator", h, operation: op)
             }
-            let r = Unmanaged<RegistrationHandle>.fromOpaque(reg).takeRetainedValue()
             h.comm.deregister(r.region)
             return swcclSuccess
         }

@@ -1,5 +1,5 @@
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 
 /// Arguments that must agree across ranks (docs/RELIABILITY.md, "Argument agreement"): ranks that
 /// pass different roots, counts (0 against 1000 too), types, ops, pre-multiplied sums, algorithms,

@@ -1,5 +1,5 @@
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 
 /// Multi-process allreduce over TCP: every type and op, counts 0, 1, 7, 1000 and 1 Mi+1, in place and
 /// out of place, misaligned buffers, exact results. Rank counts above the 2 cores check that waiting

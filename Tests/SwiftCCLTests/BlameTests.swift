@@ -1,5 +1,5 @@
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 
 /// One rank of 4, 8 or 16 (oversubscribed on this machine's cores) is killed or stopped in a loop of
 /// collectives over TCP and over shared memory. Every survivor's error must name that rank as the

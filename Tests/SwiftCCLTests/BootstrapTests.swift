@@ -1,6 +1,6 @@
 import Glibc
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 import SwcclVerify
 
 /// The bootstrap under strangers, late and dying ranks, and who may join a job (docs/RELIABILITY.md).

@@ -1,5 +1,5 @@
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 
 /// Multi-process tests of every collective besides allreduce (see `collectivesScenario`).
 final class CollectiveTests: XCTestCase {

@@ -1,6 +1,6 @@
 import XCTest
 import Foundation
-import SwiftCCL
+import SwiftCCLTesting
 
 /// The transport conformance suite: each case is written once against the `Transport` protocol and
 /// runs against every backend in `TransportRegistry`, ranks as real processes.

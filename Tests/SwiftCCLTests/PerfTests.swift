@@ -1,6 +1,6 @@
 import Glibc
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 import SwcclVerify
 
 /// swccl-perf itself: every collective runs and checks exactly (#wrong 0, exit 0) for 2, 3 and 4 local

@@ -1,6 +1,6 @@
 import Glibc
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 import SwcclVerify
 
 /// Spawns `n` processes of the swccl-test-rank helper (built beside the test bundle) running `scenario`,

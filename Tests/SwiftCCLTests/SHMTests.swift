@@ -1,6 +1,6 @@
 import Glibc
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 import SwcclVerify
 
 /// Shared-memory specifics beyond the conformance suite: NUMA placement and settings that must agree.

@@ -1,5 +1,5 @@
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 
 /// The pieces of algorithm selection that need no ranks: tree construction, SWCCL_ALGO parsing and
 /// the cost model's shape.

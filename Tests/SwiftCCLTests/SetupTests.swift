@@ -1,7 +1,7 @@
 import Glibc
 import XCTest
 import Foundation
-import SwiftCCL
+import SwiftCCLTesting
 import SwcclVerify
 
 /// Interface choice, launcher environments, IPv6, several sockets per peer, and ids.

@@ -1,6 +1,6 @@
 import Glibc
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 import SwcclVerify
 
 /// Ranks as threads of one process (`Communicator.initAll`, `swcclCommInitAll`).

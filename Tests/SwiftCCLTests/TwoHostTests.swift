@@ -1,5 +1,5 @@
 import XCTest
-import SwiftCCL
+import SwiftCCLTesting
 
 /// Ranks on two "hosts" (the second a mount namespace with its own /dev/shm, see `SecondHost`): each
 /// pair of ranks gets its own transport — shared memory between ranks of one host, verbs across where

@@ -2,7 +2,8 @@
  *
  *   usage: lifecycle_test NRANKS     (NRANKS >= 3: forked ranks; the in-process part runs first)
  *
- * In process: misuse answered by swcclInvalidArgument/swcclInvalidUsage and a message, never a crash
+ * In process: a thread's last error (swcclGetLastError(NULL)) not seen by a later thread that reuses
+ * its id; misuse answered by swcclInvalidArgument/swcclInvalidUsage and a message, never a crash
  * (uninitialised config, NULL pointers, bad rank counts, unknown type and op, destroy twice, use after
  * destroy, a destroyed handle among 200 new ones, a stream passed as a communicator); ranks that disagree on the rank count (swcclInvalidUsage on both) or never arrive
  * (swcclTimeout); swcclCommInitAll with 3 ranks driven by 3 threads, then from this one thread by
@@ -131,6 +132,33 @@ static void group_failure(swcclStream_t stream) {
   EXPECT_RESULT(swcclCommDestroy(comm), swcclSuccess);
 }
 
+/* The last error of a call without a communicator belongs to the calling thread: one thread makes
+ * an error and exits; a thread started after it (glibc usually hands it the same thread id) has none. */
+static void* make_thread_error(void* p) {
+  if (swcclCommInitRank(NULL, 1, *(swcclUniqueId*)p, 0) != swcclInvalidArgument) return (void*)1;
+  return strlen(swcclGetLastError(NULL)) == 0 ? (void*)1 : NULL;
+}
+
+static void* read_thread_error(void* p) {
+  const char* last = swcclGetLastError(NULL);
+  snprintf((char*)p, 256, "%s", last ? last : "(NULL)");
+  return NULL;
+}
+
+static void thread_errors_are_private(swcclUniqueId* id) {
+  pthread_t a, b;
+  void* bad = NULL;
+  char seen[256] = "";
+  if (pthread_create(&a, NULL, make_thread_error, id) != 0) { fail("thread errors: pthread_create"); return; }
+  pthread_join(a, &bad);
+  if (bad) fail("thread errors: the first thread got no error message for swcclCommInitRank(NULL, ...)");
+  if (pthread_create(&b, NULL, read_thread_error, seen) != 0) { fail("thread errors: pthread_create"); return; }
+  pthread_join(b, NULL);
+  if (seen[0] != '\0')
+    fail("a new thread%s inherits the last error \"%s\" of a thread that exited",
+         pthread_equal(a, b) ? " (with the same thread id)" : "", seen);
+}
+
 static int in_process(void) {
   swcclComm_t comm = NULL, comms[3];
   swcclUniqueId id;
@@ -142,6 +170,7 @@ static int in_process(void) {
   g_rank = -1;
   memset(&bad, 0, sizeof bad); /* never initialised with SWCCL_CONFIG_INITIALIZER */
   EXPECT_RESULT(swcclGetUniqueId(&id), swcclSuccess);
+  thread_errors_are_private(&id);
   EXPECT_RESULT(swcclCommInitRankConfig(&comm, 1, id, 0, &bad), swcclInvalidArgument);
   if (strlen(swcclGetLastError(NULL)) == 0) fail("no message for an uninitialised config");
   EXPECT_RESULT(swcclCommInitRank(NULL, 1, id, 0), swcclInvalidArgument);

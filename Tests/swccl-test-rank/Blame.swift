@@ -2,7 +2,7 @@
 // collectives; every survivor must get an error that names that rank as the peer — not a neighbour
 // that merely aborted because of it — and the communicator's name and the operation's sequence number.
 import Glibc
-import SwiftCCL
+import SwiftCCLTesting
 import SwcclVerify
 
 /// SWCCL_TEST_VICTIM: the rank that dies or stops; SWCCL_TEST_FAULT: kill or stop;

@@ -2,7 +2,7 @@
 // that dies, a rank that dies during the rendezvous. Ranks take their rank, size and rendezvous from
 // SWCCL_RANK / SWCCL_SIZE / SWCCL_COMM_ID (rank 0 runs the root), as under a launcher.
 import Glibc
-import SwiftCCL
+import SwiftCCLTesting
 import SwcclVerify
 
 @MainActor func delayFromEnvironment() {

@@ -3,7 +3,7 @@
 // SWCCL_TEST_TIMEOUT_MS, and a scenario name as the first argument. Each rank checks its own results,
 // prints "PASS <scenario>" or "FAIL ..." lines, and exits 0 only if everything held.
 import Glibc
-import SwiftCCL
+import SwiftCCLTesting
 import SwcclVerify
 
 func eprint(_ s: String) { var b = Array(s.utf8); _ = b.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) } }
