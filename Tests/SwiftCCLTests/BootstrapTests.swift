@@ -5,18 +5,6 @@ import SwcclVerify
 
 /// The bootstrap under strangers, late and dying ranks, and who may join a job (docs/RELIABILITY.md).
 final class BootstrapTests: XCTestCase {
-    func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: a.sin_port))
-    }
-
     /// Environment of rank `r` of an `n`-rank job that rendezvouses at `port` (rank 0 runs the root).
     func job(_ r: Int, of n: Int, _ extra: [String: String] = [:]) -> [String: String] {
         ["SWCCL_RANK": String(r), "SWCCL_SIZE": String(n), "SWCCL_TEST_RANK": String(r), "SWCCL_TEST_SIZE": String(n)].merging(extra) { $1 }

@@ -46,13 +46,6 @@
 #include "swccl.h"
 #include "fork_ranks.h"
 
-#define EXPECT_RESULT(call, want)                                                                      \
-  do {                                                                                                 \
-    swcclResult_t r_ = (call);                                                                         \
-    if (r_ != (want)) fail("%s returned %d, expected %s (%s)", #call, (int)r_, #want,                  \
-                           str_or_null(swcclGetLastError(NULL)));                                      \
-  } while (0)
-
 static swcclUniqueId g_id;
 static int g_go[2]; /* rank 0 writes one byte per other rank once its operation is enqueued */
 

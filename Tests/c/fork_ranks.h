@@ -38,6 +38,16 @@ static void fail(const char* fmt, ...) {
 
 static const char* str_or_null(const char* s) { return s ? s : "(null)"; }
 
+#ifdef SWCCL_H_
+/* A check of one call's result; on a mismatch, the call, both results and the last error text. */
+#define EXPECT_RESULT(call, want)                                                                      \
+  do {                                                                                                 \
+    swcclResult_t r_ = (call);                                                                         \
+    if (r_ != (want)) fail("%s returned %d, expected %s (%s)", #call, (int)r_, #want,                  \
+                           str_or_null(swcclGetLastError(NULL)));                                      \
+  } while (0)
+#endif
+
 /* Leaves the child without running atexit handlers inherited from the parent. */
 static void child_exit(int code) {
   fflush(stdout);

@@ -39,13 +39,6 @@ static double now_s(void) {
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-#define EXPECT_RESULT(call, want)                                                                      \
-  do {                                                                                                 \
-    swcclResult_t r_ = (call);                                                                         \
-    if (r_ != (want)) fail("%s returned %d, expected %s (%s)", #call, (int)r_, #want,                  \
-                           str_or_null(swcclGetLastError(NULL)));                                      \
-  } while (0)
-
 /* ---- in process ------------------------------------------------------------------------------ */
 
 struct thread_arg { swcclComm_t comm; int rank; int n; int ok; };

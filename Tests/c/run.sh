@@ -259,57 +259,29 @@ else
   fail "fork_test.c builds and links"
 fi
 
-# --- lifecycle_test -------------------------------------------------------------------------------
-life_bin="$tmp/lifecycle_test"
-if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
-    "$here/lifecycle_test.c" -o "$life_bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir" -pthread; then
-  pass "lifecycle_test.c builds and links"
-  for n in 3 4; do
-    echo "-- lifecycle_test $n"
-    if SWCCL_SOCKET_IFNAME=lo timeout -k 5 180 "$life_bin" "$n" 2>&1 | grep -v " WARN " | sed 's/^/      | /'; then
-      pass "lifecycle_test with $n ranks"
-    else
-      fail "lifecycle_test with $n ranks"
-    fi
-  done
-else
-  fail "lifecycle_test.c builds and links"
-fi
-
-# --- event_test ---------------------------------------------------------------------------------
-event_bin="$tmp/event_test"
-if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
-    "$here/event_test.c" -o "$event_bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir"; then
-  pass "event_test.c builds and links"
-  for n in 2 4; do
-    echo "-- event_test $n"
-    # The test kills itself after 150 s; the outer timeout is a last resort.
-    if SWCCL_SOCKET_IFNAME=lo timeout -k 5 200 "$event_bin" "$n" 2>&1 | grep -v " WARN " | sed 's/^/      | /'; then
-      pass "event_test with $n ranks"
-    else
-      fail "event_test with $n ranks"
-    fi
-  done
-else
-  fail "event_test.c builds and links"
-fi
-
-# --- port_test ----------------------------------------------------------------------------------
-port_bin="$tmp/port_test"
-if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
-    "$here/port_test.c" -o "$port_bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir" -pthread; then
-  pass "port_test.c builds and links"
-  for n in 2 4; do
-    echo "-- port_test $n"
-    if SWCCL_SOCKET_IFNAME=lo timeout -k 5 200 "$port_bin" "$n" 2>&1 | grep -v " WARN " | sed 's/^/      | /'; then
-      pass "port_test with $n ranks"
-    else
-      fail "port_test with $n ranks"
-    fi
-  done
-else
-  fail "port_test.c builds and links"
-fi
+# --- lifecycle_test, event_test, port_test: forking C tests (Tests/c/fork_ranks.h) ---------------
+# forked_test NAME "RANK COUNTS" OUTER_TIMEOUT: builds Tests/c/NAME.c against the library and runs it once
+# per rank count (each test kills itself at its own deadline; the outer timeout is a last resort).
+forked_test() {
+  local name="$1" counts="$2" limit="$3" bin="$tmp/$1" n
+  if [[ $have_lib == 1 ]] && quiet gcc -std=c99 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L -I"$include" \
+      "$here/$name.c" -o "$bin" -L"$libdir" -lswccl -Wl,-rpath,"$libdir" -pthread; then
+    pass "$name.c builds and links"
+    for n in $counts; do
+      echo "-- $name $n"
+      if SWCCL_SOCKET_IFNAME=lo timeout -k 5 "$limit" "$bin" "$n" 2>&1 | grep -v " WARN " | sed 's/^/      | /'; then
+        pass "$name with $n ranks"
+      else
+        fail "$name with $n ranks"
+      fi
+    done
+  else
+    fail "$name.c builds and links"
+  fi
+}
+forked_test lifecycle_test "3 4" 180
+forked_test event_test "2 4" 200
+forked_test port_test "2 4" 200
 
 # --- C++ -------------------------------------------------------------------------------------------
 cxx_bin="$tmp/cxx_test"
