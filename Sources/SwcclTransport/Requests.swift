@@ -142,27 +142,3 @@ import SwcclCore
         return n
     }
 }
-
-/// How the backends not yet on the message engine (verbs) wait: `spin` (one non-blocking round, true once the request
-/// completed) for `SWCCL_SPIN_US`, then `block` in the kernel for at most a second at a time; at the
-/// deadline `timedOut` makes a last check and throws (or returns if the request completed after all).
-package enum RequestWait {
-    package static func run(deadline: Deadline, complete: () throws(CCLError) -> Bool, spin: () throws(CCLError) -> Bool,
-                    block: (Int32) throws(CCLError) -> Void, timedOut: () throws(CCLError) -> Void) throws(CCLError) {
-        let spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
-        while true {
-            if try complete() { return }
-            let spinning = Sys.monotonicNanos() < spinUntil
-            let left = deadline.remainingMs
-            if left == 0 && !spinning {
-                try timedOut()
-                return
-            }
-            if spinning {
-                if try spin() { return }
-            } else {
-                try block(min(left, 1000))
-            }
-        }
-    }
-}
