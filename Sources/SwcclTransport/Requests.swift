@@ -1,9 +1,9 @@
+import Glibc
 import Synchronization
 import SwcclSystem
 import SwcclCore
 
-/// The parts of a request slot that every message-passing backend (TCP, verbs) keeps: the backend's
-/// slot type adds its own protocol state.
+/// The parts of a request slot that the table needs (`MessageRequest` is the engine's).
 @usableFromInline package protocol RequestSlot {
     init()
     var generation: UInt32 { get set }
@@ -18,8 +18,8 @@ import SwcclCore
 
 /// A backend's outstanding requests: a fixed table of slots reused under a generation number (so a
 /// stale `Request` handle is detected, and no allocation happens per request), with the errors of
-/// failed ones kept until the caller collects them. Inlinable: its users are the backends, in other
-/// targets, which must get it specialized for their slot type (no generic calls per request).
+/// failed ones kept until the caller collects them. Inlinable: the message engine is specialized in
+/// each backend's target, and so must this be (no generic calls per request).
 @usableFromInline package struct RequestTable<Slot: RequestSlot> {
     @usableFromInline package var slots: [Slot]
     @usableFromInline package var free: [Int32]
@@ -100,53 +100,45 @@ import SwcclCore
 }
 
 /// A backend's abort state: `raise` from any thread sets the flag, keeps the first reason and writes
-/// the eventfd that every blocking poll of the backend includes.
-package final class AbortSignal: Sendable {
+/// the eventfd that every blocking poll of the backend includes (a backend that sleeps elsewhere —
+/// shared memory's doorbell — makes it without one and wakes itself).
+@usableFromInline package final class AbortSignal: Sendable {
     package let wakeFD: Int32
-    private let flag = Atomic<Bool>(false)
+    @usableFromInline let flag = Atomic<Bool>(false)
     private let reason = Mutex<String>("")
 
-    package init() throws(CCLError) {
+    package init(eventFD: Bool = true) throws(CCLError) {
+        if !eventFD { wakeFD = -1; return }
         do { wakeFD = try Sys.eventFD() } catch { throw CCLError.system("eventfd", error) }
     }
 
-    deinit { Sys.close(wakeFD) }
+    deinit { if wakeFD >= 0 { Sys.close(wakeFD) } }
 
-    package var isRaised: Bool { flag.load(ordering: .acquiring) }
+    @inlinable package var isRaised: Bool { flag.load(ordering: .acquiring) }
 
     package func raise(_ why: String) {
         reason.withLock { if $0.isEmpty { $0 = why } }
         flag.store(true, ordering: .releasing)
-        Sys.signal(eventFD: wakeFD)
+        if wakeFD >= 0 { Sys.signal(eventFD: wakeFD) }
     }
 
-    package func error(rank: Int) -> CCLError {
+    @usableFromInline package func error(rank: Int) -> CCLError {
         CCLError(.remoteError, "communicator aborted: \(reason.withLock { $0 })", rank: rank)
     }
 
-    package func drain() { Sys.drain(eventFD: wakeFD) }
-}
+    package func drain() { if wakeFD >= 0 { Sys.drain(eventFD: wakeFD) } }
 
-/// How every backend's `wait` proceeds: `spin` (one non-blocking round, true once the request
-/// completed) for `SWCCL_SPIN_US`, then `block` in the kernel for at most a second at a time; at the
-/// deadline `timedOut` makes a last check and throws (or returns if the request completed after all).
-package enum RequestWait {
-    package static func run(deadline: Deadline, complete: () throws(CCLError) -> Bool, spin: () throws(CCLError) -> Bool,
-                    block: (Int32) throws(CCLError) -> Void, timedOut: () throws(CCLError) -> Void) throws(CCLError) {
-        let spinUntil = Sys.monotonicNanos() &+ Knobs.spinNanos
-        while true {
-            if try complete() { return }
-            let spinning = Sys.monotonicNanos() < spinUntil
-            let left = deadline.remainingMs
-            if left == 0 && !spinning {
-                try timedOut()
-                return
-            }
-            if spinning {
-                if try spin() { return }
-            } else {
-                try block(min(left, 1000))
-            }
+    /// One `poll` over `set`, whose first entry is this signal's eventfd: the number of ready
+    /// descriptors; throws the abort error if the signal woke it.
+    package func poll(_ set: inout [pollfd], timeoutMs: Int32, rank: Int) throws(CCLError) -> Int {
+        for k in set.indices { set[k].revents = 0 }
+        let n: Int
+        do throws(Errno) { n = try set.withUnsafeMutableBufferPointer { (b) throws(Errno) -> Int in try Sys.poll(b.baseAddress!, b.count, timeoutMs: timeoutMs) } }
+        catch { throw CCLError.system("poll", error).with(rank: rank) }
+        if n > 0 && set[0].revents != 0 {
+            drain()
+            if isRaised { throw error(rank: rank) }
         }
+        return n
     }
 }

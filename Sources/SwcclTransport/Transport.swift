@@ -256,7 +256,7 @@ extension Knobs {
     package static var transport: [KnobInfo] { [spinMicroseconds.info, spinYield.info] }
     package static let spinMicroseconds = Knob.int("SWCCL_SPIN_US", default: 200,
         "microseconds a waiting rank polls without sleeping before it blocks in the kernel")
-    package static var spinNanos: UInt64 { UInt64(max(spinMicroseconds.value, 0)) &* 1000 }
+    @usableFromInline package static var spinNanos: UInt64 { UInt64(max(spinMicroseconds.value, 0)) &* 1000 }
     @usableFromInline package static let spinYield = Knob.bool("SWCCL_SPIN_YIELD", default: false,
         "while spinning, yield the core when nothing arrived: 1 always, 0 never; unset, only once a communicator of this process has more ranks on this host than the host has cores")
 }
@@ -264,7 +264,7 @@ extension Knobs {
 /// How waiting ranks spin. Yielding between polls lets ranks that share a core run, but each yield
 /// costs a system call and delays noticing the peer, so it is only done when the host is
 /// oversubscribed (or `SWCCL_SPIN_YIELD` says so).
-package enum Spin {
+@usableFromInline package enum Spin {
     @usableFromInline package static let oversubscribed = Atomic<Bool>(false)
     package static let cores = max(1, Sys.onlineCPUs())
 
@@ -276,6 +276,10 @@ package enum Spin {
     /// Inlinable: read in the spin loops of other targets (the backends, the one-shot allreduce).
     @inlinable package static var yields: Bool { Knobs.spinYield.override ?? oversubscribed.load(ordering: .relaxed) }
 
+    /// The monotonic clock, for spin loops in other targets' inlinable code.
+    @usableFromInline package static func now() -> UInt64 { Sys.monotonicNanos() }
+
     /// Yields the core while spinning, if `yields` (oversubscribed host or `SWCCL_SPIN_YIELD=1`).
-    @inlinable package static func yield() { if yields { Sys.yieldCore() } }
+    @inlinable package static func yield() { if yields { yieldCore() } }
+    @usableFromInline package static func yieldCore() { Sys.yieldCore() }
 }

@@ -8,27 +8,27 @@ import SwcclTransport
 /// device's active ports filtered by `SWCCL_IB_HCA`, and on each the GID to use (`SWCCL_IB_GID_INDEX`,
 /// else the RoCE v2 GID of the interface's address family, else index 0 on InfiniBand). When there
 /// are none, `unavailableReason` says why (no rdma-core, no device, all filtered out, disabled).
-public struct VerbsPort: Sendable, Equatable, CustomStringConvertible {
-    public let device: String
-    public let port: Int
-    public let gidIndex: Int
+package struct VerbsPort: Sendable, Equatable, CustomStringConvertible {
+    package let device: String
+    package let port: Int
+    package let gidIndex: Int
     /// The GID in IPv6 notation (an IPv4-mapped address for RoCE v2 over IPv4).
-    public let gid: String
-    public let linkLayer: String  // "Ethernet" (RoCE) or "InfiniBand"
-    public let gidType: String    // "RoCE v2", "RoCE v1" or "IB"
-    public let mtu: Int
+    package let gid: String
+    package let linkLayer: String  // "Ethernet" (RoCE) or "InfiniBand"
+    package let gidType: String    // "RoCE v2", "RoCE v1" or "IB"
+    package let mtu: Int
 
-    public var description: String { "\(device):\(port) \(linkLayer) GID[\(gidIndex)] \(gid) (\(gidType)), MTU \(mtu)" }
+    package var description: String { "\(device):\(port) \(linkLayer) GID[\(gidIndex)] \(gid) (\(gidType)), MTU \(mtu)" }
 }
 
 /// `SWCCL_IB_HCA` as NCCL_IB_HCA: a comma-separated list of `device[:port]` entries matched as name
 /// prefixes; a leading `^` excludes the listed ones instead, a leading `=` matches names exactly.
-public struct HCAFilter: Sendable, Equatable {
-    public let exclude: Bool
-    public let exact: Bool
-    public let entries: [(name: String, port: Int?)]
+package struct HCAFilter: Sendable, Equatable {
+    package let exclude: Bool
+    package let exact: Bool
+    package let entries: [(name: String, port: Int?)]
 
-    public init(_ spec: String) {
+    package init(_ spec: String) {
         var s = Substring(spec.trimmingSpaces)
         var exclude = false, exact = false
         if s.hasPrefix("^") { exclude = true; s = s.dropFirst() }
@@ -43,7 +43,7 @@ public struct HCAFilter: Sendable, Equatable {
     }
 
     /// Whether `device` port `port` may be used.
-    public func admits(_ device: String, port: Int) -> Bool {
+    package func admits(_ device: String, port: Int) -> Bool {
         guard !entries.isEmpty else { return true }
         let listed = entries.contains { e in
             (exact ? device == e.name : device.hasPrefix(e.name)) && (e.port == nil || e.port == port)
@@ -51,17 +51,17 @@ public struct HCAFilter: Sendable, Equatable {
         return exclude ? !listed : listed
     }
 
-    public static func == (a: HCAFilter, b: HCAFilter) -> Bool {
+    package static func == (a: HCAFilter, b: HCAFilter) -> Bool {
         a.exclude == b.exclude && a.exact == b.exact && a.entries.map(\.name) == b.entries.map(\.name) && a.entries.map(\.port) == b.entries.map(\.port)
     }
 }
 
-public enum VerbsDevices {
+package enum VerbsDevices {
     /// The usable ports, probed once per process; empty with a reason when there are none.
-    public static let probed: (ports: [VerbsPort], why: String) = probe()
+    package static let probed: (ports: [VerbsPort], why: String) = probe()
 
-    public static var ports: [VerbsPort] { probed.ports }
-    public static var unavailableReason: String { probed.why }
+    package static var ports: [VerbsPort] { probed.ports }
+    package static var unavailableReason: String { probed.why }
 
     package static func probe() -> (ports: [VerbsPort], why: String) {
         if Knobs.ibDisable.value { return ([], "disabled by SWCCL_IB_DISABLE=1") }
@@ -141,7 +141,7 @@ public enum VerbsDevices {
     }
 
     /// A GID in IPv6 text form (`::ffff:10.0.0.1` for IPv4-mapped ones).
-    public static func gidText(_ b: [UInt8]) -> String {
+    package static func gidText(_ b: [UInt8]) -> String {
         var addr = in6_addr()
         withUnsafeMutableBytes(of: &addr) { $0.copyBytes(from: b) }
         var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
@@ -150,7 +150,7 @@ public enum VerbsDevices {
     }
 
     /// One line for INFO and `swccl-perf --transports`.
-    public static var summary: String {
+    package static var summary: String {
         ports.isEmpty ? "ib: unavailable: \(unavailableReason)" : "ib: " + ports.map(\.description).joined(separator: "; ")
     }
 }
