@@ -601,13 +601,13 @@ def launch(scenario, n, deadline_s=240):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--rank":
         rank_main(sys.argv[2])
-    elif len(sys.argv) == 3:
-        sys.exit(0 if launch(sys.argv[1], int(sys.argv[2])) else 1)
     elif len(sys.argv) >= 2 and sys.argv[1] == "all":  # all [NRANKS ...] (default 2 3)
         results = [(s, n, launch(s, n)) for n in ([int(a) for a in sys.argv[2:]] or (2, 3)) for s in SCENARIOS]
         failed = [f"{s}/{n}" for s, n, ok in results if not ok]
         print(f"{len(results) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
         sys.exit(1 if failed else 0)
+    elif len(sys.argv) == 3:
+        sys.exit(0 if launch(sys.argv[1], int(sys.argv[2])) else 1)
     else:
         print(__doc__)
         sys.exit(2)

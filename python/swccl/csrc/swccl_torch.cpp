@@ -86,8 +86,18 @@ struct Gate {
   std::atomic<int64_t> busy;
   std::atomic<uint64_t> direct{0};     // operations run on the direct path
   std::atomic<uint64_t> delegated{0};  // operations handed to the Python backend
+  std::atomic<bool> recording{false};  // (tests) note the name of every operation of the direct path
+  std::mutex recordMu;
+  std::vector<std::string> record;
 
   explicit Gate(int64_t initial) : busy(initial) {}
+
+  void note(const char* op) {
+    if (recording.load(std::memory_order_relaxed)) {
+      std::lock_guard<std::mutex> lock(recordMu);
+      record.emplace_back(op);
+    }
+  }
 
   // For the Python side: takes the mutex, the GIL released while it waits.
   void acquire() {
@@ -544,6 +554,7 @@ class SwcclBackend : public c10d::Backend {
       result = call();
       gate_->direct.fetch_add(1, std::memory_order_relaxed);
     }
+    gate_->note(op);
     std::exception_ptr error;
     if (result != swcclSuccess) {
       py::gil_scoped_acquire gil;  // the Python side words the error (rank, peer, cause; aborted)
@@ -589,7 +600,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("add", [](Gate& g, int64_t delta) { return g.busy.fetch_add(delta) + delta; })
       .def_property_readonly("busy", [](const Gate& g) { return g.busy.load(); })
       .def_property_readonly("direct", [](const Gate& g) { return g.direct.load(); })
-      .def_property_readonly("delegated", [](const Gate& g) { return g.delegated.load(); });
+      .def_property_readonly("delegated", [](const Gate& g) { return g.delegated.load(); })
+      .def("record", [](Gate& g, bool on) { g.recording.store(on); },
+           "(tests) start or stop noting the operations the direct path runs")
+      .def("recorded", [](Gate& g) {
+            std::lock_guard<std::mutex> lock(g.recordMu);
+            std::vector<std::string> out;
+            out.swap(g.record);
+            return out;
+          }, "the operations the direct path ran since the last call, oldest first (and forgets them)");
 
   m.def(
       "make_backend",
