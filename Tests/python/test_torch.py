@@ -397,8 +397,9 @@ def scenario_errors(rank, n):
     # ranks that disagree (different counts): every rank gets an error, none hangs
     y = torch.ones(100 if rank == 0 else 101)
     e = raises((RuntimeError,), lambda: dist.all_reduce(y), None, "mismatched counts")
-    print(f"[rank {rank}] mismatch error as expected: {e}", flush=True)
-    expect("rank" in str(e), "the error names a rank")
+    print(f"[rank {rank}] mismatch error as expected ({type(e).__name__}): {e}", flush=True)
+    expect("rank" in str(e) and "\n" not in str(e), "the error names a rank, on one line")
+    expect(isinstance(e, getattr(dist, "DistBackendError", RuntimeError)), f"a DistBackendError ({type(e)})")
 
 
 def native_expected():
