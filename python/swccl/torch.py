@@ -1140,6 +1140,7 @@ class ProcessGroupSwccl(dist.ProcessGroup):
                     gate.release()
 
     def _end_coalescing_locked(self):
+        was_open = self._coalescing is not None
         works, self._coalescing = self._coalescing or [], None
         r = self._lib.swcclGroupEnd()
         self._flush_ops()
@@ -1154,7 +1155,7 @@ class ProcessGroupSwccl(dist.ProcessGroup):
             self._track(works + [batch])
             return batch
         finally:
-            if self._gate is not None:
+            if self._gate is not None and was_open:
                 self._gate.add(-1)  # (the works tracked above keep it up while they are in flight)
 
     _start_coalescing = start_coalescing
