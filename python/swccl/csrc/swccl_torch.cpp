@@ -296,6 +296,12 @@ class SwcclBackend : public c10d::Backend {
   bool supportsSplitting() const override { return true; }
   bool supportsCoalescing() const override { return true; }
 
+  // The group's collective count (not p2p: the ranks of a pair call send and recv, not the same
+  // operation), the same on every rank that issued the same collectives: what torch's
+  // ProcessGroupWrapper (TORCH_DISTRIBUTED_DEBUG=DETAIL) fingerprints collectives with.
+  uint64_t getSequenceNumberForGroup() override { return seq_.load(std::memory_order_relaxed); }
+  void setSequenceNumberForGroup() override {}
+
   c10::intrusive_ptr<Options> getBackendOptions() override {
     auto o = c10::make_intrusive<Options>("swccl", timeout_);
     o->group_name = getGroupUid();
@@ -306,6 +312,7 @@ class SwcclBackend : public c10d::Backend {
 
   c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
                                            const c10d::AllreduceOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     if (!opts.asyncOp && tensors.size() == 1 && !opts.sparseIndices.has_value()) {
       const at::Tensor& t = tensors[0];
       int type = reduceType(t.scalar_type());
@@ -324,6 +331,7 @@ class SwcclBackend : public c10d::Backend {
 
   c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
                                            const c10d::BroadcastOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     if (!opts.asyncOp && tensors.size() == 1 && opts.rootTensor == 0 && plain(tensors[0])) {
       const at::Tensor& t = tensors[0];
       void* p = address(t);
@@ -339,6 +347,7 @@ class SwcclBackend : public c10d::Backend {
 
   c10::intrusive_ptr<c10d::Work> reduce(std::vector<at::Tensor>& tensors,
                                         const c10d::ReduceOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     if (!opts.asyncOp && tensors.size() == 1 && opts.rootTensor == 0) {
       const at::Tensor& t = tensors[0];
       int type = reduceType(t.scalar_type());
@@ -358,6 +367,7 @@ class SwcclBackend : public c10d::Backend {
 
   c10::intrusive_ptr<c10d::Work> all_gather_single(at::Tensor& output, at::Tensor& input,
                                                    const c10d::AllgatherOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     if (!opts.asyncOp && plain(input) && plain(output) && output.scalar_type() == input.scalar_type() &&
         output.numel() == input.numel() * getSize()) {
       void* pi = address(input);
@@ -379,6 +389,7 @@ class SwcclBackend : public c10d::Backend {
 
   c10::intrusive_ptr<c10d::Work> reduce_scatter_single(at::Tensor& output, at::Tensor& input,
                                                        const c10d::ReduceScatterOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     if (!opts.asyncOp && plain(input) && plain(output) && output.scalar_type() == input.scalar_type() &&
         input.numel() == output.numel() * getSize()) {
       int type = reduceType(output.scalar_type());
@@ -403,6 +414,7 @@ class SwcclBackend : public c10d::Backend {
   }
 
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     if (!opts.asyncOp) {
       auto w = direct("barrier", {}, [&] { return lib_.barrier(comm_, nullptr); });
       if (w) {
@@ -416,21 +428,25 @@ class SwcclBackend : public c10d::Backend {
 
   c10::intrusive_ptr<c10d::Work> allreduce_coalesced(std::vector<at::Tensor>& tensors,
                                                      const c10d::AllreduceCoalescedOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("allreduce_coalesced", tensors, opts);
   }
   c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
                                            std::vector<at::Tensor>& inputs,
                                            const c10d::AllgatherOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("allgather", outputs, inputs, opts);
   }
   c10::intrusive_ptr<c10d::Work> allgather_coalesced(std::vector<std::vector<at::Tensor>>& outputs,
                                                      std::vector<at::Tensor>& inputs,
                                                      const c10d::AllgatherOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("allgather_coalesced", outputs, inputs, opts);
   }
   c10::intrusive_ptr<c10d::Work> all_gather_single_coalesced(std::vector<at::Tensor>& outputs,
                                                              std::vector<at::Tensor>& inputs,
                                                              const c10d::AllgatherOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("allgather_into_tensor_coalesced", outputs, inputs, opts);
   }
   c10::intrusive_ptr<c10d::Work> allgather_into_tensor_coalesced(std::vector<at::Tensor>& outputs,
@@ -441,21 +457,25 @@ class SwcclBackend : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>>& outputs,
                                         std::vector<at::Tensor>& inputs,
                                         const c10d::GatherOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("gather", outputs, inputs, opts);
   }
   c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& outputs,
                                          std::vector<std::vector<at::Tensor>>& inputs,
                                          const c10d::ScatterOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("scatter", outputs, inputs, opts);
   }
   c10::intrusive_ptr<c10d::Work> reduce_scatter(std::vector<at::Tensor>& outputs,
                                                 std::vector<std::vector<at::Tensor>>& inputs,
                                                 const c10d::ReduceScatterOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("reduce_scatter", outputs, inputs, opts);
   }
   c10::intrusive_ptr<c10d::Work> reduce_scatter_single_coalesced(std::vector<at::Tensor>& outputs,
                                                                  std::vector<at::Tensor>& inputs,
                                                                  const c10d::ReduceScatterOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("reduce_scatter_tensor_coalesced", outputs, inputs, opts);
   }
   c10::intrusive_ptr<c10d::Work> reduce_scatter_tensor_coalesced(std::vector<at::Tensor>& outputs,
@@ -467,6 +487,7 @@ class SwcclBackend : public c10d::Backend {
                                                    std::vector<int64_t>& outputSplits,
                                                    std::vector<int64_t>& inputSplits,
                                                    const c10d::AllToAllOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("alltoall_base", output, input, outputSplits, inputSplits, opts);
   }
   c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output, at::Tensor& input,
@@ -477,6 +498,7 @@ class SwcclBackend : public c10d::Backend {
   }
   c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
                                           const c10d::AllToAllOptions& opts) override {
+    seq_.fetch_add(1, std::memory_order_relaxed);
     return delegate("alltoall", outputs, inputs, opts);
   }
   c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dstRank, int tag) override {
@@ -580,6 +602,7 @@ class SwcclBackend : public c10d::Backend {
   Lib lib_;
   swcclComm_t comm_;
   std::chrono::milliseconds timeout_;
+  std::atomic<uint64_t> seq_{0};
 };
 
 static SwcclBackend* asSwccl(const c10::intrusive_ptr<c10d::Backend>& backend) {
