@@ -96,11 +96,17 @@ def _with_ninja_on_path():
 
 
 def _first_error(text):
-    """The compiler's first error line out of a failed build's output (else its end), on one line."""
-    for line in text.splitlines():
-        if "error:" in line or "Error:" in line and "Error building" not in line:
+    """The compiler's first error line out of a failed build's output, on one line (not ninja's
+    progress, the command lines or torch's summary)."""
+    def noise(line):
+        return (line.startswith(("[", "FAILED:", "ninja:", "Error building extension", "W1", "E1"))
+                or (" -c " in line and " -o " in line))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not noise(line)]
+    for line in useful:
+        if "error" in line.lower() or "not found" in line or "No such file" in line:
             return " ".join(line.split())[:500]
-    return " ".join(text.split())[-500:]
+    return " ".join(useful[-1].split())[:500] if useful else " ".join(text.split())[-500:]
 
 
 def _build(torch, build_dir, name, header, verbose):
