@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libibverbs-dev librdmacm-dev libnuma-dev pkg-config gcc g++ binutils)
+# python3-dev (Python.h) and g++: the torch backend's C++ fast path is compiled against the torch venv's
+# python (scripts/torch-venv.sh, made with python3-venv from Debian's python3).
+packages=(libibverbs-dev librdmacm-dev libnuma-dev pkg-config gcc g++ binutils python3 python3-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The PyTorch backend's tests with real torch (run by scripts/test.sh; a few minutes):
+#   python -m swccl._torch_native build   the backend's C++ fast path (python/swccl/csrc), built once into
+#                                    ~/.cache/swccl/torch_extensions (cached with the venv) or found there;
+#                                    every test below then runs through it
 #   Tests/python/test_torch.py all   every operation and scenario on 2 and 3 ranks
+#   SWCCL_TORCH_NATIVE=0 Tests/python/test_torch.py all 2   the same on 2 ranks, the Python backend alone
 #   Tests/python/test_ddp.py 2, 4    DDP over swccl against Gloo from the same seed
 #   Tests/python/test_install.sh     `pip install ./python` into a fresh environment finds its library
 #   Tests/python/test_fsdp.py 2      FSDP2 (fully_shard) over swccl against Gloo from the same seed
@@ -23,11 +27,13 @@ log=/tmp/swccl-torch-test.log
 passed=0; failed=0
 run() {
   echo "-- $*"
-  timeout -k 10 900 "$@" 2>&1 | tee -a "$log" | grep -E "PASS|FAIL|passed|error as expected|ddp_train: (OK|FAIL)|rl_weight_sync: (OK|FAIL|sync)|torch suite" | cut -c1-300
+  timeout -k 10 900 "$@" 2>&1 | tee -a "$log" | grep -E "PASS|FAIL|passed|error as expected|fast path|ddp_train: (OK|FAIL)|rl_weight_sync: (OK|FAIL|sync)|torch suite" | cut -c1-300
   local rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "   FAILED (exit $rc): $* (log: $log)"; fi
 }
+run env PYTHONPATH=python "$py" -m swccl._torch_native build
 run "$py" Tests/python/test_torch.py all
+run env SWCCL_TORCH_NATIVE=0 "$py" Tests/python/test_torch.py all 2
 run "$py" Tests/python/test_ddp.py 2
 run "$py" Tests/python/test_ddp.py 4
 run bash Tests/python/test_install.sh "$py"

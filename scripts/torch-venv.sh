@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python environment with torch and numpy that the PyTorch backend's tests run in:
 # ~/.cache/swccl/torch-venv (SWCCL_TORCH_VENV to move it), created only when missing (python3 -m venv,
-# then pip install numpy and torch: the CPU wheel from PyTorch's index, else PyPI's; and expecttest),
+# then pip install numpy and torch: the CPU wheel from PyTorch's index, else PyPI's; expecttest and ninja),
 # reused afterwards.
 # Prints the environment's python on the last line of stdout, or exits 1 with the reason on the
 # last line (the caller prints it as a visible SKIP). SWCCL_TORCH=0 skips on purpose.
@@ -11,7 +11,11 @@ py="$venv/bin/python"
 if [ "${SWCCL_TORCH:-1}" = "0" ]; then echo "SWCCL_TORCH=0"; exit 1; fi
 # torch's own test utilities (Tests/python/torch_suite.py) import expecttest, which the wheel does not
 # depend on: installed alongside (small, pure Python), best effort (the suite reports it missing).
-extras() { "$py" -c 'import expecttest' >/dev/null 2>&1 || "$py" -m pip install -q expecttest >&2 2>&1 || true; }
+# ninja: torch.utils.cpp_extension builds the backend's C++ fast path with it (python/swccl/_torch_native.py).
+extras() {
+  "$py" -c 'import expecttest' >/dev/null 2>&1 || "$py" -m pip install -q expecttest >&2 2>&1 || true
+  "$py" -c 'import ninja' >/dev/null 2>&1 || "$py" -m pip install -q ninja >&2 2>&1 || true
+}
 if [ -x "$py" ] && "$py" -c 'import torch, numpy, torch.distributed as d; assert d.is_available()' >/dev/null 2>&1; then
   extras; echo "$py"; exit 0
 fi

@@ -3,17 +3,22 @@
 interleaved in the same processes and the same run.
 
     python Benchmarks/torch/bench_torch.py -np 2 [--rounds 5] [--colls all_reduce,all_gather,...]
-                                           [--sizes 8,64K,1M,16M,64M] [--ddp] [--json FILE]
+                                           [--sizes 8,64K,1M,16M,64M] [--variants swccl,swccl-py,C,...]
+                                           [--ddp] [--json FILE]
     bash Benchmarks/torch/run.sh          # 2 and 4 ranks, collectives and DDP (how PERFORMANCE.md's table was made)
 
 Starts NP ranks (this script again, --rank), joined through a FileStore. Every rank makes, over the same
-ranks: the default group "swccl" (shared memory between the ranks of this host), a second swccl group with
-transports="tcp" (swccl.torch.Options: SwiftCCL over TCP only), and a "gloo" group (TCP; torch's Gloo has
-no other transport). Per collective and size, every round measures each variant once, in an order
-reversed every other round:
+ranks: the default group "swccl" (shared memory between the ranks of this host; served through the
+backend's C++ fast path unless SWCCL_TORCH_NATIVE=0), a swccl group served by the Python backend alone
+(swccl.torch.Options(native=False)), a swccl group with transports="tcp" (SwiftCCL over TCP only), and a
+"gloo" group (TCP; torch's Gloo has no other transport). Per collective and size, every round measures
+each variant once, in an order reversed every other round:
 
-  swccl        torch.distributed call on the swccl group (async_op=False: the backend's direct path)
-  swccl-async  the same call with async_op=True and work.wait() (through the group's stream)
+  swccl        torch.distributed call on the swccl group (async_op=False: the backend's direct path, in
+               C++ when the fast path serves the group)
+  swccl-py     the same call on the group the Python backend serves (its direct path, in Python): the
+               fast path against the Python backend, same processes, same run
+  swccl-async  the call with async_op=True and work.wait() (through the group's stream)
   swccl-tcp    the call on the TCP-only swccl group
   gloo         the call on the Gloo group
   C            swcclAllReduce/AllGather/ReduceScatter/Broadcast on the swccl group's own communicator,
@@ -31,7 +36,8 @@ steps; the median step time is recorded per round.
 
 Rank 0 prints, per (collective, size), the median time and busbw of each variant over the rounds, and
 the median (min..max) of the per-round ratios swccl/gloo (speed-up: gloo time / swccl time),
-swccl-tcp/gloo, and swccl - C (µs); --json writes every round's figures.
+swccl-tcp/gloo, swccl - C and swccl-py - C (µs); --json writes every round's figures. --variants
+measures only those named (the others show as —).
 """
 import argparse
 import ctypes
@@ -83,9 +89,14 @@ def rank_main(a):
     dist.init_process_group("swccl", store=store, rank=rank, world_size=n, timeout=datetime.timedelta(seconds=300))
     sw = dist.distributed_c10d._get_default_group()
     tcp = dist.new_group(backend="swccl", pg_options=swt.Options(transports="tcp", name="bench-tcp"))
+    py = dist.new_group(backend="swccl", pg_options=swt.Options(native=False, name="bench-py"))
     gloo = dist.new_group(backend="gloo")
     lib = swccl._load()
-    comm = sw._comm
+    comm = swt.python_backend(sw)._comm
+    if rank == 0:
+        from swccl import _torch_native
+        print(f"# group 'swccl': {'C++ fast path' if swt.native_gate(sw) is not None else 'Python backend: ' + str(_torch_native.reason())}",
+              file=sys.stderr, flush=True)
     stream_null = None
     FLOAT, SUM = 7, 0
     results = []  # (coll, size, variant, round, seconds per call)
@@ -151,9 +162,10 @@ def rank_main(a):
                 if r != 0:
                     raise RuntimeError(f"swccl C call failed: {r}: {swccl.last_error(comm)}")
 
-            variants = {"swccl": lambda: torch_call(sw), "swccl-async": lambda: torch_call(sw, True),
+            variants = {"swccl": lambda: torch_call(sw), "swccl-py": lambda: torch_call(py),
+                        "swccl-async": lambda: torch_call(sw, True),
                         "swccl-tcp": lambda: torch_call(tcp), "gloo": lambda: torch_call(gloo), "C": c_call}
-            order = list(variants)
+            order = [v for v in variants if v in a.variants.split(",")]
             it = iters_for(size)
             for rnd in range(a.rounds):
                 for v in (order if rnd % 2 == 0 else order[::-1]):
@@ -194,7 +206,7 @@ def rank_main(a):
             print(f"# ddp ({nparams / 1e6:.1f} M parameters) done", file=sys.stderr, flush=True)
     if rank == 0:
         with open(os.environ["BENCH_OUT"], "w") as f:
-            json.dump({"np": n, "results": results, "ddp": ddp,
+            json.dump({"np": n, "results": results, "ddp": ddp, "native": swt.native_gate(sw) is not None,
                        "ddp_params": nparams if a.ddp else 0}, f)
     dist.destroy_process_group()
     os._exit(0)
@@ -208,22 +220,35 @@ def report(data, out=sys.stdout):
     for coll, size, _, _, _ in res:
         if (coll, size) not in keys:
             keys.append((coll, size))
-    print(f"\n### {n} ranks ({len(rounds)} interleaved rounds; medians; ratio = median of per-round ratios, (min..max))\n", file=out)
-    print("| collective | size | swccl µs | swccl-async µs | C µs | swccl − C µs | gloo µs | swccl vs gloo | "
-          "swccl busbw GB/s | gloo busbw GB/s | swccl-tcp busbw GB/s | swccl-tcp vs gloo |", file=out)
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|", file=out)
+    print(f"\n### {n} ranks ({len(rounds)} interleaved rounds; medians; ratio = median of per-round ratios, (min..max); "
+          f"'swccl' {'through the C++ fast path' if data.get('native') else 'by the Python backend'})\n", file=out)
+    print("| collective | size | swccl µs | swccl-py µs | swccl-async µs | C µs | swccl − C µs | swccl-py − C µs | gloo µs | "
+          "swccl vs gloo | swccl busbw GB/s | gloo busbw GB/s | swccl-tcp busbw GB/s | swccl-tcp vs gloo |", file=out)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", file=out)
+    variants = ("swccl", "swccl-py", "swccl-async", "C", "gloo", "swccl-tcp")
     for coll, size in keys:
-        t = {v: {r[3]: r[4] for r in res if r[0] == coll and r[1] == size and r[2] == v}
-             for v in ("swccl", "swccl-async", "C", "gloo", "swccl-tcp")}
-        med = {v: statistics.median(t[v].values()) for v in t}
-        bw = {v: size / med[v] / 1e9 * BUSBW[coll](n) for v in t}
-        sp = [t["gloo"][r] / t["swccl"][r] for r in rounds]
-        tp = [t["gloo"][r] / t["swccl-tcp"][r] for r in rounds]
-        dc = [(t["swccl"][r] - t["C"][r]) * 1e6 for r in rounds]
-        print(f"| {coll} | {human(size)} | {med['swccl'] * 1e6:.1f} | {med['swccl-async'] * 1e6:.1f} | {med['C'] * 1e6:.1f} | "
-              f"{statistics.median(dc):.1f} ({min(dc):.1f}..{max(dc):.1f}) | {med['gloo'] * 1e6:.1f} | "
-              f"**{statistics.median(sp):.2f}×** ({min(sp):.2f}..{max(sp):.2f}) | {bw['swccl']:.2f} | {bw['gloo']:.2f} | "
-              f"{bw['swccl-tcp']:.2f} | {statistics.median(tp):.2f}× ({min(tp):.2f}..{max(tp):.2f}) |", file=out)
+        t = {v: {r[3]: r[4] for r in res if r[0] == coll and r[1] == size and r[2] == v} for v in variants}
+        med = {v: statistics.median(t[v].values()) for v in t if t[v]}
+        bw = {v: size / med[v] / 1e9 * BUSBW[coll](n) for v in med}
+
+        def us(v):
+            return f"{med[v] * 1e6:.1f}" if v in med else "—"
+
+        def gbs(v):
+            return f"{bw[v]:.2f}" if v in bw else "—"
+
+        def ratio(f, a, b, bold=False, unit="×", scale=1.0):
+            if a not in med or b not in med:
+                return "—"
+            xs = [f(t[a][r], t[b][r]) * scale for r in rounds if r in t[a] and r in t[b]]
+            m = f"{statistics.median(xs):.2f}{unit}" if unit == "×" else f"{statistics.median(xs):.1f}"
+            return f"{'**' + m + '**' if bold else m} ({min(xs):.{2 if unit == '×' else 1}f}..{max(xs):.{2 if unit == '×' else 1}f})"
+        speed = lambda s_, g: g / s_  # noqa: E731
+        diff = lambda s_, c: s_ - c  # noqa: E731
+        print(f"| {coll} | {human(size)} | {us('swccl')} | {us('swccl-py')} | {us('swccl-async')} | {us('C')} | "
+              f"{ratio(diff, 'swccl', 'C', unit='µs', scale=1e6)} | {ratio(diff, 'swccl-py', 'C', unit='µs', scale=1e6)} | "
+              f"{us('gloo')} | {ratio(speed, 'swccl', 'gloo', bold=True)} | {gbs('swccl')} | {gbs('gloo')} | "
+              f"{gbs('swccl-tcp')} | {ratio(speed, 'swccl-tcp', 'gloo')} |", file=out)
     if data.get("ddp"):
         d = data["ddp"]
         sw = {r: s for name, r, s in d if name == "swccl"}
@@ -270,6 +295,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--colls", default="all_reduce,all_gather,reduce_scatter,broadcast")
     ap.add_argument("--sizes", default="8,64K,1M,16M,64M")
+    ap.add_argument("--variants", default="swccl,swccl-py,swccl-async,swccl-tcp,gloo,C",
+                    help="the variants to measure (default: all)")
     ap.add_argument("--ddp", action="store_true")
     ap.add_argument("--ddp-steps", type=int, default=4)
     ap.add_argument("--width", type=int, default=2048)

@@ -90,9 +90,13 @@ public enum Knobs {
          Knobs.socketIfname.info, Knobs.socketFamily.info, Knobs.numa.info]
     }
 
-    /// Variables that a launcher sets, or the benchmark scripts read (the swccl-perf to run), and
-    /// that are not knobs of their own.
-    package static let reservedNames: Set<String> = ["SWCCL_LOCAL_RANK", "SWCCL_JOB_ID", "SWCCL_PERF", "SWCCL_LIBRARY"]
+    /// Variables that a launcher sets, the benchmark scripts or the Python package read (the
+    /// swccl-perf to run, the library to load, ...), and that are not knobs of their own.
+    package static let reservedNames: Set<String> = ["SWCCL_LOCAL_RANK", "SWCCL_JOB_ID", "SWCCL_PERF", "SWCCL_LIBRARY",
+                                                      "SWCCL_NO_TORCH", "SWCCL_SUITE_START"]
+    /// Prefixes of variables read by swccl-perf, the tests and the Python package's torch backend
+    /// (`SWCCL_TORCH_NATIVE`, `SWCCL_PY_NO_EVENTS`, ...: docs/ENVIRONMENT.md), not by the library.
+    package static let reservedPrefixes = ["SWCCL_PERF_", "SWCCL_TEST_", "SWCCL_TORCH_", "SWCCL_PY_"]
 }
 
 extension String {

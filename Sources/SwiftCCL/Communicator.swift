@@ -27,7 +27,7 @@ extension Knobs {
     private static let unknownCheck: Bool = {
         let known = Set(all.map(\.name)).union(reservedNames)
         for name in Sys.environmentNames() where name.hasPrefix("SWCCL_") && !known.contains(name)
-            && !name.hasPrefix("SWCCL_PERF_") && !name.hasPrefix("SWCCL_TEST_") {
+            && !reservedPrefixes.contains(where: { name.hasPrefix($0) }) {
             Log.warn(.env, "unknown environment variable \(name) is ignored")
         }
         return true

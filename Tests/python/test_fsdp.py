@@ -78,16 +78,28 @@ def train(mesh, force_sum, prefetch, rank, seed=3):
     return local, full
 
 
-def record_calls(pg):
-    """Wraps the swccl group's _submit to record (operation, async_op) of every call it receives."""
+def record_calls(group):
+    """take() -> (operation, async_op) of every call the swccl group received since the last take():
+    those its Python backend ran (its _submit, wrapped) and those the C++ fast path ran directly
+    (synchronous; noted by its Gate)."""
+    import swccl.torch as st
     calls = []
+    pg = st.python_backend(group)
+    gate = st.native_gate(group)
     submit = pg._submit
 
     def recording(op, enqueue, outputs, async_op=True, keep=(), post=None):
         calls.append((op, bool(async_op)))
         return submit(op, enqueue, outputs, async_op, keep, post)
     pg._submit = recording
-    return calls
+    if gate is not None:
+        gate.record(True)
+
+    def take():
+        out = calls[:] + ([(op, False) for op in gate.recorded()] if gate is not None else [])
+        del calls[:]
+        return out
+    return take
 
 
 def rank_main():
@@ -102,17 +114,19 @@ def rank_main():
     gloo = dist.new_group(backend="gloo")
     sw_mesh = init_device_mesh("cpu", (n,))
     gloo_mesh = DeviceMesh.from_group(gloo, "cpu")
-    if sw_mesh.get_group().name() != "swccl" or gloo_mesh.get_group().name() != "gloo":
-        fail(f"meshes are over {sw_mesh.get_group().name()} and {gloo_mesh.get_group().name()}")
-    calls = record_calls(sw)
+    # (dist.get_backend, not group.name(): a C++ backend from outside torch, as swccl's fast path, is "custom" there)
+    if dist.get_backend(sw_mesh.get_group()) != "swccl" or dist.get_backend(gloo_mesh.get_group()) != "gloo":
+        fail(f"meshes are over {dist.get_backend(sw_mesh.get_group())} and {dist.get_backend(gloo_mesh.get_group())}")
+    take_calls = record_calls(sw)
     ref_local, ref_full = train(gloo_mesh, True, False, rank)
     initial = [p.detach().clone() for p in make_model(3).parameters()]
     if all(torch.equal(a, b) for a, b in zip(ref_full, initial)):
         fail("training changed nothing (the test would prove nothing)")
     checked = 0
     for force_sum, prefetch in ((False, False), (False, True), (True, True)):
-        del calls[:]
+        take_calls()
         local, full = train(sw_mesh, force_sum, prefetch, rank)
+        calls = take_calls()
         names = {op for op, a in calls}
         if not names & {"all_gather_into_tensor", "all_gather_into_tensor_coalesced"} or \
                 not names & {"reduce_scatter_tensor", "reduce_scatter_tensor_coalesced"}:

@@ -3,7 +3,9 @@
 # throw-away virtual environment that also sees PYTHON's packages (so torch is not downloaded again;
 # --no-deps --no-build-isolation: nothing is downloaded), then, from another directory, with no
 # LD_LIBRARY_PATH and no SWCCL_LIBRARY, checks that `import swccl` loads the libswccl.so bundled inside
-# the installed package, runs a one-rank all-reduce, and (with torch) a one-rank "swccl" process group.
+# the installed package, runs a one-rank all-reduce, and (with torch) a one-rank "swccl" process group
+# served through the C++ fast path (its source installed with the package; built at install time, or
+# found in the cache scripts/torch-tests.sh filled).
 #   usage: Tests/python/test_install.sh [PYTHON]      (default: python3)
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -50,6 +52,14 @@ dist.init_process_group("swccl", store=store, rank=0, world_size=1, timeout=date
 t = torch.arange(4, dtype=torch.bfloat16)
 dist.all_reduce(t)
 assert torch.equal(t, torch.arange(4, dtype=torch.bfloat16)), t
+import swccl.torch as st
+from swccl import _torch_native
+gate = st.native_gate()
+if os.environ.get("SWCCL_TORCH_NATIVE", "1") != "0":
+    # the installed package carries the fast path's source and swccl.h (built at install time or found in the cache)
+    if gate is None or gate.direct < 1:
+        sys.exit(f"FAIL: the installed package's torch backend does not run its C++ fast path ({_torch_native.reason()})")
+    print(f"the C++ fast path: {_torch_native.module().__file__} (from {_torch_native.SOURCE})")
 dist.destroy_process_group()
 print("PASS: the installed package found its bundled library; one-rank swccl process group works")
 PYEOF

@@ -2,7 +2,7 @@
 """Multi-process tests of the torch.distributed backend "swccl" (python/swccl/torch.py), real torch.
 
     python Tests/python/test_torch.py SCENARIO NRANKS      (python: one with torch, e.g. ~/.cache/swccl/torch-venv)
-    python Tests/python/test_torch.py all                   (every scenario, on 2 and 3 ranks)
+    python Tests/python/test_torch.py all [NRANKS ...]      (every scenario, on 2 and 3 ranks by default)
 
 Starts NRANKS processes of itself, waits for all (with a deadline) and exits 0 only if every rank
 passed. Inputs are small integers made from (seed, rank, index), so every result is exact (0 ulp; AVG
@@ -23,6 +23,14 @@ of floats within rounding). Scenarios:
              other rank fails (wait and future) with an error naming the dead rank, no hang; abort works
   errors     bad input: a CUDA-less device tensor refusal, non-contiguous, wrong sizes, dtype SwiftCCL
              cannot reduce, bitwise ops — clear errors, the group still usable afterwards
+  native     which path serves the group: the C++ fast path (python/swccl/csrc) unless SWCCL_TORCH_NATIVE=0
+             (then the Python backend alone); with it, the synchronous one-tensor collectives take the
+             direct path (its counter rises by one per call) with exact results for every dtype and op,
+             the rest goes to the Python backend, and synchronous direct calls mixed with async calls
+             (which the Python backend runs on the group's stream) keep their order and results
+
+Every scenario runs on whichever path the environment selects (SWCCL_TORCH_NATIVE=0: the Python backend);
+scripts/torch-tests.sh runs them with the C++ fast path and once more (2 ranks) without it.
 """
 import datetime
 import os
@@ -36,7 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "python"))
 
 TIMEOUT = datetime.timedelta(seconds=20)
-SCENARIOS = ["ops", "init-env", "init-tcp", "init-store", "init-multi", "async", "subgroups", "errors", "dead"]
+SCENARIOS = ["ops", "init-env", "init-tcp", "init-store", "init-multi", "async", "subgroups", "errors", "dead", "native"]
 
 
 def fail(msg):
@@ -369,9 +377,13 @@ def scenario_errors(rank, n):
     import torch.distributed as dist
     t = torch.arange(20, dtype=torch.float32).view(4, 5).t()
     raises((ValueError, RuntimeError), lambda: dist.all_reduce(t), ["not contiguous", ".contiguous()"], "non-contiguous")
-    if torch.device("meta"):
-        m = torch.empty(4, device="meta")
-        raises((ValueError, RuntimeError, NotImplementedError), lambda: dist.all_reduce(m), None, "meta device")
+    m = torch.empty(4, device="meta")
+    if native_expected():
+        # A C++ backend never sees a meta tensor: torch's dispatcher runs its meta kernel (for tracing)
+        # and returns, as for Gloo and NCCL.
+        dist.all_reduce(m)
+    else:
+        raises((ValueError, RuntimeError, NotImplementedError), lambda: dist.all_reduce(m), ["meta", ".cpu()"], "meta device")
     raises((ValueError, RuntimeError), lambda: dist.all_reduce(torch.ones(4, dtype=torch.int32), op=dist.ReduceOp.BAND),
            "BAND is not supported", "BAND")
     raises((TypeError, RuntimeError), lambda: dist.all_reduce(torch.ones(4, dtype=torch.int16)), "int16", "int16 reduction")
@@ -385,8 +397,138 @@ def scenario_errors(rank, n):
     # ranks that disagree (different counts): every rank gets an error, none hangs
     y = torch.ones(100 if rank == 0 else 101)
     e = raises((RuntimeError,), lambda: dist.all_reduce(y), None, "mismatched counts")
-    print(f"[rank {rank}] mismatch error as expected: {e}", flush=True)
-    expect("rank" in str(e), "the error names a rank")
+    print(f"[rank {rank}] mismatch error as expected ({type(e).__name__}): {e}", flush=True)
+    expect("rank" in str(e) and "\n" not in str(e), "the error names a rank, on one line")
+    expect(isinstance(e, getattr(dist, "DistBackendError", RuntimeError)), f"a DistBackendError ({type(e)})")
+
+
+def native_expected():
+    return os.environ.get("SWCCL_TORCH_NATIVE", "1") != "0"
+
+
+def scenario_native(rank, n):
+    import torch
+    import torch.distributed as dist
+    import swccl.torch as st
+    R = dist.ReduceOp
+    pg = dist.distributed_c10d._get_default_group()
+    gate = st.native_gate()
+    py = st.python_backend()
+    expect(isinstance(py, st.ProcessGroupSwccl), f"python_backend() is the group's ProcessGroupSwccl ({py!r})")
+    if not native_expected():
+        expect(gate is None and isinstance(pg, st.ProcessGroupSwccl),
+               f"SWCCL_TORCH_NATIVE=0: the Python backend is the group itself ({pg!r}, gate {gate})")
+        print(f"[rank {rank}] native: the Python backend serves the group (SWCCL_TORCH_NATIVE=0)", flush=True)
+        return
+    expect(gate is not None, "the C++ fast path serves the default group (is it built? python -m swccl._torch_native build)")
+    expect(not isinstance(pg, st.ProcessGroupSwccl) and pg._get_backend(torch.device("cpu")).name() == "swccl",
+           "torch calls the C++ backend")
+
+    def direct(fn, what, calls=1):
+        d0, g0 = gate.direct, gate.delegated
+        out = fn()
+        expect(gate.direct - d0 == calls and gate.delegated == g0,
+               f"{what}: the direct path took {gate.direct - d0} of {calls} calls ({gate.delegated - g0} delegated)")
+        return out
+
+    # Every reduction dtype and op of the direct path, exact.
+    dtypes = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8, torch.int32,
+              torch.int64, torch.float8_e4m3fn, torch.bool]
+    for seed, dtype in enumerate(dtypes):
+        fp8 = dtype == torch.float8_e4m3fn
+        ins = [vals(seed, r, 37, torch.float64 if dtype != torch.bool else torch.bool, 2 if fp8 else 5) for r in range(n)]
+        ops = [("sum", R.SUM), ("max", R.MAX), ("min", R.MIN)] + ([] if fp8 else [("prod", R.PRODUCT)])
+        if dtype.is_floating_point and not fp8:
+            ops.append(("avg", R.AVG))
+        for name, op in ops:
+            if dtype == torch.bool:
+                st_ = torch.stack(ins).to(torch.uint8)
+                want = (st_.max(0).values if name in ("sum", "max") else st_.min(0).values).bool()
+            else:
+                st_ = torch.stack(ins)
+                want = {"sum": st_.sum(0), "max": st_.max(0).values, "min": st_.min(0).values, "prod": st_.prod(0),
+                        "avg": st_.sum(0) / n}[name].to(dtype)
+            t = ins[rank].to(dtype).clone()
+            direct(lambda: dist.all_reduce(t, op=op), f"all_reduce {name} {dtype}")
+            ok = torch.allclose(t.double(), want.double(), rtol=1e-2) if name == "avg" else torch.equal(t, want)
+            expect(ok, f"direct all_reduce {name} {dtype}: {t[:6].tolist()} vs {want[:6].tolist()}")
+    # The other direct operations (data-moving ones on a dtype SwiftCCL cannot reduce too).
+    for dtype in (torch.float32, torch.bfloat16, torch.int64, torch.complex64, torch.int16):
+        mk = (lambda r, c, d=dtype: vals(7, r, c, torch.float32).to(d))
+        root = n - 1
+        t = mk(rank, 19)
+        direct(lambda: dist.broadcast(t, src=root), f"broadcast {dtype}")
+        expect(torch.equal(t, mk(root, 19)), f"direct broadcast {dtype}")
+        out = torch.empty(n * 5, dtype=dtype)
+        direct(lambda: dist.all_gather_into_tensor(out, mk(rank, 5)), f"all_gather_into_tensor {dtype}")
+        expect(torch.equal(out, torch.cat([mk(r, 5) for r in range(n)])), f"direct all_gather_into_tensor {dtype}")
+        if dtype in (torch.complex64, torch.int16):
+            continue
+        full = [vals(8, r, 4 * n, torch.float64) for r in range(n)]
+        o = torch.empty(4, dtype=dtype)
+        direct(lambda: dist.reduce_scatter_tensor(o, full[rank].to(dtype)), f"reduce_scatter_tensor {dtype}")
+        expect(torch.equal(o, sum(full)[rank * 4:(rank + 1) * 4].to(dtype)), f"direct reduce_scatter_tensor {dtype}")
+        t = full[rank].to(dtype).clone()
+        direct(lambda: dist.reduce(t, dst=root, op=R.MAX), f"reduce {dtype}")
+        if rank == root:
+            expect(torch.equal(t, torch.stack(full).max(0).values.to(dtype)), f"direct reduce {dtype}")
+    direct(lambda: dist.barrier(), "barrier")
+    # The Work of a direct call: completed, its future holds the outputs.
+    t = torch.full((3,), float(rank + 1))
+    opts = dist.AllreduceOptions()
+    opts.asyncOp = False
+    w = direct(lambda: pg.allreduce([t], opts), "pg.allreduce(asyncOp=False)")
+    expect(w.is_completed() and w.wait() and torch.equal(w.get_future().wait()[0], t) and t[0].item() == n * (n + 1) / 2,
+           "a direct call's Work is complete and its future holds the output")
+    # What the direct path does not take goes to the Python backend.
+    d0, g0 = gate.direct, gate.delegated
+    w = dist.all_reduce(torch.ones(4), async_op=True)
+    w.wait()
+    dist.all_reduce(torch.ones(4), op=dist._make_nccl_premul_sum(2.0) if hasattr(dist, "_make_nccl_premul_sum")
+                    else torch._C._distributed_c10d._make_nccl_premul_sum(2.0))
+    dist.all_gather([torch.empty(2) for _ in range(n)], torch.ones(2))
+    expect(gate.direct == d0 and gate.delegated - g0 == 3,
+           f"async, PREMUL_SUM and list calls go to the Python backend ({gate.direct - d0} direct, {gate.delegated - g0} delegated)")
+    # Mixed: async calls (the Python backend, on the group's stream) and synchronous ones (direct when
+    # nothing is in flight, else behind what is) on the same tensors: the order of the calls is the order
+    # of the operations (SUM, MIN, MAX and a broadcast of locally changed values give other results in another order).
+    x = [vals(20 + k, rank, 64, torch.float64) for k in range(4)]
+    cur = [[vals(20 + k, r, 64, torch.float64) for r in range(n)] for k in range(4)]  # every rank's x[k]
+    pending = {k: [] for k in range(4)}
+    d0, g0 = gate.direct, gate.delegated
+    for i in range(16):
+        k, kind = i % 4, (i // 4 + i) % 4
+        if kind == 0:    # async SUM
+            pending[k].append(dist.all_reduce(x[k], async_op=True))
+            cur[k] = [sum(cur[k])] * n
+        elif kind == 1:  # sync MIN: direct when nothing is in flight, else behind what is
+            dist.all_reduce(x[k], op=R.MIN)
+            cur[k] = [torch.stack(cur[k]).min(0).values] * n
+        elif kind == 2:  # a local change (once x[k]'s operations completed), then a sync broadcast
+            for w in pending[k]:
+                w.wait()
+            pending[k] = []
+            x[k] += rank
+            cur[k] = [c + r for r, c in enumerate(cur[k])]
+            dist.broadcast(x[k], src=n - 1)
+            cur[k] = [cur[k][n - 1]] * n
+        else:            # async MAX
+            pending[k].append(dist.all_reduce(x[k], op=R.MAX, async_op=True))
+            cur[k] = [torch.stack(cur[k]).max(0).values] * n
+        if i % 5 == 4:   # now and then everything completes: the next sync calls go direct again
+            for k2 in range(4):
+                for w in pending[k2]:
+                    w.wait()
+                pending[k2] = []
+    for k in range(4):
+        for w in pending[k]:
+            w.wait()
+            expect(w.is_completed() and w.exception() is None, "mixed: every async Work completed without error")
+        expect(torch.equal(x[k], cur[k][rank]), f"mixed sync/async: tensor {k}: {x[k][:4].tolist()} vs {cur[k][rank][:4].tolist()}")
+    expect(gate.direct > d0 and gate.delegated > g0,
+           f"mixed: both paths were taken ({gate.direct - d0} direct, {gate.delegated - g0} delegated)")
+    expect(gate.busy == 0, f"nothing is in flight afterwards (gate count {gate.busy})")
+    print(f"[rank {rank}] native: {gate.direct} direct, {gate.delegated} delegated", flush=True)
 
 
 def scenario_dead(rank, n):
@@ -424,7 +566,7 @@ def rank_main(scenario):
     init(scenario, rank, n)
     import torch.distributed as dist
     fn = {"ops": scenario_ops, "async": scenario_async, "subgroups": scenario_subgroups,
-          "errors": scenario_errors, "dead": scenario_dead}.get(scenario, scenario_init)
+          "errors": scenario_errors, "dead": scenario_dead, "native": scenario_native}.get(scenario, scenario_init)
     fn(rank, n)
     if scenario != "errors":  # (the mismatch broke the communicator: abort instead)
         dist.barrier()
@@ -460,13 +602,13 @@ def launch(scenario, n, deadline_s=240):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--rank":
         rank_main(sys.argv[2])
-    elif len(sys.argv) == 3:
-        sys.exit(0 if launch(sys.argv[1], int(sys.argv[2])) else 1)
-    elif len(sys.argv) == 2 and sys.argv[1] == "all":
-        results = [(s, n, launch(s, n)) for n in (2, 3) for s in SCENARIOS]
+    elif len(sys.argv) >= 2 and sys.argv[1] == "all":  # all [NRANKS ...] (default 2 3)
+        results = [(s, n, launch(s, n)) for n in ([int(a) for a in sys.argv[2:]] or (2, 3)) for s in SCENARIOS]
         failed = [f"{s}/{n}" for s, n, ok in results if not ok]
         print(f"{len(results) - len(failed)} passed, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
         sys.exit(1 if failed else 0)
+    elif len(sys.argv) == 3:
+        sys.exit(0 if launch(sys.argv[1], int(sys.argv[2])) else 1)
     else:
         print(__doc__)
         sys.exit(2)

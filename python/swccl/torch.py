@@ -35,13 +35,15 @@ from torch.futures import Future
 
 import swccl as _sw
 
-__all__ = ["ProcessGroupSwccl", "SwcclWork", "Options", "BACKEND_NAME"]
+__all__ = ["ProcessGroupSwccl", "SwcclWork", "Options", "BACKEND_NAME", "python_backend", "native_gate"]
 
 BACKEND_NAME = "swccl"
 _IN_PROGRESS = _sw.IN_PROGRESS
 _GRACE_S = 0.002     # how long the completion thread leaves a work to a thread in Work.wait()
 _IDLE_MAX_S = 0.05   # its longest poll interval when nothing is pending
 _NO_LIMIT = -1
+_GATE_CLOSED = 1 << 40     # added to a Gate's count when the group closes (never taken back)
+_GATE_NO_DIRECT = 1 << 41  # a Gate's count when the group's direct path is off
 
 try:
     _BackendError = dist.DistBackendError
@@ -57,12 +59,14 @@ class Options:
     """pg_options of init_process_group / new_group for "swccl" (all optional):
     transports ("shm,tcp", "tcp", ...: swcclConfig_t.transports), name (the communicator's name in
     SwiftCCL's errors; default 'torch:<group name>'), direct (run synchronous calls on the calling
-    thread when nothing is in flight; default True)."""
+    thread when nothing is in flight; default True), native (serve the group through the C++ fast path
+    when it is available; default True; SWCCL_TORCH_NATIVE=0 turns it off for every group)."""
 
-    def __init__(self, transports=None, name=None, direct=True):
+    def __init__(self, transports=None, name=None, direct=True, native=True):
         self.transports = transports
         self.name = name
         self.direct = direct
+        self.native = native
 
 
 def _ms(timeout, default_ms=0):
@@ -378,6 +382,10 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         self._aborted = False
         self._coalescing = None   # list of works recorded between start_coalescing and end_coalescing
         self._deferred_ops = []   # PREMUL_SUM operators to destroy once their calls returned
+        # The C++ fast path's Gate when this object serves a group through it (_native): held around
+        # every call on the communicator; its count is kept above zero while anything is in flight
+        # on the stream, a coalescing block is open, the group is closed or the direct path is off.
+        self._gate = None
         self._direct = bool(getattr(self._options, "direct", True)) and os.environ.get("SWCCL_TORCH_DIRECT", "1") != "0"
         # Waiting ranks yield the core between polls (SwiftCCL's default yields only when this host has
         # more ranks than cores). A torch process shares its cores with intra-op threads, data loaders
@@ -483,6 +491,17 @@ class ProcessGroupSwccl(dist.ProcessGroup):
     def _submit(self, op, enqueue, outputs, async_op=True, keep=(), post=None):
         """Runs enqueue(stream) (the library calls of one operation) on the group's stream, or directly
         (stream NULL) for a synchronous call when nothing is in flight; returns its Work."""
+        gate = self._gate
+        if gate is None:
+            return self._submit_locked(op, enqueue, outputs, async_op, keep, post)
+        with self._lock:
+            gate.acquire()
+            try:
+                return self._submit_locked(op, enqueue, outputs, async_op, keep, post)
+            finally:
+                gate.release()
+
+    def _submit_locked(self, op, enqueue, outputs, async_op, keep, post):
         with self._lock:
             self._usable(op)
             if self._direct and not async_op and self._inflight == 0 and self._coalescing is None:
@@ -532,6 +551,8 @@ class ProcessGroupSwccl(dist.ProcessGroup):
                     w._shared_event = marker
                 self._inflight += 1
                 self._pending.append(w)
+            if self._gate is not None:  # (the caller holds the gate: no direct call overtakes these)
+                self._gate.add(len(works))
             # No wake-up here: a thread in Work.wait() usually completes the work itself; the
             # completion thread is woken by get_future() (_poke) and otherwise finds it by polling.
 
@@ -546,6 +567,8 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         if work._tracked:
             with self._cond:
                 self._inflight -= 1
+            if self._gate is not None:
+                self._gate.add(-1)
 
     def _flush_ops(self):
         for op in self._deferred_ops:
@@ -677,7 +700,15 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         if factor is not None:
             op = ctypes.c_int()
             value = _sw.scalar_bytes(factor, dtype)
-            _sw._check(self._lib.swcclRedOpCreatePreMulSum(ctypes.byref(op), value, dtype, 1, self._comm), self._comm)
+            gate = self._gate
+            if gate is not None:
+                gate.acquire()
+            try:
+                r = self._lib.swcclRedOpCreatePreMulSum(ctypes.byref(op), value, dtype, 1, self._comm)
+            finally:
+                if gate is not None:
+                    gate.release()
+            _sw._check(r, self._comm)
             self._deferred_ops.append(op.value)
             code = op.value
         return dtype, code
@@ -720,13 +751,20 @@ class ProcessGroupSwccl(dist.ProcessGroup):
             dtype = _TYPE_CODES.get(t.dtype)
             if (code is not None and dtype is not None and t.dtype != torch.bool and t.layout == torch.strided
                     and t.is_cpu and t.is_contiguous()):
+                gate = self._gate
                 with self._lock:
-                    if self._inflight == 0 and self._coalescing is None and not self._closed and self._comm.value:
-                        n = t.numel()
-                        p = t.data_ptr() if n else None
-                        r = self._lib.swcclAllReduce(p, p, n, dtype, code, self._comm, None)
-                        return _CompletedWork(self, "allreduce", tensors,
-                                              None if r == 0 else _BackendError(self._error_text("allreduce", r)))
+                    if gate is not None:
+                        gate.acquire()
+                    try:
+                        if self._inflight == 0 and self._coalescing is None and not self._closed and self._comm.value:
+                            n = t.numel()
+                            p = t.data_ptr() if n else None
+                            r = self._lib.swcclAllReduce(p, p, n, dtype, code, self._comm, None)
+                            return _CompletedWork(self, "allreduce", tensors,
+                                                  None if r == 0 else _BackendError(self._error_text("allreduce", r)))
+                    finally:
+                        if gate is not None:
+                            gate.release()
         calls = self._allreduce_calls(tensors, opts, "allreduce")
         enqueue = calls[0] if len(calls) == 1 else self._group(calls)
         return self._submit("allreduce", enqueue, tensors, getattr(opts, "asyncOp", True), keep=tensors)
@@ -1084,14 +1122,30 @@ class ProcessGroupSwccl(dist.ProcessGroup):
             if self._coalescing is not None:
                 raise ValueError("swccl: start_coalescing inside a coalescing block")
             self._coalescing = []
+            if self._gate is not None:  # no direct call until end_coalescing
+                self._gate.acquire()
+                self._gate.add(1)
+                self._gate.release()
             self._lib.swcclGroupStart()
 
     def end_coalescing(self, device=None):
+        gate = self._gate
         with self._lock:
-            works, self._coalescing = self._coalescing or [], None
-            r = self._lib.swcclGroupEnd()
-            self._flush_ops()
-            outputs = [t for w in works for t in (w._outputs or [])]
+            if gate is not None:
+                gate.acquire()
+            try:
+                return self._end_coalescing_locked()
+            finally:
+                if gate is not None:
+                    gate.release()
+
+    def _end_coalescing_locked(self):
+        was_open = self._coalescing is not None
+        works, self._coalescing = self._coalescing or [], None
+        r = self._lib.swcclGroupEnd()
+        self._flush_ops()
+        outputs = [t for w in works for t in (w._outputs or [])]
+        try:
             if r != 0:
                 err = self._error_text("end_coalescing", r)
                 for w in works:
@@ -1100,6 +1154,9 @@ class ProcessGroupSwccl(dist.ProcessGroup):
             batch = SwcclWork(self, "coalesced", outputs)
             self._track(works + [batch])
             return batch
+        finally:
+            if self._gate is not None and was_open:
+                self._gate.add(-1)  # (the works tracked above keep it up while they are in flight)
 
     _start_coalescing = start_coalescing
     _end_coalescing = end_coalescing
@@ -1122,6 +1179,9 @@ class ProcessGroupSwccl(dist.ProcessGroup):
 
     # -- ending --
     def _close(self, abort):
+        gate = self._gate
+        if gate is not None and not self._closed:
+            gate.add(_GATE_CLOSED)  # the direct path stops here (an abort does not wait for a call in it)
         with self._lock:
             if self._closed:
                 return
@@ -1137,13 +1197,19 @@ class ProcessGroupSwccl(dist.ProcessGroup):
                 self._cond.notify_all()
         self._thread.join(timeout=(self._timeout_ms / 1000.0 + 5) if self._timeout_ms else None)
         with self._lock:
-            if self._stream.value:
-                self._lib.swcclStreamDestroy(self._stream)
-                self._stream = ctypes.c_void_p()
-            if self._comm.value:
-                if not abort:
-                    self._lib.swcclCommDestroy(self._comm)
-                self._comm = ctypes.c_void_p()
+            if gate is not None:
+                gate.acquire()  # a direct call still running ends before the communicator goes
+            try:
+                if self._stream.value:
+                    self._lib.swcclStreamDestroy(self._stream)
+                    self._stream = ctypes.c_void_p()
+                if self._comm.value:
+                    if not abort:
+                        self._lib.swcclCommDestroy(self._comm)
+                    self._comm = ctypes.c_void_p()
+            finally:
+                if gate is not None:
+                    gate.release()
 
     def shutdown(self):
         """destroy_process_group: completes what is in flight, then frees the communicator."""
@@ -1157,18 +1223,119 @@ class ProcessGroupSwccl(dist.ProcessGroup):
         return 0
 
 
+def _info(text):
+    """A line at SWCCL_DEBUG=INFO (or TRACE), in the library's format, on stderr."""
+    if os.environ.get("SWCCL_DEBUG", "").upper() in ("INFO", "TRACE"):
+        import socket
+        import sys
+        sys.stderr.write(f"{socket.gethostname()}:{os.getpid()}:{threading.get_native_id()} SWCCL INFO TORCH {text}\n")
+        sys.stderr.flush()
+
+
+_said = set()
+
+
+def _info_once(text):
+    if text not in _said:
+        _said.add(text)
+        _info(text)
+
+
+def _native(pg):
+    """The C++ backend serving pg's group through the fast path (csrc/swccl_torch.cpp), or pg itself
+    (the Python backend) when the fast path is off or unavailable; the reason is logged once at INFO."""
+    if getattr(pg._options, "native", True) is False:
+        return pg
+    from swccl import _torch_native
+    ext = _torch_native.module()
+    if ext is None:
+        _info_once(f"the torch backend runs in Python (its C++ fast path is unavailable: {_torch_native.reason()})")
+        return pg
+    try:
+        gate = ext.Gate(0 if pg._direct else _GATE_NO_DIRECT)
+        backend = ext.make_backend(pg, gate, pg._lib._handle, pg._comm.value, pg._rank, pg._size, pg._timeout_ms)
+    except Exception as e:
+        _info_once(f"the torch backend runs in Python (its C++ fast path failed: {' '.join(str(e).split())})")
+        return pg
+    pg._gate = gate
+    _info_once(f"the torch backend's C++ fast path: {ext.__file__}")
+    return backend
+
+
+def _native_split(parent, store, ranks, timeout, group_name):
+    """Backend::split of the C++ backend (ProcessGroup.split_group): a new group of `ranks` (ranks of
+    the parent) with its own communicator made through `store` (torch's, unique to the new group),
+    served as the parent is; None for a rank outside `ranks`."""
+    ranks = list(ranks)
+    if parent._rank not in ranks:
+        return None
+    name = group_name or f"split{sorted(ranks)}"
+    pg = ProcessGroupSwccl(store, ranks.index(parent._rank), len(ranks), timeout or parent._timeout,
+                           group_name=name, options=parent._options,
+                           global_ranks=[parent._global_ranks[r] for r in ranks])
+    backend = _native(pg)
+    if backend is pg:
+        from swccl import _torch_native
+        pg.abort()
+        raise _BackendError(f"swccl: split_group on rank {parent._rank}: the C++ fast path of the new group failed "
+                            f"({_torch_native.reason()})")
+    return backend
+
+
 def _create(dist_backend_opts, backend_options=None):
     o = dist_backend_opts
-    return ProcessGroupSwccl(o.store, o.group_rank, o.group_size, o.timeout, group_name=str(o.group_id),
-                             options=backend_options if isinstance(backend_options, Options) else None,
-                             global_ranks=list(o.global_ranks_in_group) or None)
+    pg = ProcessGroupSwccl(o.store, o.group_rank, o.group_size, o.timeout, group_name=str(o.group_id),
+                           options=backend_options if isinstance(backend_options, Options) else None,
+                           global_ranks=list(o.global_ranks_in_group) or None)
+    return _native(pg)
+
+
+def _backend_of(group):
+    if group is None:
+        group = dist.distributed_c10d._get_default_group()
+    if isinstance(group, ProcessGroupSwccl):
+        return group
+    return group._get_backend(torch.device("cpu"))
+
+
+def python_backend(group=None):
+    """The ProcessGroupSwccl serving `group` (default: the default group), whether torch calls it
+    directly (the Python backend) or through the C++ fast path; None if swccl does not serve it."""
+    b = _backend_of(group)
+    if isinstance(b, ProcessGroupSwccl):
+        return b
+    from swccl import _torch_native
+    ext = _torch_native.module()
+    return ext.python_backend(b) if ext is not None else None
+
+
+def native_gate(group=None):
+    """The C++ fast path's Gate of `group` (its counters: .direct, the operations run on the direct
+    path; .delegated, those handed to the Python backend; .busy), or None when the group is served
+    by the Python backend alone."""
+    b = _backend_of(group)
+    if isinstance(b, ProcessGroupSwccl):
+        return None
+    from swccl import _torch_native
+    ext = _torch_native.module()
+    return ext.gate(b) if ext is not None else None
 
 
 def register():
-    """Registers "swccl" with torch.distributed (idempotent)."""
+    """Registers "swccl" with torch.distributed (idempotent). Its groups are served through the C++
+    fast path when it is available (built on first use; SWCCL_TORCH_NATIVE=0 turns it off), else by
+    the Python backend."""
     if BACKEND_NAME.upper() in dist.Backend._plugins:
         return
     dist.Backend.register_backend(BACKEND_NAME, _create, extended_api=True, devices=["cpu"])
+    # torch attaches its backend-agnostic flight recorder (a hook recording every collective) to the
+    # groups of a C++ backend that does not record itself: ≈3-5 µs per call, more than the rest of the
+    # fast path's cost (docs/PERFORMANCE.md). Groups served by the Python backend never had it; swccl's
+    # groups go without it unless SWCCL_TORCH_FLIGHT_RECORDER=1 (torch's TORCH_FR_BUFFER_SIZE=0 turns
+    # it off for every backend).
+    recording = getattr(dist.distributed_c10d, "_FR_SELF_RECORDING_BACKENDS", None)
+    if os.environ.get("SWCCL_TORCH_FLIGHT_RECORDER", "0") != "1" and isinstance(recording, set):
+        recording.add(BACKEND_NAME)
 
 
 register()
