@@ -21,7 +21,7 @@ public enum CollectiveKind: String, CaseIterable, Sendable {
     }
 
     /// Its position among the cases (a switch: no array per call on the collective path).
-    package var index: Int {
+    @inlinable package var index: Int {
         switch self {
         case .allreduce: 0
         case .allgather: 1
@@ -40,7 +40,9 @@ public enum CollectiveKind: String, CaseIterable, Sendable {
     /// algorithm that does not implement it runs the collective's first one).
     @inline(__always)
     package func run(_ algorithm: Algorithm, _ ctx: CollectiveContext, _ o: Operands) throws(CCLError) {
-        try AlgorithmSpec.runners[index &* Algorithm.count &+ algorithm.code](ctx, o)
+        do { try AlgorithmSpec.runners[index &* Algorithm.count &+ algorithm.code](ctx, o) } catch let e as CCLError { throw e } catch {
+            throw CCLError(.internalError, "\(error)")  // never: every algorithm throws CCLError
+        }
     }
 }
 
@@ -60,7 +62,7 @@ public enum Algorithm: String, CaseIterable, Sendable {
     /// in the tags, so ranks of different builds must agree on it. Explicit and stable — independent
     /// of the order of the cases; a new algorithm takes the next unused number, and no number is ever
     /// reused. (A switch: `allCases.firstIndex` built an array on every collective call.)
-    package var code: Int {
+    @inlinable package var code: Int {
         switch self {
         case .ring: 0
         case .tree: 1
@@ -111,7 +113,7 @@ package struct Operands {
     package var op: ReduceOp
     package var root: Int
 
-    @inline(__always)
+    @inlinable
     package init(send: UnsafeRawPointer?, recv: UnsafeMutableRawPointer?, count: Int, type: DataType, op: ReduceOp, root: Int) {
         self.send = send; self.recv = recv; self.count = count; self.type = type; self.op = op; self.root = root
     }
@@ -133,7 +135,8 @@ package struct AlgorithmSpec: Sendable {
     /// or nil where the transport cannot run it.
     package typealias Cost = @Sendable (_ x: CostInputs) -> Double?
     /// This rank's part of the collective.
-    package typealias Run = @Sendable (CollectiveContext, Operands) throws(CCLError) -> Void
+    /// (Untyped `throws` here: a typed-throws function value is called through a reabstraction thunk.)
+    package typealias Run = @Sendable (CollectiveContext, Operands) throws -> Void
 
     package struct Use: Sendable {
         package let kind: CollectiveKind
@@ -177,9 +180,9 @@ extension Algorithm {
                 let seg = x.S / x.N
                 let chunks = max(1, ceil(seg / Double(x.model.chunkBytes)))
                 return 2 * (x.N - 1) * x.a * max(1, chunks / 4) + x.pipelined(2 * (x.N - 1) * seg * x.b, (x.N - 1) * seg * x.g)
-            }, run: AllReduce.ring(_:_:)),
-            .init(.allgather, cost: { x in (x.N - 1) * (x.a + x.S / x.N * x.b) }, run: AllGather.ring(_:_:)),
-            .init(.reducescatter, cost: { x in (x.N - 1) * (x.a + x.S / x.N * (x.b + x.g)) }, run: ReduceScatter.ring(_:_:)),
+            }, run: { (ctx, o) in try AllReduce.ring(ctx, o) }),
+            .init(.allgather, cost: { x in (x.N - 1) * (x.a + x.S / x.N * x.b) }, run: { (ctx, o) in try AllGather.ring(ctx, o) }),
+            .init(.reducescatter, cost: { x in (x.N - 1) * (x.a + x.S / x.N * (x.b + x.g)) }, run: { (ctx, o) in try ReduceScatter.ring(ctx, o) }),
         ]),
         AlgorithmSpec(.tree, [
             // Two trees, each carrying S/2 in chunks; a chunk climbs and descends the depth, and the
@@ -190,40 +193,40 @@ extension Algorithm {
                 let c = min(max(half, 1), Double(x.model.treeChunkBytes))
                 let chunks = max(1, ceil(half / c))
                 return 2 * depth * (x.a + c * (x.b + x.g)) + chunks * x.a + x.pipelined(2 * x.S * x.b, x.S * x.g)
-            }, run: AllReduce.tree(_:_:)),
+            }, run: { (ctx, o) in try AllReduce.tree(ctx, o) }),
         ]),
         AlgorithmSpec(.recdbl, aliases: ["bruck"], [
             .init(.allreduce, cost: { x in x.logP * (x.a + x.S * x.b + x.S * x.g + x.spill(x.S)) + x.fold(true) },
-                  run: AllReduce.recursiveDoubling(_:_:)),
+                  run: { (ctx, o) in try AllReduce.recursiveDoubling(ctx, o) }),
             // ⌈log₂ n⌉ steps with doubling blocks; Bruck's variant also rotates the result once.
             .init(.allgather, cost: { x in x.logN * x.a + (x.N - 1) / x.N * x.S * x.b + (x.p == x.n ? 0 : x.S * x.b / 4) },
-                  run: AllGather.recursiveDoubling(_:_:)),
+                  run: { (ctx, o) in try AllGather.recursiveDoubling(ctx, o) }),
         ]),
         AlgorithmSpec(.rabenseifner, aliases: ["rhd"], [
             .init(.allreduce, cost: { x in
                 2 * x.logP * x.a + 2 * (x.P - 1) / x.P * x.S * x.b + (x.P - 1) / x.P * x.S * x.g + 2 * x.halvingSpill + x.fold(true)
-            }, run: AllReduce.rabenseifner(_:_:)),
+            }, run: { (ctx, o) in try AllReduce.rabenseifner(ctx, o) }),
         ]),
         AlgorithmSpec(.halving, aliases: ["rechalving", "rechalv"], [
             .init(.reducescatter, cost: { x in x.logP * x.a + (x.P - 1) / x.P * x.S * (x.b + x.g) + x.halvingSpill + x.fold(true) },
-                  run: ReduceScatter.halving(_:_:)),
+                  run: { (ctx, o) in try ReduceScatter.halving(ctx, o) }),
         ]),
         AlgorithmSpec(.chain, aliases: ["pipeline"], [
-            .init(.broadcast, cost: { x in x.chain(reduces: false) }, run: Broadcast.chain(_:_:)),
-            .init(.reduce, cost: { x in x.chain(reduces: true) }, run: Reduce.chain(_:_:)),
+            .init(.broadcast, cost: { x in x.chain(reduces: false) }, run: { (ctx, o) in try Broadcast.chain(ctx, o) }),
+            .init(.reduce, cost: { x in x.chain(reduces: true) }, run: { (ctx, o) in try Reduce.chain(ctx, o) }),
         ]),
         AlgorithmSpec(.binomial, [
-            .init(.broadcast, cost: { x in x.logN * (x.a + x.S * x.b) }, run: Broadcast.binomial(_:_:)),
-            .init(.reduce, cost: { x in x.logN * (x.a + x.S * (x.b + x.g) + x.spill(x.S)) }, run: Reduce.binomial(_:_:)),
+            .init(.broadcast, cost: { x in x.logN * (x.a + x.S * x.b) }, run: { (ctx, o) in try Broadcast.binomial(ctx, o) }),
+            .init(.reduce, cost: { x in x.logN * (x.a + x.S * (x.b + x.g) + x.spill(x.S)) }, run: { (ctx, o) in try Reduce.binomial(ctx, o) }),
         ]),
         AlgorithmSpec(.pairwise, [
-            .init(.alltoall, cost: { x in (x.N - 1) * (x.a + x.S / x.N * x.b) }, run: AllToAll.pairwise(_:_:)),
+            .init(.alltoall, cost: { x in (x.N - 1) * (x.a + x.S / x.N * x.b) }, run: { (ctx, o) in try AllToAll.pairwise(ctx, o) }),
         ]),
         AlgorithmSpec(.oneshot, [
             // One flag round trip (cheaper than a message step: no matching, no FIFO), then every rank
             // reads all n inputs, in cache at these sizes. Only up to the size the window's areas hold.
             .init(.allreduce, cost: { x in x.bytes <= x.model.arenaBytes ? 0.5 * x.a + x.N * x.S * x.b / 4 : nil },
-                  run: AllReduce.oneShot(_:_:)),
+                  run: { (ctx, o) in try AllReduce.oneShot(ctx, o) }),
         ]),
         // Steps of one staging slot; each waits for its peers a few times (flag round trips, cheaper
         // than message steps), and every byte is copied through the slots once and read or reduced
@@ -234,12 +237,12 @@ extension Algorithm {
         AlgorithmSpec(.staged, aliases: ["shared", "direct"], [
             .init(.allreduce, cost: { x in
                 x.stagedSteps.map { $0 * 1.5 * x.a + x.S * x.b * (2 * x.N - 1) / (2 * x.N) + (x.N - 1) / x.N * x.S * x.g }
-            }, run: AllReduce.staged(_:_:)),
+            }, run: { (ctx, o) in try AllReduce.staged(ctx, o) }),
             .init(.allgather, cost: { x in x.stagedSteps.map { $0 * 0.5 * x.a + 0.7 * (x.N - 1) / x.N * x.S * x.b } },
-                  run: AllGather.staged(_:_:)),
+                  run: { (ctx, o) in try AllGather.staged(ctx, o) }),
             .init(.reducescatter, cost: { x in x.stagedSteps.map { $0 * 0.5 * x.a + 0.8 * (x.N - 1) / x.N * x.S * (x.b + x.g) } },
-                  run: ReduceScatter.staged(_:_:)),
-            .init(.broadcast, cost: { x in x.stagedSteps.map { $0 * 0.5 * x.a + 0.8 * x.S * x.b } }, run: Broadcast.staged(_:_:)),
+                  run: { (ctx, o) in try ReduceScatter.staged(ctx, o) }),
+            .init(.broadcast, cost: { x in x.stagedSteps.map { $0 * 0.5 * x.a + 0.8 * x.S * x.b } }, run: { (ctx, o) in try Broadcast.staged(ctx, o) }),
         ]),
     ]
 }

@@ -22,7 +22,7 @@ package struct CallArguments: Sendable, Equatable {
         case scatter = 9
 
         /// As operations are labelled in errors (`allreduce #17 on comm 'dp'`).
-        package var name: String {
+        @inlinable package var name: String {
             switch self {
             case .allreduce: "allreduce"
             case .barrier: "barrier"
@@ -37,7 +37,7 @@ package struct CallArguments: Sendable, Equatable {
         }
 
         /// The kind whose algorithm the selector chooses (nil: one algorithm only).
-        package var kind: CollectiveKind? {
+        @inlinable package var kind: CollectiveKind? {
             switch self {
             case .allreduce: .allreduce
             case .allgather: .allgather
@@ -50,13 +50,12 @@ package struct CallArguments: Sendable, Equatable {
         package var hasOp: Bool { self == .allreduce || self == .reducescatter || self == .reduce }
         package var hasRoot: Bool { self == .broadcast || self == .reduce || self == .gather || self == .scatter }
         /// Bytes the selector sees for `count` elements of `size` bytes on `ranks` ranks.
-        package func selectorBytes(_ count: Int, _ size: Int, ranks: Int) -> Int {
+        @inlinable package func selectorBytes(_ count: Int, _ size: Int, ranks: Int) -> Int {
             self == .allgather || self == .reducescatter ? count &* ranks &* size : count &* size
         }
 
         /// Runs this rank's part with `algorithm` (the selector's choice; nil for a collective without
         /// one): the algorithm's entry in `Algorithm.specs`.
-        @inline(__always)
         package func run(_ algorithm: Algorithm?, _ ctx: CollectiveContext, _ o: Operands) throws(CCLError) {
             if let kind { return try kind.run(algorithm ?? kind.algorithms[0], ctx, o) }
             switch self {

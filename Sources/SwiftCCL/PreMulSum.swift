@@ -3,23 +3,27 @@ import SwcclAlgorithms
 
 /// A pre-multiplied sum (NCCL's `ncclRedOpCreatePreMulSum`): each rank's input is multiplied by a
 /// scalar of the collective's type before the sum, e.g. to average gradients with a scale factor.
-/// The scalar is either copied now or read from memory at every operation.
+/// The scalar is either copied now or read from memory at every operation. A plain value (no
+/// reference inside): a collective call that carries one is copied without reference counting.
 public struct PreMulSum: @unchecked Sendable {
     public let type: DataType
-    private let immediate: [UInt8]
+    /// The scalar's bytes copied at creation (the first `type.size` bytes; every type fits).
+    private let immediate: UInt64
     private let pointer: UnsafeRawPointer?
 
     /// The scalar's bytes (one element of `type`) copied now.
     public init(type: DataType, scalarBytes: UnsafeRawPointer) {
         self.type = type
-        immediate = Array(UnsafeRawBufferPointer(start: scalarBytes, count: type.size))
+        var bits: UInt64 = 0
+        withUnsafeMutableBytes(of: &bits) { $0.baseAddress!.copyMemory(from: scalarBytes, byteCount: min(type.size, 8)) }
+        immediate = bits
         pointer = nil
     }
 
     /// The scalar read from `scalarAt` each time an operation uses it.
     public init(type: DataType, readingScalarAt scalarAt: UnsafeRawPointer) {
         self.type = type
-        immediate = []
+        immediate = 0
         pointer = scalarAt
     }
 
@@ -38,7 +42,7 @@ public struct PreMulSum: @unchecked Sendable {
         defer { pattern.deallocate() }
         for i in 0..<chunk {
             if let p = pointer { (pattern + i * es).copyMemory(from: p, byteCount: es) }
-            else { immediate.withUnsafeBytes { (pattern + i * es).copyMemory(from: $0.baseAddress!, byteCount: es) } }
+            else { withUnsafeBytes(of: immediate) { (pattern + i * es).copyMemory(from: $0.baseAddress!, byteCount: es) } }
         }
         let mul = Reduction.kernel(type, .prod)
         var off = 0
