@@ -46,7 +46,7 @@ public final class Communicator: @unchecked Sendable {
     let opLock = Lock()
     /// The process that made this communicator: in a forked child it is the parent's, so using it is an
     /// error and tearing it down touches nothing the parent shares (sockets, shared memory).
-    public let owner = ProcessOwner()
+    package let owner = ProcessOwner()
     var sequence: UInt64 = 0
     let scratch = Scratch()
     let oneShot = Counter()
@@ -270,5 +270,5 @@ public final class Communicator: @unchecked Sendable {
 
     /// Records `text` as the last error of this communicator (a check made by a layer above, e.g. the C
     /// ABI's argument conversion, that failed before reaching the communicator).
-    public func noteLastError(_ text: String) { state.withLock { $0.lastError = text } }
+    package func noteLastError(_ text: String) { state.withLock { $0.lastError = text } }
 }

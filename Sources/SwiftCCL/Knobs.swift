@@ -12,7 +12,7 @@ extension Knobs {
 extension Knobs {
     /// Every knob, for listing (`swccl-perf --env`) and for the unknown-variable check: each layer's
     /// own list, joined here.
-    public static var all: [KnobInfo] {
+    package static var all: [KnobInfo] {
         core + bootstrap + [timeoutMs.info, transports.info] + algorithms + transport + TransportRegistry.knobs
     }
 
