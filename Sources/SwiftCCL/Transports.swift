@@ -15,11 +15,6 @@ package enum TransportRegistry {
 
     package static func named(_ name: String) -> TransportBackend? { backends.first { $0.name == name } }
 
-    /// The conformance suite's backends (`shm`, `shm-cma`, `tcp`, `ib`), by name.
-    package static var conformance: [(name: String, make: TransportBackend.Factory)] { backends.flatMap(\.conformanceVariants) }
-    package static var names: [String] { conformance.map(\.name).sorted() }
-    package static func factory(_ name: String) -> TransportBackend.Factory? { conformance.first { $0.name == name }?.make }
-
     /// Why a backend (or a conformance variant, e.g. `shm-cma`) cannot run on this machine, or nil.
     package static func unavailable(_ name: String) -> String? {
         backends.first { b in b.conformanceVariants.contains { $0.name == name } }?.unavailable()
