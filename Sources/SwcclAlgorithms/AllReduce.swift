@@ -5,26 +5,46 @@ import SwcclTransport
 
 /// Allreduce algorithms, written only against the transport protocol.
 package enum AllReduce {
-    package static func run(_ algo: Algorithm, _ ctx: CollectiveContext, send: UnsafeRawPointer, recv: UnsafeMutableRawPointer,
-                    count: Int, type: DataType, op: ReduceOp) throws(CCLError) {
-        if ctx.size == 1 {
-            if send != UnsafeRawPointer(recv) { recv.copyMemory(from: send, byteCount: count * type.size) }
-            return
-        }
-        switch algo {
-        case .tree: try DoubleTree.allReduce(ctx, send: send, recv: recv, count: count, type: type, op: op)
-        case .recdbl: try recursiveDoubling(ctx, send: send, recv: recv, count: count, type: type, op: op)
-        case .rabenseifner: try rabenseifner(ctx, send: send, recv: recv, count: count, type: type, op: op)
-        case .oneshot:
-            guard let arena = ctx.arena else {
-                return try recursiveDoubling(ctx, send: send, recv: recv, count: count, type: type, op: op)
-            }
-            try OneShot.allReduce(ctx, arena: arena, operation: ctx.oneShot.next(), send: send, recv: recv, count: count, type: type, op: op)
-        case .staged:
-            guard let arena = ctx.arena else { return try ring(ctx, send: send, recv: recv, count: count, type: type, op: op) }
-            try Staged.allReduce(ctx, arena: arena, send: send, recv: recv, count: count, type: type, op: op)
-        default: try ring(ctx, send: send, recv: recv, count: count, type: type, op: op)
-        }
+    // The table's entries (`Algorithm.specs`): one rank copies; every algorithm otherwise.
+    package static func ring(_ ctx: CollectiveContext, _ o: Operands) throws(CCLError) {
+        guard !single(ctx, o) else { return }
+        try ring(ctx, send: o.input, recv: o.output, count: o.count, type: o.type, op: o.op)
+    }
+
+    package static func tree(_ ctx: CollectiveContext, _ o: Operands) throws(CCLError) {
+        guard !single(ctx, o) else { return }
+        try DoubleTree.allReduce(ctx, send: o.input, recv: o.output, count: o.count, type: o.type, op: o.op)
+    }
+
+    package static func recursiveDoubling(_ ctx: CollectiveContext, _ o: Operands) throws(CCLError) {
+        guard !single(ctx, o) else { return }
+        try recursiveDoubling(ctx, send: o.input, recv: o.output, count: o.count, type: o.type, op: o.op)
+    }
+
+    package static func rabenseifner(_ ctx: CollectiveContext, _ o: Operands) throws(CCLError) {
+        guard !single(ctx, o) else { return }
+        try rabenseifner(ctx, send: o.input, recv: o.output, count: o.count, type: o.type, op: o.op)
+    }
+
+    /// Through the symmetric window (one host); recursive doubling without one.
+    package static func oneShot(_ ctx: CollectiveContext, _ o: Operands) throws(CCLError) {
+        guard !single(ctx, o) else { return }
+        guard let arena = ctx.arena else { return try recursiveDoubling(ctx, send: o.input, recv: o.output, count: o.count, type: o.type, op: o.op) }
+        try OneShot.allReduce(ctx, arena: arena, operation: ctx.oneShot.next(), send: o.input, recv: o.output, count: o.count, type: o.type, op: o.op)
+    }
+
+    /// Staged through the symmetric window (one host); the ring without one.
+    package static func staged(_ ctx: CollectiveContext, _ o: Operands) throws(CCLError) {
+        guard !single(ctx, o) else { return }
+        guard let arena = ctx.arena else { return try ring(ctx, send: o.input, recv: o.output, count: o.count, type: o.type, op: o.op) }
+        try Staged.allReduce(ctx, arena: arena, send: o.input, recv: o.output, count: o.count, type: o.type, op: o.op)
+    }
+
+    /// One rank: the input is the result (copied unless in place); true when that was all.
+    @inline(__always) static func single(_ ctx: CollectiveContext, _ o: Operands) -> Bool {
+        guard ctx.size == 1 else { return false }
+        if o.input != UnsafeRawPointer(o.output) { o.output.copyMemory(from: o.input, byteCount: o.bytes) }
+        return true
     }
 
     /// Folds a rank count onto the largest power of two p ≤ n (MPICH's scheme): among the first
@@ -255,29 +275,6 @@ package enum AllReduce {
                 let w = driver.waitingOn()
                 try ctx.idle(advanced: advanced, progress: &progress, waitingOn: w.peer, receiving: w.receiving)
             }
-        }
-    }
-}
-
-package enum Barrier {
-    /// A call with count 0 moves no data but is still a call: the ranks run a dissemination barrier
-    /// whose empty messages carry this operation's fingerprint, so a rank that passed count 0 while
-    /// another passed 1000 (or another root, type, collective) gets the mismatch on both sides.
-    package static func zeroCount(_ ctx: CollectiveContext) throws(CCLError) { try dissemination(ctx) }
-
-    /// Round k: an empty message to rank + 2^k, one from rank − 2^k. After ⌈log₂ n⌉ rounds every rank
-    /// has heard, directly or through others, from every rank.
-    package static func dissemination(_ ctx: CollectiveContext) throws(CCLError) {
-        let n = ctx.size
-        var distance = 1, round = 0
-        var byte: UInt8 = 0
-        while distance < n {
-            let to = (ctx.rank + distance) % n, from = (ctx.rank - distance + n) % n
-            try withUnsafeMutablePointer(to: &byte) { p in
-                catching { () throws(CCLError) in try ctx.exchange(lane: round, to: to, p, 0, from: from, p, 0) }
-            }.get()
-            distance <<= 1
-            round += 1
         }
     }
 }

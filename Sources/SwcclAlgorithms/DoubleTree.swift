@@ -11,20 +11,20 @@ extension Knobs {
 /// even rank count, every rank is a leaf in one and interior in the other, so both trees together
 /// load every rank about equally. Each tree carries half the buffer: chunks are reduced up towards the
 /// root and broadcast back down, pipelined.
-public enum DoubleTree {
+package enum DoubleTree {
     /// One rank's place in one tree: its parent (-1 at the root) and up to two children (-1 for none).
-    public struct Node: Equatable, CustomStringConvertible, Sendable {
-        public var parent: Int
-        public var children: (Int, Int)
-        public static func == (a: Node, b: Node) -> Bool { a.parent == b.parent && a.children == b.children }
-        public var kids: [Int] { [children.0, children.1].filter { $0 >= 0 } }
-        public var description: String { "parent \(parent) children \(kids)" }
+    package struct Node: Equatable, CustomStringConvertible, Sendable {
+        package var parent: Int
+        package var children: (Int, Int)
+        package static func == (a: Node, b: Node) -> Bool { a.parent == b.parent && a.children == b.children }
+        package var kids: [Int] { [children.0, children.1].filter { $0 >= 0 } }
+        package var description: String { "parent \(parent) children \(kids)" }
     }
 
     /// Tree 0: an in-order binary tree rooted at rank 0 whose leaves are the odd ranks. A rank's lowest
     /// set bit b gives its level: its parent is (rank ^ b) | 2b (or rank ^ b when that is out of range),
     /// its children rank ± b/2 (the upper one shrunk until it is in range).
-    public static func btree(rank: Int, size n: Int) -> Node {
+    package static func btree(rank: Int, size n: Int) -> Node {
         if n <= 1 { return Node(parent: -1, children: (-1, -1)) }
         var bit = 1
         while bit < n && rank & bit == 0 { bit <<= 1 }
@@ -43,7 +43,7 @@ public enum DoubleTree {
 
     /// Both trees for `rank`: tree 1 is tree 0 mirrored (rank ↦ n−1−rank) for an even rank count, and
     /// shifted by one for an odd count.
-    public static func trees(rank: Int, size n: Int) -> (Node, Node) {
+    package static func trees(rank: Int, size n: Int) -> (Node, Node) {
         let t0 = btree(rank: rank, size: n)
         let map: (Int) -> Int, unmap: (Int) -> Int
         if n % 2 == 0 { map = { n - 1 - $0 }; unmap = map } else { map = { ($0 - 1 + n) % n }; unmap = { ($0 + 1) % n } }
@@ -55,7 +55,7 @@ public enum DoubleTree {
     /// Levels below the root, the same in both trees: the root's only child is the largest power of
     /// two 2^k < n, whose subtree has k levels of halving bits below it (out-of-range parents only
     /// shorten paths).
-    public static func depth(_ n: Int) -> Int {
+    package static func depth(_ n: Int) -> Int {
         n <= 1 ? 0 : (Int.bitWidth - (n - 1).leadingZeroBitCount - 1) + 1
     }
 

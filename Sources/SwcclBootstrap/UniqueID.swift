@@ -17,7 +17,7 @@ extension Knobs {
 /// Where the secret of an id that every rank derives from `host:port` (SWCCL_COMM_ID, MASTER_ADDR)
 /// comes from, strongest first. docs/RELIABILITY.md, "Who can join a job", says what each protects
 /// against.
-public enum SecretSource: Sendable, Equatable {
+package enum SecretSource: Sendable, Equatable {
     /// `SWCCL_JOB_SECRET`: only processes given it can join.
     case explicit
     /// A random key the launcher put in the environment of the job's processes only (Open MPI's
@@ -30,7 +30,7 @@ public enum SecretSource: Sendable, Equatable {
     case none
 
     /// One line for the INFO log.
-    public var summary: String {
+    package var summary: String {
         switch self {
         case .explicit: return "secret from SWCCL_JOB_SECRET: only processes given it can join"
         case .launcherKey(let v): return "secret from the launcher's random key \(v): only processes of this job (and its user) can join"
@@ -111,7 +111,7 @@ public struct UniqueID: Sendable, Equatable {
     }
 
     /// The same, reading the environment through `env` (tests).
-    public static func fromCommID(_ text: String, env: (String) -> String?) throws(CCLError) -> UniqueID {
+    package static func fromCommID(_ text: String, env: (String) -> String?) throws(CCLError) -> UniqueID {
         guard let addr = SocketAddress.parse(text.trimmingSpaces) else {
             throw CCLError.invalidArgument("SWCCL_COMM_ID=\(text) is not host:port (IPv6: [addr]:port) or does not resolve")
         }
@@ -124,7 +124,7 @@ public struct UniqueID: Sendable, Equatable {
 
     /// What the processes of one job share and strangers should not know, as text to hash, and how
     /// strong it is. Every variable found goes in (so two jobs that differ in any never meet).
-    public static func secretMaterial(_ env: (String) -> String?) -> (material: String, source: SecretSource) {
+    package static func secretMaterial(_ env: (String) -> String?) -> (material: String, source: SecretSource) {
         var material = ""
         func add(_ name: String) -> Bool {
             guard let v = env(name), !v.isEmpty else { return false }

@@ -16,14 +16,14 @@ public struct KnobInfo: Sendable {
 /// One environment knob, read once at first use. Each is declared beside the code that uses it, as a
 /// `static let` in an extension of `Knobs`, and listed in `Knobs.all` so `swccl-perf --env` can print
 /// every one. A value that cannot be parsed is reported at WARN and the default is used.
-public struct Knob<Value: Sendable>: Sendable {
-    public let name: String
-    public let defaultValue: Value
-    public let help: String
+@usableFromInline package struct Knob<Value: Sendable>: Sendable {
+    package let name: String
+    package let defaultValue: Value
+    package let help: String
     /// The environment's value, if set and valid.
-    public let override: Value?
-    public var value: Value { override ?? defaultValue }
-    public var isSet: Bool { override != nil }
+    @usableFromInline package let override: Value?
+    package var value: Value { override ?? defaultValue }
+    package var isSet: Bool { override != nil }
 
     /// `logsItself`: the knob is one of the log's own (its level): a bad value is reported straight to
     /// stderr, since reporting it through the log would need the knob being read (a one-time
@@ -45,7 +45,7 @@ public struct Knob<Value: Sendable>: Sendable {
         }
     }
 
-    public var info: KnobInfo {
+    package var info: KnobInfo {
         KnobInfo(name: name, defaultText: "\(defaultValue)", help: help, currentText: "\(value)")
     }
 }
@@ -81,7 +81,7 @@ extension Knob where Value == Bool {
 }
 
 /// Namespace of all environment knobs. Each file that reads a variable adds its `static let` here.
-public enum Knobs {
+@usableFromInline package enum Knobs {
     /// This layer's knobs (logging, launchers, interfaces, NUMA). Each layer lists its own
     /// (`Knobs.core`, `Knobs.bootstrap`, `Knobs.transport`, each backend's in `TransportRegistry`,
     /// `Knobs.algorithms`); `Knobs.all` joins them at the top.

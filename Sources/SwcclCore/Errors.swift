@@ -24,7 +24,7 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
     public var errno: Errno?
     /// Set when the error struck after transfers were under way: even an argument or usage error then
     /// leaves requests in flight, so the communicator cannot be used again.
-    public var breaksCommunicator = false
+    package var breaksCommunicator = false
     /// The communicator's name (`CommConfig.name`, else `comm`), when the error came from one.
     public var communicator: String?
     /// The operation's sequence number in its communicator (collectives share one sequence; point-to-
@@ -43,13 +43,13 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
 
     public static func invalidArgument(_ cause: String) -> CCLError { CCLError(.invalidArgument, cause) }
     public static func invalidUsage(_ cause: String) -> CCLError { CCLError(.invalidUsage, cause) }
-    public static func system(_ cause: String, _ e: Errno, peer: Int? = nil) -> CCLError {
+    package static func system(_ cause: String, _ e: Errno, peer: Int? = nil) -> CCLError {
         CCLError(.systemError, "\(cause): \(e)", peer: peer, errno: e)
     }
 
     /// Fills in context fields that are still empty (an error raised deep in a transport learns the
     /// operation and rank on its way up).
-    public func with(operation: String? = nil, rank: Int? = nil, peer: Int? = nil, peerAddress: String? = nil,
+    package func with(operation: String? = nil, rank: Int? = nil, peer: Int? = nil, peerAddress: String? = nil,
                      communicator: String? = nil, sequence: UInt64? = nil) -> CCLError {
         var e = self
         if e.operation == nil { e.operation = operation }
@@ -65,7 +65,7 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
     public var isFatal: Bool { breaksCommunicator || (kind != .invalidArgument && kind != .invalidUsage) }
 
     /// The same error, marked as breaking the communicator.
-    public var breaking: CCLError { var e = self; e.breaksCommunicator = true; return e }
+    package var breaking: CCLError { var e = self; e.breaksCommunicator = true; return e }
 
     public var kindName: String {
         switch kind {
@@ -105,7 +105,7 @@ public struct CCLError: Error, Sendable, CustomStringConvertible {
 
     /// `text` with every control character (newline, carriage return, tab, escape, ...) replaced by a
     /// space, so a message stays on one line whatever a host name or a peer's text contained.
-    public static func oneLine(_ text: String) -> String {
+    package static func oneLine(_ text: String) -> String {
         @inline(__always) func control(_ c: Unicode.Scalar) -> Bool {
             c.value < 0x20 || (0x7f...0x9f).contains(c.value) || c.value == 0x2028 || c.value == 0x2029
         }
@@ -124,6 +124,6 @@ package func asCCLError(_ error: any Error) -> CCLError {
 /// Runs a typed-throwing body inside an untyped closure (e.g. `Array.withUnsafeBytes`) and carries the
 /// typed error out: `try buf.withUnsafeBytes { b in catching { () throws(CCLError) in ... } }.get()`.
 @inline(__always)
-public func catching<T, E: Error>(_ body: () throws(E) -> T) -> Result<T, E> {
+package func catching<T, E: Error>(_ body: () throws(E) -> T) -> Result<T, E> {
     do { return .success(try body()) } catch { return .failure(error) }
 }

@@ -18,10 +18,10 @@ import SwcclSystem
 ///   shared memory are shared with the parent after fork; a child that closed them would tell the
 ///   parent's peers that the parent left. `ProcessOwner` tells an inherited object from one the
 ///   process made itself, so that teardown of an inherited one is a local no-op and using it is an error.
-public enum ForkSafety {
+package enum ForkSafety {
     /// Runs `body` here, or on the stand-in thread when this is the thread a forked child started with.
     @inlinable @inline(__always)
-    public static func run<R>(_ body: () -> R) -> R {
+    package static func run<R>(_ body: () -> R) -> R {
         if !_threadIsForkStale() { return body() }
         var result: R? = nil
         if _runOnProxyThread({ result = body() }) { return result! }
@@ -34,14 +34,14 @@ public enum ForkSafety {
 
 /// The process (fork generation) that made an object: a forked child inherits the object but does not
 /// own it.
-public struct ProcessOwner: Sendable {
+package struct ProcessOwner: Sendable {
     package let generation = Sys.forkGeneration
     package let pid = Sys.getpid()
-    public init() {}
+    package init() {}
     /// True in a forked child of the process that made the object.
-    @inline(__always) public var isInherited: Bool { Sys.forkGeneration != generation }
+    @inline(__always) package var isInherited: Bool { Sys.forkGeneration != generation }
     /// Says why an inherited object cannot be used here.
-    public func inheritedError(_ what: String) -> CCLError {
+    package func inheritedError(_ what: String) -> CCLError {
         CCLError(.invalidUsage, "\(what) was created by process \(pid) and inherited by this forked child (pid \(Sys.getpid())): a child cannot use its parent's communicator (create its own after fork); the parent's job is unaffected")
     }
 }

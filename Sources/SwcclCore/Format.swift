@@ -13,7 +13,7 @@ package func fixed(_ v: Double, _ decimals: Int) -> String {
 }
 
 /// 8 B, 4 KiB, 1 MiB … as in the INFO table and docs.
-public func formatBytes(_ b: Int) -> String {
+package func formatBytes(_ b: Int) -> String {
     if b >= 1 << 30 && b % (1 << 30) == 0 { return "\(b >> 30) GiB" }
     if b >= 1 << 20 && b % (1 << 20) == 0 { return "\(b >> 20) MiB" }
     if b >= 1 << 10 && b % (1 << 10) == 0 { return "\(b >> 10) KiB" }

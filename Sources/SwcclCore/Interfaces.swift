@@ -67,16 +67,16 @@ package enum InterfaceChoice {
 
 /// Interface selection as a pure function, for tests and tools: which interface SwiftCCL would pick
 /// from a given list under a given `SWCCL_SOCKET_IFNAME` / `SWCCL_SOCKET_FAMILY`.
-public enum InterfaceSelection {
-    public struct Candidate: Sendable {
-        public var name: String, address: String, isUp: Bool, isLoopback: Bool
-        public init(name: String, address: String, isUp: Bool = true, isLoopback: Bool = false) {
+package enum InterfaceSelection {
+    package struct Candidate: Sendable {
+        package var name: String, address: String, isUp: Bool, isLoopback: Bool
+        package init(name: String, address: String, isUp: Bool = true, isLoopback: Bool = false) {
             self.name = name; self.address = address; self.isUp = isUp; self.isLoopback = isLoopback
         }
     }
 
     /// The chosen interface's name. `address` of each candidate is numeric (`10.0.0.1`, `fd00::1`).
-    public static func choose(from candidates: [Candidate], spec: String, family: String = "") throws(CCLError) -> String {
+    package static func choose(from candidates: [Candidate], spec: String, family: String = "") throws(CCLError) -> String {
         let list = candidates.compactMap { c -> Sys.Interface? in
             let text = c.address.contains(":") ? "[\(c.address)]:0" : "\(c.address):0"
             guard let a = SocketAddress.parse(text) else { return nil }
@@ -86,7 +86,7 @@ public enum InterfaceSelection {
     }
 
     /// The interface and address this process would listen on now.
-    public static func current() throws(CCLError) -> String {
+    package static func current() throws(CCLError) -> String {
         let c = try InterfaceChoice.local()
         return "\(c.name) \(c.address.hostText)"
     }

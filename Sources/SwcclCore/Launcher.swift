@@ -14,21 +14,21 @@ extension Knobs {
 /// launchers inside an srun step): the first host of `SLURM_STEP_NODELIST` — with a port derived from
 /// the job's identifiers (`derivedPort`). Rank 0 runs the bootstrap root there, so it must run on
 /// that host (srun's and mpirun's default placement put it there).
-public struct LaunchEnvironment: Sendable, Equatable {
-    public var rank: Int
-    public var size: Int
+package struct LaunchEnvironment: Sendable, Equatable {
+    package var rank: Int
+    package var size: Int
     /// `host:port` of the bootstrap root.
-    public var rendezvous: String
+    package var rendezvous: String
     /// Which launcher's variables gave the rank and size ("SWCCL", "torchrun", "Open MPI", "PMIx", "PMI", "Slurm").
-    public var source: String
+    package var source: String
     /// Where the rendezvous address came from, for logs and errors: "SWCCL_COMM_ID", "MASTER_ADDR and
     /// MASTER_PORT + 1", "the first host of SLURM_STEP_NODELIST=… and a port from SLURM_JOB_ID=… SLURM_STEP_ID=…".
-    public var origin: String
+    package var origin: String
     /// The rank among the job's processes on this host, where the launcher says (LOCAL_RANK,
     /// OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID, SLURM_LOCALID).
-    public var localRank: Int?
+    package var localRank: Int?
 
-    public init(rank: Int, size: Int, rendezvous: String, source: String, origin: String = "", localRank: Int? = nil) {
+    package init(rank: Int, size: Int, rendezvous: String, source: String, origin: String = "", localRank: Int? = nil) {
         self.rank = rank; self.size = size; self.rendezvous = rendezvous; self.source = source
         self.origin = origin; self.localRank = localRank
     }
@@ -52,9 +52,9 @@ public struct LaunchEnvironment: Sendable, Equatable {
 
     /// True when some launcher's rank variables are present (and, for Slurm, the process is a task
     /// of an srun step rather than the batch script, where Slurm also sets SLURM_PROCID=0).
-    public static var isLaunched: Bool { isLaunched { Sys.environment($0) } }
+    package static var isLaunched: Bool { isLaunched { Sys.environment($0) } }
 
-    public static func isLaunched(_ env: (String) -> String?) -> Bool {
+    package static func isLaunched(_ env: (String) -> String?) -> Bool {
         sources.contains { s in
             guard env(s.rank) != nil else { return false }
             if s.name == "Slurm" || s.name == "PMIx" { return slurmStep(env) != nil || (s.name == "PMIx" && env("SWCCL_SIZE") != nil) }
@@ -71,11 +71,11 @@ public struct LaunchEnvironment: Sendable, Equatable {
     }
 
     /// Reads the environment given as a lookup function (the process environment by default).
-    public static func detect() throws(CCLError) -> LaunchEnvironment {
+    package static func detect() throws(CCLError) -> LaunchEnvironment {
         try detect { Sys.environment($0) }
     }
 
-    public static func detect(_ lookup: (String) -> String?) throws(CCLError) -> LaunchEnvironment {
+    package static func detect(_ lookup: (String) -> String?) throws(CCLError) -> LaunchEnvironment {
         try withoutActuallyEscaping(lookup) { (lookup) throws(CCLError) -> LaunchEnvironment in
             // Empty values count as unset; surrounding spaces are dropped.
             try detectTrimmed { name in
@@ -171,7 +171,7 @@ public struct LaunchEnvironment: Sendable, Equatable {
     }
 
     /// The first IPv4 address other than loopback in an ORTE contact URI (else its first address).
-    public static func hnpHost(_ uri: String) -> String? {
+    package static func hnpHost(_ uri: String) -> String? {
         var addresses: [String] = []
         for part in uri.split(separator: ";").dropFirst() {
             let pieces = part.split(separator: "/", maxSplits: 2, omittingEmptySubsequences: false)
@@ -193,7 +193,7 @@ public struct LaunchEnvironment: Sendable, Equatable {
     }
 
     /// The host in a PRRTE namespace `TOOL-HOST-PID@JOB` (Open MPI 5's mpirun, prterun).
-    public static func prrteHost(_ ns: String) -> String? {
+    package static func prrteHost(_ ns: String) -> String? {
         guard let at = ns.lastIndex(of: "@") else { return nil }
         let base = ns[..<at]
         guard let first = base.firstIndex(of: "-"), let last = base.lastIndex(of: "-"), first < last,
@@ -223,18 +223,18 @@ public struct LaunchEnvironment: Sendable, Equatable {
     }
 
     /// Ports for derived rendezvous addresses lie in 20000–29999, below Linux's ephemeral range.
-    public static let derivedPortBase = 20000
+    package static let derivedPortBase = 20000
 
     /// Slurm: 20000 + 16 × (job id mod 625) + (step id mod 16), so the steps of one job (up to 16)
     /// and jobs with nearby ids never share a port.
-    public static func slurmPort(job: String, step: String) -> Int {
+    package static func slurmPort(job: String, step: String) -> Int {
         let j = UInt64(job.prefix { $0.isNumber }).map { Int($0 % 625) } ?? (derivedPort(hashing: job) - derivedPortBase) % 625
         let s = UInt64(step).map { Int($0 % 16) } ?? 0
         return derivedPortBase + 16 * j + s
     }
 
     /// Other job identifiers: 20000 + (FNV-1a of the text mod 10000).
-    public static func derivedPort(hashing text: String) -> Int {
+    package static func derivedPort(hashing text: String) -> Int {
         var h: UInt32 = 0x811c_9dc5
         for b in text.utf8 { h = (h ^ UInt32(b)) &* 0x0100_0193 }
         return derivedPortBase + Int(h % 10000)
@@ -243,9 +243,9 @@ public struct LaunchEnvironment: Sendable, Equatable {
 
 /// Slurm's compressed host lists: `node[01-04,07],gpu3,rack[1-2]-n[1-2]` → node01 … node04, node07,
 /// gpu3, rack1-n1, rack1-n2, rack2-n1, rack2-n2 (ranges keep the width of their zero-padded lower end).
-public enum SlurmHostlist {
+package enum SlurmHostlist {
     /// At most `limit` hosts, in order.
-    public static func expand(_ list: String, limit: Int = 1 << 20) throws(CCLError) -> [String] {
+    package static func expand(_ list: String, limit: Int = 1 << 20) throws(CCLError) -> [String] {
         var out: [String] = []
         var item = "", depth = 0
         var items: [String] = []

@@ -4,13 +4,13 @@ import SwcclSystem
 
 /// Diagnostic output controlled by `SWCCL_DEBUG` (`WARN`, `INFO`, `TRACE`), `SWCCL_DEBUG_SUBSYS`
 /// (comma list of subsystems, `^` to exclude, default all) and `SWCCL_DEBUG_FILE` (`%h` host, `%p` pid).
-public enum Log {
-    public enum Level: Int, Sendable, Comparable {
+package enum Log {
+    package enum Level: Int, Sendable, Comparable {
         case none = 0, warn = 1, info = 2, trace = 3
-        public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
+        package static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
     }
 
-    public enum Subsystem: String, Sendable {
+    package enum Subsystem: String, Sendable {
         case initialization = "INIT", bootstrap = "BOOTSTRAP", net = "NET", coll = "COLL", env = "ENV", api = "API", tuning = "TUNING"
     }
 
@@ -26,7 +26,7 @@ public enum Log {
     package static let subsysKnob = Knob.string("SWCCL_DEBUG_SUBSYS", default: "ALL", "subsystems to log: INIT,BOOTSTRAP,NET,COLL,ENV,API; ^ excludes")
     package static let fileKnob = Knob.string("SWCCL_DEBUG_FILE", default: "", "write the log to this file (%h host, %p pid) instead of stderr")
 
-    public static var level: Level { levelKnob.value }
+    package static var level: Level { levelKnob.value }
 
     private static let subsystems: (include: Set<String>?, exclude: Set<String>) = {
         let text = subsysKnob.value.uppercased()
@@ -57,16 +57,16 @@ public enum Log {
     }()
 
     @inline(__always)
-    public static func enabled(_ l: Level, _ s: Subsystem) -> Bool {
+    package static func enabled(_ l: Level, _ s: Subsystem) -> Bool {
         guard l <= level else { return false }
         let (inc, exc) = subsystems
         if let inc, !inc.contains(s.rawValue) { return false }
         return !exc.contains(s.rawValue)
     }
 
-    public static func warn(_ s: Subsystem, _ message: @autoclosure () -> String) { write(.warn, s, message) }
-    public static func info(_ s: Subsystem, _ message: @autoclosure () -> String) { write(.info, s, message) }
-    public static func trace(_ s: Subsystem, _ message: @autoclosure () -> String) { write(.trace, s, message) }
+    package static func warn(_ s: Subsystem, _ message: @autoclosure () -> String) { write(.warn, s, message) }
+    package static func info(_ s: Subsystem, _ message: @autoclosure () -> String) { write(.info, s, message) }
+    package static func trace(_ s: Subsystem, _ message: @autoclosure () -> String) { write(.trace, s, message) }
 
     private static func write(_ l: Level, _ s: Subsystem, _ message: () -> String) {
         guard enabled(l, s) else { return }

@@ -1,9 +1,9 @@
 import SwcclSystem
 
 /// Limits every layer checks against.
-public enum Limits {
+package enum Limits {
     /// Largest communicator this build accepts.
-    public static let maxRanks = 1 << 16
+    package static let maxRanks = 1 << 16
 }
 
 /// Element types a collective can carry. Raw values equal `swcclDataType_t` in `include/swccl.h`.

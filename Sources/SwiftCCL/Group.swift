@@ -86,7 +86,7 @@ public enum Group {
     /// lets one thread initialise several ranks inside a group). At the outermost `end` every job
     /// starts on a thread of its own, before the batches run; `end` waits for the jobs with `waits`
     /// (and returns the first error among them) and leaves the others running in the background.
-    public static func recordJob(waits: Bool, _ work: @escaping @Sendable () -> CCLError?) {
+    package static func recordJob(waits: Bool, _ work: @escaping @Sendable () -> CCLError?) {
         state.jobs.append((work, waits))
     }
 
@@ -257,8 +257,8 @@ extension Group.Batch {
 
 /// A detached thread for work that outlives the call starting it (the set-up of a nonblocking
 /// communicator).
-public enum BackgroundThread {
-    public static func start(_ body: @escaping @Sendable () -> Void) throws(CCLError) {
+package enum BackgroundThread {
+    package static func start(_ body: @escaping @Sendable () -> Void) throws(CCLError) {
         do { try Sys.startThread(body) } catch { throw CCLError.system("cannot start a thread", error) }
     }
 }

@@ -14,7 +14,7 @@ import SwcclAlgorithms
 /// communicators may be used at once from several threads; every rank must still issue the operations
 /// of one communicator in the same order.
 public final class ExecutionStream: @unchecked Sendable {
-    public typealias Operation = () throws(CCLError) -> Void
+    package typealias Operation = () throws(CCLError) -> Void
     private let cond = Condition()
     private var queue: [(op: Operation, finally: (() -> Void)?)] = []
     private var head = 0
@@ -23,10 +23,10 @@ public final class ExecutionStream: @unchecked Sendable {
     private var stopping = false
     private var stopped = false
     /// The process that made the stream: a forked child has no thread for it.
-    public let owner = ProcessOwner()
+    package let owner = ProcessOwner()
     /// Set on a stream that carries a nonblocking communicator's operations called without a stream:
     /// a group whose work went onto it reports that work as still in progress.
-    public var reportsInProgress = false
+    package var reportsInProgress = false
 
     // Completion, for events (`StreamEvent`). Operations are numbered 1, 2, … in enqueue order;
     // `completed` is the number of the last one finished (run or skipped), published after its
@@ -100,7 +100,7 @@ public final class ExecutionStream: @unchecked Sendable {
 
     /// Appends an operation; it runs after everything enqueued before it (or is skipped after an
     /// earlier failure, until `synchronize` reports it); `finally` runs after it in either case.
-    public func enqueue(_ op: @escaping Operation, finally: (() -> Void)? = nil) throws(CCLError) {
+    package func enqueue(_ op: @escaping Operation, finally: (() -> Void)? = nil) throws(CCLError) {
         cond.lock(); defer { cond.unlock() }
         guard !stopping else { throw CCLError.invalidUsage("the stream was destroyed") }
         queue.append((op, finally))
@@ -238,7 +238,7 @@ public final class StreamEvent: @unchecked Sendable {
     }
     private let mark = Mutex<Mark>(Mark())
     /// The process that made the event: a forked child cannot use it.
-    public let owner = ProcessOwner()
+    package let owner = ProcessOwner()
 
     /// An event that is complete (as one recorded with no stream).
     public init() {}

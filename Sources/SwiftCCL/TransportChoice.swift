@@ -92,13 +92,13 @@ struct TransportChoice {
 
 extension CostModel {
     /// The model for a backend of the registry by name (`tcp`, `shm`, `ib`), from the figures it declares.
-    public static func named(_ transport: String) -> CostModel? {
+    package static func named(_ transport: String) -> CostModel? {
         TransportRegistry.named(transport).map(forBackend)
     }
 
     /// The algorithm a communicator of `ranks` ranks over `transport` would pick for `bytes`, with this
     /// process's `SWCCL_ALGO` and `SWCCL_MODEL_*` settings (for tools and tests).
-    public static func selectionForTesting(_ kind: CollectiveKind, bytes: Int, ranks: Int, transport: String) -> String {
+    package static func selectionForTesting(_ kind: CollectiveKind, bytes: Int, ranks: Int, transport: String) -> String {
         guard var m = CostModel.named(transport) else { return "?" }
         if Knobs.alphaMicros.value > 0 { m.alpha = Knobs.alphaMicros.value * 1e-6 }
         if Knobs.bandwidthGBs.value > 0 { m.beta = 1 / (Knobs.bandwidthGBs.value * 1e9) }

@@ -10,18 +10,13 @@ import SwcclAlgorithms
 /// Every backend of this build, in order of preference: each pair of ranks takes the first one that
 /// both ranks published and that reaches the peer (shared memory on one host, else verbs where both
 /// have a port, else TCP). The last one reaches every peer and is the one a single rank uses.
-public enum TransportRegistry {
-    public static let backends: [TransportBackend] = [SHMTransport.backend, VerbsTransport.backend, TCPTransport.backend]
+package enum TransportRegistry {
+    package static let backends: [TransportBackend] = [SHMTransport.backend, VerbsTransport.backend, TCPTransport.backend]
 
-    public static func named(_ name: String) -> TransportBackend? { backends.first { $0.name == name } }
-
-    /// The conformance suite's backends (`shm`, `shm-cma`, `tcp`, `ib`), by name.
-    public static var conformance: [(name: String, make: TransportBackend.Factory)] { backends.flatMap(\.conformanceVariants) }
-    public static var names: [String] { conformance.map(\.name).sorted() }
-    public static func factory(_ name: String) -> TransportBackend.Factory? { conformance.first { $0.name == name }?.make }
+    package static func named(_ name: String) -> TransportBackend? { backends.first { $0.name == name } }
 
     /// Why a backend (or a conformance variant, e.g. `shm-cma`) cannot run on this machine, or nil.
-    public static func unavailable(_ name: String) -> String? {
+    package static func unavailable(_ name: String) -> String? {
         backends.first { b in b.conformanceVariants.contains { $0.name == name } }?.unavailable()
     }
 

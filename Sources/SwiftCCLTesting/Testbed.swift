@@ -19,7 +19,9 @@ public final class TransportTestbed: @unchecked Sendable {
     private let wakeFD: Int32
 
     public init(backend: String, id: UniqueID, rank: Int, size: Int, timeoutMs: Int) throws(CCLError) {
-        guard let make = TransportRegistry.factory(backend) else { throw CCLError.invalidArgument("no backend \(backend)") }
+        guard let make = TestTransports.named(backend)?.make else {
+            throw CCLError.invalidArgument("no transport \(backend) (known: \(TestTransports.all.map(\.name).joined(separator: ", ")))")
+        }
         self.rank = rank
         self.size = size
         self.timeoutMs = timeoutMs

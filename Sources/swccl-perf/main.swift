@@ -85,6 +85,23 @@ struct Options {
     exit(code)
 }
 
+/// `-a`'s choices per collective, from the library's table of algorithms (`Algorithm.specs`), wrapped
+/// under the option's text.
+let algorithmChoices: String = {
+    let items = [Collective.allReduce, .allGather, .reduceScatter, .broadcast, .reduce].compactMap { c -> String? in
+        guard let k = c.library, k.algorithms.count > 1 else { return nil }
+        return c.rawValue + " " + k.algorithms.map(\.rawValue).joined(separator: " ")
+    }
+    var lines: [String] = [], line = ""
+    for (i, item) in items.enumerated() {
+        let piece = item + (i + 1 < items.count ? ";" : "")
+        if !line.isEmpty && line.count + 1 + piece.count > 76 { lines.append(line); line = "" }
+        line += (line.isEmpty ? "" : " ") + piece
+    }
+    lines.append(line)
+    return lines.map { String(repeating: " ", count: 24) + $0 }.joined(separator: "\n")
+}()
+
 let usage = """
 usage: swccl-perf <collective> [options]
   collective: all_reduce | all_gather | reduce_scatter | broadcast | reduce | alltoall | sendrecv
@@ -105,9 +122,7 @@ usage: swccl-perf <collective> [options]
   -o, --op OP           sum prod min max avg | all
   -r, --root R          root rank (rooted collectives)
   -a, --algo A          auto (the cost model) or one of the collective's algorithms:
-                        all_reduce ring tree recdbl rabenseifner oneshot staged;
-                        all_gather ring recdbl staged; reduce_scatter ring halving staged;
-                        broadcast chain binomial staged; reduce chain binomial
+\(algorithmChoices)
   --transport T         auto (per pair: shm on one host, else ib where both have an RDMA port, else tcp), shm, ib, tcp
   -u, --unalign N       offset buffers by N elements
   -J, --output_file F   also write every row as JSON lines

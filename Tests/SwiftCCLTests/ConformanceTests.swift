@@ -1,32 +1,43 @@
 import XCTest
 import Foundation
 import SwiftCCLTesting
+import SwcclVerify
 
-/// The transport conformance suite: each case is written once against the `Transport` protocol and
-/// runs against every backend in `TransportRegistry`, ranks as real processes.
+/// The transport conformance suite: each case is written once against the `Transport` protocol
+/// (`TransportConformance` in SwiftCCLTesting) and runs against every transport of the test registry
+/// (`TestTransports`: each backend of `TransportRegistry` and its variants, ranks as real processes;
+/// the in-process `loopback`, ranks as threads).
 final class ConformanceTests: XCTestCase {
     /// 3 s; `SWCCL_TEST_CONFORMANCE_TIMEOUT_MS` raises it where the transport is emulated (Soft-RoCE in a VM
     /// moves ≈50 MB/s, so a 256 MiB message needs several seconds).
     let timeoutMs = Int(ProcessInfo.processInfo.environment["SWCCL_TEST_CONFORMANCE_TIMEOUT_MS"] ?? "") ?? 3000
 
-    /// The backends to run: every registered one, or those listed in `SWCCL_TEST_CONFORMANCE_BACKENDS`.
-    /// A backend this machine cannot run (no RDMA device for `ib`) is skipped with a message naming
-    /// the reason; `scripts/test.sh` runs the suite for `ib` inside a Soft-RoCE VM instead.
-    static var selectedBackends: [String] {
+    /// The transports to run: every one in the test registry, or those listed in
+    /// `SWCCL_TEST_CONFORMANCE_BACKENDS`. One this machine cannot run (no RDMA device for `ib`) is
+    /// skipped with a message naming the reason; `scripts/test.sh` runs the suite for `ib` inside a
+    /// Soft-RoCE VM instead.
+    static var selected: [TestTransport] {
         let only = (ProcessInfo.processInfo.environment["SWCCL_TEST_CONFORMANCE_BACKENDS"] ?? "").split(separator: ",").map(String.init)
-        return TransportRegistry.names.filter { only.isEmpty || only.contains($0) }
+        return TestTransports.all.filter { only.isEmpty || only.contains($0.name) }
     }
 
     func forEachBackend(_ scenario: String, ranks: Int, limitS: Double = 120, straggler: Int? = nil,
                         check: (String, RankRun) -> Void = { _, _ in }, beforeSpawn: ((UniqueID) -> Void)? = nil) throws {
-        for backend in Self.selectedBackends {
-            if let why = TransportRegistry.unavailable(backend) {
-                print("SKIP conformance \(scenario) on \(backend): \(why)")
+        for t in Self.selected {
+            if let why = t.unavailable {
+                print("SKIP conformance \(scenario) on \(t.name): \(why)")
                 continue
             }
-            let r = try Ranks.run(scenario, ranks: ranks, backend: backend, timeoutMs: timeoutMs, limitS: max(limitS, Double(timeoutMs) * 10 / 1000),
+            let r: RankRun
+            if t.ranksAreThreads {
+                let t0 = Clock.nanos()
+                let run = try InProcessRanks.run(scenario, ranks: ranks, transport: t.name, timeoutMs: timeoutMs, beforeStart: beforeSpawn)
+                r = RankRun(codes: run.codes, outputs: run.outputs, seconds: Double(Clock.nanos() - t0) / 1e9)
+            } else {
+                r = try Ranks.run(scenario, ranks: ranks, backend: t.name, timeoutMs: timeoutMs, limitS: max(limitS, Double(timeoutMs) * 10 / 1000),
                                   straggler: straggler, beforeSpawn: beforeSpawn)
-            check(backend, r)
+            }
+            check(t.name, r)
         }
     }
 

@@ -98,4 +98,28 @@ final class SelectionTests: XCTestCase {
             XCTAssertEqual(m.best(.broadcast, bytes: 1 << 30, ranks: n), .chain, "\(n) ranks, 1 GiB broadcast")
         }
     }
+
+    /// The table of algorithms: in wire-code order, the codes stable (they go into fingerprints), each
+    /// collective's algorithms in the order tables show them, every name and alias parsed back.
+    func testAlgorithmTable() {
+        let codes: [Algorithm: Int] = [.ring: 0, .tree: 1, .recdbl: 2, .rabenseifner: 3, .halving: 4, .chain: 5, .binomial: 6,
+                                       .pairwise: 7, .oneshot: 8, .staged: 9]
+        XCTAssertEqual(Algorithm.specs.count, Algorithm.count)
+        for (i, spec) in Algorithm.specs.enumerated() {
+            XCTAssertEqual(spec.algorithm.code, i, "\(spec.algorithm) out of code order")
+            XCTAssertEqual(codes[spec.algorithm], i, "\(spec.algorithm)'s wire code changed")
+            XCTAssertEqual(Algorithm(code: i), spec.algorithm)
+            XCTAssertEqual(Algorithm(name: spec.algorithm.rawValue), spec.algorithm)
+            for alias in spec.aliases { XCTAssertEqual(Algorithm(name: alias), spec.algorithm, alias) }
+            XCTAssertFalse(spec.uses.isEmpty, "\(spec.algorithm) serves no collective")
+        }
+        XCTAssertEqual(Set(Algorithm.specs.map(\.algorithm)), Set(Algorithm.allCases))
+        let expected: [CollectiveKind: [Algorithm]] = [
+            .allreduce: [.ring, .tree, .recdbl, .rabenseifner, .oneshot, .staged], .allgather: [.ring, .recdbl, .staged],
+            .reducescatter: [.ring, .halving, .staged], .broadcast: [.chain, .binomial, .staged], .reduce: [.chain, .binomial],
+            .alltoall: [.pairwise],
+        ]
+        for k in CollectiveKind.allCases { XCTAssertEqual(k.algorithms, expected[k], "\(k)") }
+        XCTAssertNil(Algorithm(name: "warp"))
+    }
 }

@@ -6,8 +6,10 @@ import SwiftCCLTesting
 /// the host has an RDMA device (in the Soft-RoCE VM: scripts/verbs-tests.sh), else TCP — and every
 /// collective stays exact.
 final class TwoHostTests: XCTestCase {
-    /// What ranks on different hosts use: verbs where there is an RDMA port, else TCP.
-    let across = VerbsDevices.ports.isEmpty ? "tcp" : "ib"
+    /// What ranks on different hosts use, and ranks on one host: read from the registry (verbs where
+    /// there is an RDMA port, else TCP; shared memory).
+    let across = TestTransports.betweenHosts.name
+    let within = TestTransports.withinHost.name
 
     func run(_ scenario: String, ranks n: Int, onSecondHost: Set<Int>, expect: String) throws {
         guard let host = SecondHost() else { throw XCTSkip("cannot make a second /dev/shm here (needs root or user namespaces, unshare and nsenter)") }
@@ -21,11 +23,11 @@ final class TwoHostTests: XCTestCase {
 
     /// Ranks 0, 1 on this host, 2, 3 on the other: every rank mixes shared memory and TCP.
     func testAllReduceAcrossTwoHosts() throws {
-        try run("allreduce", ranks: 4, onSecondHost: [2, 3], expect: "shm+\(across)")
+        try run("allreduce", ranks: 4, onSecondHost: [2, 3], expect: "\(within)+\(across)")
     }
 
     func testCollectivesAcrossTwoHosts() throws {
-        try run("collectives", ranks: 5, onSecondHost: [1, 3], expect: "shm+\(across)")
+        try run("collectives", ranks: 5, onSecondHost: [1, 3], expect: "\(within)+\(across)")
     }
 
     /// Every rank on its own host: TCP (or verbs) only (shared memory is never tried across hosts).
